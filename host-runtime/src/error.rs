@@ -1,0 +1,125 @@
+//! Errors of [`PluginHost`](crate::PluginHost).
+
+use std::path::PathBuf;
+
+use crate::PluginId;
+
+/// Why [`PluginHost::load`](crate::PluginHost::load) refused or failed to load a file.
+/// The host is unaffected either way.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be opened as a shared library.
+    #[error("could not open plugin library {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the dynamic loader said.
+        source: libloading::Error,
+    },
+    /// The library exports no Horizon declaration.
+    #[error(
+        "{} is not a Horizon plugin: it exports no `HORIZON_PLUGIN_DECLARATION` (is it built from an `impl Plugin` annotated with `#[horizon_plugin]`?)",
+        path.display()
+    )]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The declaration does not start with Horizon's magic number.
+    #[error("{} is not a Horizon plugin: its declaration starts with {found:#018x}, not Horizon's magic number", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// What the declaration starts with.
+        found: u64,
+    },
+    /// The plugin was built against another boundary version.
+    #[error(
+        "{} was built against Horizon boundary version {plugin}, this host speaks version {host}: rebuild the plugin with a horizon-sdk of boundary version {host}",
+        path.display()
+    )]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's boundary version.
+        plugin: u32,
+        /// The host's boundary version.
+        host: u32,
+    },
+    /// The declaration is not well-formed.
+    #[error("{} has a malformed Horizon declaration: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The plugin's initialization failed (before `on_load`).
+    #[error("plugin `{name}` ({}) failed to initialize: {message}", path.display())]
+    Init {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// `on_load` returned an error.
+    #[error("plugin `{name}` ({}) failed in on_load: {message}", path.display())]
+    OnLoad {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+        /// The error's message.
+        message: String,
+    },
+    /// `on_load` panicked.
+    #[error("plugin `{name}` ({}) panicked in on_load: {message}", path.display())]
+    OnLoadPanicked {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// Why [`PluginHost::unload`](crate::PluginHost::unload) reported a problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnloadError {
+    /// No plugin with this id is loaded.
+    #[error("no plugin {0} is loaded")]
+    NotLoaded(PluginId),
+    /// `on_unload` failed or panicked; the plugin was unloaded all the same.
+    #[error("plugin `{name}` {} in on_unload: {message} (it was unloaded all the same)", if *panicked { "panicked" } else { "failed" })]
+    OnUnload {
+        /// The plugin's name.
+        name: String,
+        /// The message.
+        message: String,
+        /// Whether it panicked (rather than returned an error).
+        panicked: bool,
+    },
+    /// Some of the plugin's tasks (blocking jobs) did not stop by the unload
+    /// deadline; the library was kept mapped rather than closed under them.
+    #[error("plugin `{name}` left {left} task(s) running past the unload deadline; its library stays mapped")]
+    TasksStillRunning {
+        /// The plugin's name.
+        name: String,
+        /// How many tasks were still alive.
+        left: usize,
+    },
+}
+
+/// Why [`PluginHost::emit`](crate::PluginHost::emit) could not send an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The payload does not serialize to JSON.
+    #[error("event payload does not serialize to JSON: {0}")]
+    Serialize(#[source] serde_json::Error),
+}

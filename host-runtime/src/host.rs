@@ -1,0 +1,523 @@
+//! [`PluginHost`]: loads plugins, dispatches events, unloads.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use horizon_sdk::Event;
+use horizon_sdk::abi::{
+    ABI_VERSION, DECLARATION_SYMBOL, FfiFuture, HostApi, MAGIC, PluginDeclaration, RStatus, RStr,
+    STATUS_OK, STATUS_PANIC,
+};
+use libloading::Library;
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::error::{EmitError, LoadError, UnloadError};
+use crate::report::{EmitReport, FailureKind, HandlerFailure};
+use crate::services::{Services, lock, panic_message};
+
+/// Identifies a loaded plugin for as long as the host runs (ids are never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginId(u64);
+
+impl fmt::Display for PluginId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What [`PluginHost::plugins`] says about a loaded plugin.
+#[derive(Clone, Debug)]
+pub struct PluginInfo {
+    /// The plugin's id in this host.
+    pub id: PluginId,
+    /// `Plugin::NAME`.
+    pub name: String,
+    /// Version of `horizon-sdk` the plugin was built with.
+    pub sdk_version: String,
+    /// `rustc --version` of the compiler that built the plugin.
+    pub rustc_version: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+}
+
+type HostHandler = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// One subscription to an event name.
+#[derive(Clone)]
+pub(crate) enum Subscriber {
+    Host(HostHandler),
+    Plugin(Arc<PluginHandler>),
+}
+
+/// A plugin's handler as the host sees it: only `call` is used here; the
+/// handler's `drop` belongs to the plugin's `Services` (see `drop_handlers`).
+pub(crate) struct PluginHandler {
+    services: Arc<Services>,
+    data: *const c_void,
+    call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+}
+
+// SAFETY: `data` is a plugin `Box<dyn Fn + Send + Sync>`; `call` is a plain function.
+unsafe impl Send for PluginHandler {}
+// SAFETY: as above.
+unsafe impl Sync for PluginHandler {}
+
+impl Subscriber {
+    pub(crate) fn plugin(
+        services: Arc<Services>,
+        data: *const c_void,
+        call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+    ) -> Self {
+        Subscriber::Plugin(Arc::new(PluginHandler {
+            services,
+            data,
+            call,
+        }))
+    }
+
+    fn plugin_id(&self) -> Option<PluginId> {
+        match self {
+            Subscriber::Host(_) => None,
+            Subscriber::Plugin(h) => Some(h.services.id),
+        }
+    }
+}
+
+/// State shared by every clone of a [`PluginHost`].
+pub(crate) struct Inner {
+    handle: Handle,
+    plugins: Mutex<HashMap<PluginId, Arc<LoadedPlugin>>>,
+    subscribers: RwLock<HashMap<String, Vec<Subscriber>>>,
+    next_id: AtomicU64,
+    unload_timeout: Duration,
+}
+
+/// A loaded library and what the host must keep alive for it.
+struct LoadedPlugin {
+    info: PluginInfo,
+    services: Arc<Services>,
+    /// The table handed to the plugin at `init`; must outlive its `shutdown`.
+    api: ApiBox,
+    decl: DeclFns,
+    library: Mutex<Option<Library>>,
+}
+
+/// The declaration's entry points, copied out after the header check.
+#[derive(Clone, Copy)]
+struct DeclFns {
+    init: unsafe extern "C" fn(*const HostApi) -> RStatus,
+    on_load: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    on_unload: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    shutdown: unsafe extern "C" fn() -> RStatus,
+}
+
+struct ApiBox(Box<HostApi>);
+// SAFETY: the table is immutable once built; `data` points to `Services`,
+// which is `Send + Sync`.
+unsafe impl Send for ApiBox {}
+// SAFETY: as above.
+unsafe impl Sync for ApiBox {}
+
+/// Loads plugins and runs them on a tokio runtime.
+///
+/// Cheap to clone and share: every clone is the same host.
+///
+/// # Examples
+/// ```no_run
+/// use horizon_host_runtime::{Event, PluginHost};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let host = PluginHost::new(tokio::runtime::Handle::current());
+/// host.on("echo:pong", |event: Event| println!("pong {}", event.json::<u64>().unwrap()));
+/// let id = host.load("target/debug/libecho.so").await?;
+/// let report = host.emit("ping", &21u64).await?;
+/// assert!(report.is_ok());
+/// host.unload(id).await?;
+/// host.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("plugins", &self.plugins())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// A host whose plugins run on the runtime of `handle` (multi-thread or
+    /// current-thread; it needs timers enabled).
+    pub fn new(handle: Handle) -> Self {
+        PluginHost::with_unload_timeout(handle, Duration::from_secs(5))
+    }
+
+    /// As [`PluginHost::new`], with the deadline given to `on_unload` and to
+    /// the plugin's tasks to stop when a plugin is unloaded.
+    pub fn with_unload_timeout(handle: Handle, unload_timeout: Duration) -> Self {
+        PluginHost {
+            inner: Arc::new(Inner {
+                handle,
+                plugins: Mutex::new(HashMap::new()),
+                subscribers: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                unload_timeout,
+            }),
+        }
+    }
+
+    /// Registers a host handler for events named `event`. It runs on the task
+    /// that emits the event; a panic in it is caught and reported.
+    pub fn on<F>(&self, event: &str, handler: F)
+    where
+        F: Fn(Event) + Send + Sync + 'static,
+    {
+        self.inner.add_subscriber(event, Subscriber::Host(Arc::new(handler)));
+    }
+
+    /// Loads the plugin library at `path`: checks its declaration, injects the
+    /// host's service table, and runs its `on_load`.
+    ///
+    /// # Errors
+    /// See [`LoadError`]; the host is unaffected by a failed load.
+    pub async fn load(&self, path: impl AsRef<Path>) -> Result<PluginId, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        // SAFETY: loading a library runs its initializers. That is the point
+        // of a plugin host: the host trusts the file it is told to load as
+        // far as running it, and checks its declaration before calling in.
+        let library = unsafe { Library::new(&path) }.map_err(|source| LoadError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let (decl, info) = read_declaration(&library, &path)?;
+        let id = PluginId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let info = PluginInfo { id, ..info };
+        let services = Arc::new(Services::new(
+            Arc::downgrade(&self.inner),
+            self.inner.handle.clone(),
+            id,
+            info.name.clone(),
+        ));
+        let api = ApiBox(Box::new(services.api()));
+        let plugin = Arc::new(LoadedPlugin {
+            info,
+            services,
+            api,
+            decl,
+            library: Mutex::new(Some(library)),
+        });
+
+        // SAFETY: the header matched, so `init` has the declared signature;
+        // the table lives in `plugin.api` until after `shutdown`.
+        let status = unsafe { (decl.init)(&*plugin.api.0) };
+        if status.code != STATUS_OK {
+            let message = status.message.to_string_lossy();
+            // `init` failed, so there is nothing to shut down: just close.
+            drop(plugin.library.lock().map(|mut l| l.take()));
+            return Err(LoadError::Init {
+                path: plugin.info.path.clone(),
+                name: plugin.info.name.clone(),
+                message,
+            });
+        }
+
+        let on_load = decl.on_load;
+        // SAFETY: `init` succeeded; `on_load` runs as a task of the plugin.
+        let status = run_lifecycle(&plugin.services, move || unsafe { on_load() }, None).await;
+        if let Err((message, panicked)) = status {
+            let (path, name) = (plugin.info.path.clone(), plugin.info.name.clone());
+            let _ = self.inner.teardown(&plugin).await;
+            return Err(if panicked {
+                LoadError::OnLoadPanicked { path, name, message }
+            } else {
+                LoadError::OnLoad { path, name, message }
+            });
+        }
+        tracing::info!(plugin = %plugin.info.name, id = %id, path = %plugin.info.path.display(), "plugin loaded");
+        lock(&self.inner.plugins).insert(id, plugin);
+        Ok(id)
+    }
+
+    /// Sends an event to every host handler and every plugin handler
+    /// subscribed to `event`, and returns once all of them have finished.
+    ///
+    /// # Errors
+    /// If `payload` does not serialize to JSON. Handler failures are in the
+    /// report, not an error.
+    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<EmitReport, EmitError> {
+        let payload = serde_json::to_vec(payload).map_err(EmitError::Serialize)?;
+        Ok(self.inner.dispatch(Event::from_json_bytes(event, payload)).await)
+    }
+
+    /// Unloads a plugin: stops sending it events, runs its `on_unload` (with
+    /// the unload deadline), aborts every task it spawned and waits until
+    /// their futures are dropped, releases its handlers and instance, and
+    /// closes the library. After it returns no code of the plugin runs.
+    ///
+    /// # Errors
+    /// If no plugin has this id, if `on_unload` failed (the plugin is
+    /// unloaded all the same), or if a blocking job of the plugin did not
+    /// stop in time (the library is then kept mapped, never closed).
+    pub async fn unload(&self, id: PluginId) -> Result<(), UnloadError> {
+        let plugin = lock(&self.inner.plugins).remove(&id).ok_or(UnloadError::NotLoaded(id))?;
+        // No new events while `on_unload` runs.
+        self.inner.remove_subscribers(id);
+        let on_unload = plugin.decl.on_unload;
+        // SAFETY: the plugin is initialized; `on_unload` runs as its task.
+        let status = run_lifecycle(
+            &plugin.services,
+            move || unsafe { on_unload() },
+            Some(self.inner.unload_timeout),
+        )
+        .await;
+        let teardown = self.inner.teardown(&plugin).await;
+        tracing::info!(plugin = %plugin.info.name, id = %id, "plugin unloaded");
+        teardown?;
+        status.map_err(|(message, panicked)| UnloadError::OnUnload {
+            name: plugin.info.name.clone(),
+            message,
+            panicked,
+        })
+    }
+
+    /// Unloads every plugin. Errors are logged.
+    pub async fn shutdown(&self) {
+        let ids: Vec<PluginId> = lock(&self.inner.plugins).keys().copied().collect();
+        for id in ids {
+            if let Err(e) = self.unload(id).await {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// The loaded plugins, in load order.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let mut list: Vec<PluginInfo> = lock(&self.inner.plugins).values().map(|p| p.info.clone()).collect();
+        list.sort_by_key(|p| p.id);
+        list
+    }
+}
+
+/// Runs a lifecycle future of the plugin as one of its tasks.
+/// `Err((message, panicked))` on failure.
+async fn run_lifecycle(
+    services: &Arc<Services>,
+    start: impl FnOnce() -> FfiFuture<RStatus> + Send + 'static,
+    deadline: Option<Duration>,
+) -> Result<(), (String, bool)> {
+    let Some(task) = services.spawn(async move { start().await }) else {
+        return Err(("the plugin is being unloaded".to_owned(), false));
+    };
+    let abort = task.abort_handle();
+    let joined = match deadline {
+        Some(d) => match tokio::time::timeout(d, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                abort.abort();
+                return Err((format!("did not finish within {d:?}"), false));
+            }
+        },
+        None => task.await,
+    };
+    match joined {
+        Ok(status) if status.code == STATUS_OK => Ok(()),
+        Ok(status) => Err((status.message.to_string_lossy(), status.code == STATUS_PANIC)),
+        Err(e) if e.is_panic() => Err((panic_message(&*e.into_panic()), true)),
+        Err(_) => Err(("cancelled".to_owned(), false)),
+    }
+}
+
+/// Checks the header of the library's declaration and copies out what the
+/// host needs. Calls none of the plugin's functions.
+fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginInfo), LoadError> {
+    // SAFETY: we only take the symbol's address here; it is read below only
+    // after the header check.
+    let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
+    let ptr: *const PluginDeclaration = match symbol {
+        Ok(sym) => *sym,
+        Err(_) => return Err(LoadError::NotAPlugin { path: path.to_owned() }),
+    };
+    if ptr.is_null() {
+        return Err(LoadError::NotAPlugin { path: path.to_owned() });
+    }
+    // SAFETY: the symbol is a data object of at least the header's 16 bytes
+    // (magic, version, size) in every Horizon declaration; the read is
+    // unaligned-safe and copies plain integers.
+    let (magic, abi_version, size) = unsafe {
+        let header = ptr.cast::<u8>();
+        (
+            std::ptr::read_unaligned(header.cast::<u64>()),
+            std::ptr::read_unaligned(header.add(8).cast::<u32>()),
+            std::ptr::read_unaligned(header.add(12).cast::<u32>()),
+        )
+    };
+    if magic != MAGIC {
+        return Err(LoadError::BadMagic {
+            path: path.to_owned(),
+            found: magic,
+        });
+    }
+    if abi_version != ABI_VERSION {
+        return Err(LoadError::AbiMismatch {
+            path: path.to_owned(),
+            plugin: abi_version,
+            host: ABI_VERSION,
+        });
+    }
+    if (size as usize) != size_of::<PluginDeclaration>() {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration is {size} bytes, boundary version {ABI_VERSION} declares {} bytes",
+                size_of::<PluginDeclaration>()
+            ),
+        });
+    }
+    // SAFETY: magic, version and size match this host's, so the object is a
+    // `PluginDeclaration` of this layout, immutable and `'static` in the
+    // library, which outlives this borrow.
+    let decl = unsafe { &*ptr };
+    // SAFETY: the declaration's strings point to `'static` data of the library.
+    let text = |s: &RStr<'static>, what: &str| match unsafe { s.to_str() } {
+        Some(s) => Ok(s.to_owned()),
+        None => Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!("its {what} is not UTF-8"),
+        }),
+    };
+    let info = PluginInfo {
+        id: PluginId(0),
+        name: text(&decl.name, "name")?,
+        sdk_version: text(&decl.sdk_version, "SDK version")?,
+        rustc_version: text(&decl.rustc_version, "rustc version")?,
+        path: path.to_owned(),
+    };
+    let fns = DeclFns {
+        init: decl.init,
+        on_load: decl.on_load,
+        on_unload: decl.on_unload,
+        shutdown: decl.shutdown,
+    };
+    Ok((fns, info))
+}
+
+impl Inner {
+    pub(crate) fn add_subscriber(&self, event: &str, subscriber: Subscriber) {
+        self.subscribers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(event.to_owned())
+            .or_default()
+            .push(subscriber);
+    }
+
+    pub(crate) fn remove_subscribers(&self, id: PluginId) {
+        let mut subs = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
+        for list in subs.values_mut() {
+            list.retain(|s| s.plugin_id() != Some(id));
+        }
+        subs.retain(|_, list| !list.is_empty());
+    }
+
+    /// Delivers one event to every subscriber and waits for all of them.
+    pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
+        let subscribers = self
+            .subscribers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(event.name())
+            .cloned()
+            .unwrap_or_default();
+        let mut report = EmitReport::new(event.name());
+        let mut running = Vec::new();
+        for subscriber in subscribers {
+            match subscriber {
+                Subscriber::Host(handler) => match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
+                    Ok(()) => report.delivered += 1,
+                    Err(payload) => report.failures.push(HandlerFailure {
+                        plugin: None,
+                        subscriber: "host".to_owned(),
+                        event: event.name().to_owned(),
+                        kind: FailureKind::Panicked(panic_message(&*payload)),
+                    }),
+                },
+                Subscriber::Plugin(handler) => {
+                    let ev = event.clone();
+                    let h = Arc::clone(&handler);
+                    let task = handler.services.spawn(async move {
+                        // SAFETY: the handler is alive: its `drop` runs only
+                        // after every task of its plugin is gone, and this
+                        // is one. `ev` outlives the call (the plugin copies).
+                        let fut = unsafe { (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload())) };
+                        fut.await
+                    });
+                    running.push((handler, task));
+                }
+            }
+        }
+        for (handler, task) in running {
+            let services = &handler.services;
+            let kind = match task {
+                None => Some(FailureKind::Cancelled("the plugin is being unloaded".to_owned())),
+                Some(task) => match task.await {
+                    Ok(status) if status.code == STATUS_OK => None,
+                    Ok(status) if status.code == STATUS_PANIC => Some(FailureKind::Panicked(status.message.to_string_lossy())),
+                    Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
+                    Err(e) if e.is_panic() => Some(FailureKind::Panicked(panic_message(&*e.into_panic()))),
+                    Err(_) => Some(FailureKind::Cancelled("the plugin was unloaded".to_owned())),
+                },
+            };
+            match kind {
+                None => report.delivered += 1,
+                Some(kind) => report.failures.push(HandlerFailure {
+                    plugin: Some(services.id),
+                    subscriber: services.name.clone(),
+                    event: event.name().to_owned(),
+                    kind,
+                }),
+            }
+        }
+        report
+    }
+
+    /// Stops a plugin for good: no new tasks or events, every task aborted
+    /// and dropped, handlers and instance released, library closed.
+    async fn teardown(&self, plugin: &LoadedPlugin) -> Result<(), UnloadError> {
+        let services = &plugin.services;
+        services.close(self);
+        let left = services.abort_all(self.unload_timeout).await;
+        if left > 0 {
+            // A blocking job is still running plugin code: closing the
+            // library would unmap code under it. Keep everything alive.
+            tracing::error!(plugin = %plugin.info.name, left, "tasks did not stop; the library stays mapped");
+            std::mem::forget(lock(&plugin.library).take());
+            return Err(UnloadError::TasksStillRunning {
+                name: plugin.info.name.clone(),
+                left,
+            });
+        }
+        services.drop_handlers();
+        let shutdown = plugin.decl.shutdown;
+        // `shutdown` joins the plugin's private runtime: run it where blocking is allowed.
+        // SAFETY: no task of the plugin is left; `shutdown` is called once.
+        let status = self.handle.spawn_blocking(move || unsafe { shutdown() }).await;
+        match status {
+            Ok(s) if s.code == STATUS_OK => {}
+            Ok(s) => tracing::warn!(plugin = %plugin.info.name, "shutdown: {}", s.message.to_string_lossy()),
+            Err(e) => tracing::warn!(plugin = %plugin.info.name, "shutdown: {e}"),
+        }
+        drop(lock(&plugin.library).take());
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! # horizon-host-runtime
+//!
+//! Load plugins written with `horizon-sdk` from dynamic libraries and run
+//! them on your tokio runtime.
+//!
+//! ```no_run
+//! use horizon_host_runtime::{Event, LoadError, PluginHost};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = PluginHost::new(tokio::runtime::Handle::current());
+//! host.on("echo:pong", |event: Event| println!("pong {}", event.json::<u64>().unwrap()));
+//! let id = host.load("target/debug/libecho.so").await?;
+//! let report = host.emit("ping", &21u64).await?; // once every handler finished
+//! host.unload(id).await?; // on_unload, then its tasks aborted, handlers removed
+//! host.shutdown().await; // unloads all
+//! # Ok(()) }
+//! ```
+//!
+//! A plugin receives a `#[repr(C)]` table of this host's services
+//! ([`horizon_sdk::abi::HostApi`]), never a `tokio::runtime::Handle`: a
+//! `Handle` handed to another copy of tokio is undefined behaviour, and a
+//! plugin built with other tokio features than its host crashes on it. So a
+//! plugin built with another tokio version, other tokio features or another
+//! rustc loads and runs; only the boundary version
+//! ([`horizon_sdk::abi::ABI_VERSION`]) has to match.
+//!
+//! ## What unloading promises
+//!
+//! After [`PluginHost::unload`] returns, no plugin code runs: its tasks were
+//! aborted and their futures dropped, its handlers removed and released, its
+//! instance and private runtime dropped, and then the library closed. Closing
+//! does not always unmap: glibc keeps a library mapped while thread-local
+//! destructors it registered are pending (plugin code that ran on a host
+//! thread registers some), and other platforms may ignore `dlclose`. Load a
+//! rebuilt plugin from a fresh path, never over the file of a loaded one.
+#![warn(missing_docs)]
+
+mod error;
+mod host;
+mod report;
+mod services;
+
+pub use error::{EmitError, LoadError, UnloadError};
+pub use horizon_sdk::Event;
+pub use host::{PluginHost, PluginId, PluginInfo};
+pub use report::{EmitReport, FailureKind, HandlerFailure};

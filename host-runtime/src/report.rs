@@ -1,0 +1,69 @@
+//! [`EmitReport`]: what happened to one emitted event.
+
+use std::fmt;
+
+use crate::PluginId;
+
+/// The outcome of one [`PluginHost::emit`](crate::PluginHost::emit).
+#[derive(Debug, Clone)]
+pub struct EmitReport {
+    /// The event's name.
+    pub event: String,
+    /// How many handlers finished successfully.
+    pub delivered: usize,
+    /// The handlers that failed, panicked or were cancelled.
+    pub failures: Vec<HandlerFailure>,
+}
+
+impl EmitReport {
+    pub(crate) fn new(event: &str) -> Self {
+        EmitReport {
+            event: event.to_owned(),
+            delivered: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Whether every handler succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// One handler that did not succeed.
+#[derive(Debug, Clone)]
+pub struct HandlerFailure {
+    /// The plugin the handler belongs to; `None` for a host handler.
+    pub plugin: Option<PluginId>,
+    /// The plugin's name, or `"host"`.
+    pub subscriber: String,
+    /// The event's name.
+    pub event: String,
+    /// What went wrong.
+    pub kind: FailureKind,
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// It returned an error with this message.
+    Failed(String),
+    /// It panicked with this message.
+    Panicked(String),
+    /// It did not run to the end (its plugin was unloaded).
+    Cancelled(String),
+}
+
+impl fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = match self.plugin {
+            Some(id) => format!("plugin `{}` ({id})", self.subscriber),
+            None => "a host handler".to_owned(),
+        };
+        match &self.kind {
+            FailureKind::Failed(m) => write!(f, "{who} failed on event `{}`: {m}", self.event),
+            FailureKind::Panicked(m) => write!(f, "{who} panicked on event `{}`: {m}", self.event),
+            FailureKind::Cancelled(m) => write!(f, "{who} did not finish event `{}`: {m}", self.event),
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The host's side of the boundary: the `extern "C"` functions of the
+//! [`HostApi`] table each plugin receives, and the registry of tasks a plugin
+//! owns.
+//!
+//! Every function here catches panics (a panic unwinding out of an
+//! `extern "C"` function aborts the process), may be called from any thread,
+//! including threads outside the runtime, and reports failure in its return
+//! value.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use horizon_sdk::Event;
+use horizon_sdk::abi::{
+    self, ABI_VERSION, BlockingJob, FfiContext, FfiFuture, HostApi, JoinPoll, RStatus, RStr,
+    RawHandler, RawTask,
+};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::host::{Inner, PluginId, Subscriber};
+
+/// Locks a mutex, ignoring poisoning (every critical section here leaves
+/// the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
+/// Everything the host keeps for one loaded plugin; `HostApi::data` points here.
+pub(crate) struct Services {
+    pub(crate) host: Weak<Inner>,
+    pub(crate) handle: Handle,
+    pub(crate) id: PluginId,
+    pub(crate) name: String,
+    registry: Mutex<Registry>,
+    /// Tasks whose future has not been dropped yet.
+    live: AtomicUsize,
+    drained: Notify,
+    /// Handlers the plugin registered; their `drop` is called at unload, once
+    /// no task of the plugin is left.
+    handlers: Mutex<Vec<RawHandler>>,
+}
+
+// SAFETY: `RawHandler` holds plugin pointers to `Send + Sync` closures
+// (`PluginContext::on` requires it); everything else is thread-safe.
+unsafe impl Send for Services {}
+// SAFETY: as above.
+unsafe impl Sync for Services {}
+
+#[derive(Default)]
+struct Registry {
+    closed: bool,
+    next: u64,
+    tasks: HashMap<u64, Option<AbortHandle>>,
+}
+
+/// Removes a task from its plugin's registry when its future is dropped
+/// (completed or aborted).
+struct TaskGuard {
+    services: Arc<Services>,
+    id: u64,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        lock(&self.services.registry).tasks.remove(&self.id);
+        if self.services.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.services.drained.notify_waiters();
+        }
+    }
+}
+
+impl Services {
+    pub(crate) fn new(host: Weak<Inner>, handle: Handle, id: PluginId, name: String) -> Self {
+        Services {
+            host,
+            handle,
+            id,
+            name,
+            registry: Mutex::new(Registry::default()),
+            live: AtomicUsize::new(0),
+            drained: Notify::new(),
+            handlers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn register(self: &Arc<Self>) -> Option<TaskGuard> {
+        let mut reg = lock(&self.registry);
+        if reg.closed {
+            return None;
+        }
+        let id = reg.next;
+        reg.next += 1;
+        reg.tasks.insert(id, None);
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Some(TaskGuard {
+            services: Arc::clone(self),
+            id,
+        })
+    }
+
+    fn track(&self, id: u64, abort: AbortHandle) {
+        // The task may already be gone (its guard removed the entry): then
+        // there is nothing to track.
+        if let Some(slot) = lock(&self.registry).tasks.get_mut(&id) {
+            *slot = Some(abort);
+        }
+    }
+
+    /// Spawns a future on the host runtime as a task of this plugin, or
+    /// `None` once the plugin is being unloaded.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> Option<JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let guard = self.register()?;
+        let id = guard.id;
+        let handle = self.handle.spawn(async move {
+            let _guard = guard;
+            fut.await
+        });
+        self.track(id, handle.abort_handle());
+        Some(handle)
+    }
+
+    fn spawn_blocking(self: &Arc<Self>, job: BlockingJob) -> Option<JoinHandle<()>> {
+        let job = OwnedJob(job);
+        let guard = self.register()?;
+        let id = guard.id;
+        let handle = self.handle.spawn_blocking(move || {
+            let _guard = guard;
+            job.run();
+        });
+        self.track(id, handle.abort_handle());
+        Some(handle)
+    }
+
+    /// Refuses new tasks and subscriptions and removes this plugin's
+    /// subscriptions, under one lock so none slips in between.
+    pub(crate) fn close(&self, inner: &Inner) {
+        let mut reg = lock(&self.registry);
+        reg.closed = true;
+        inner.remove_subscribers(self.id);
+        drop(reg);
+    }
+
+    /// Aborts every task of this plugin and waits until their futures are
+    /// dropped, or `deadline` passes (a blocking job cannot be aborted once
+    /// it runs). Returns how many tasks are still alive.
+    pub(crate) async fn abort_all(&self, deadline: Duration) -> usize {
+        for abort in lock(&self.registry).tasks.values().flatten() {
+            abort.abort();
+        }
+        let wait = async {
+            loop {
+                let notified = self.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Calls the plugin's `drop` for every handler it registered. Only once no
+    /// task of the plugin is left (no call can be in flight).
+    pub(crate) fn drop_handlers(&self) {
+        for raw in std::mem::take(&mut *lock(&self.handlers)) {
+            // SAFETY: `raw` came from this plugin's `subscribe`; the registry
+            // is closed and drained, so no `call` is running or will run, and
+            // `drop` is called exactly once (the list was taken).
+            unsafe { (raw.drop)(raw.data) };
+        }
+    }
+
+    /// Builds the table handed to the plugin; `self` must outlive it.
+    pub(crate) fn api(self: &Arc<Self>) -> HostApi {
+        HostApi {
+            abi_version: ABI_VERSION,
+            size: size_of::<HostApi>() as u32,
+            data: Arc::as_ptr(self).cast(),
+            spawn: host_spawn,
+            spawn_blocking: host_spawn_blocking,
+            task_poll_join: host_task_poll_join,
+            task_abort: host_task_abort,
+            task_is_finished: host_task_is_finished,
+            task_release: host_task_release,
+            sleep: host_sleep,
+            emit: host_emit,
+            subscribe: host_subscribe,
+            log_enabled: host_log_enabled,
+            log: host_log,
+        }
+    }
+}
+
+/// A plugin's blocking job; runs it or, if never run, drops it.
+struct OwnedJob(BlockingJob);
+
+// SAFETY: `spawn_blocking` in the SDK only builds jobs from `Send` closures.
+unsafe impl Send for OwnedJob {}
+
+impl OwnedJob {
+    fn run(self) {
+        let job = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `run` is called at most once (we consumed `self` and skip
+        // its `Drop`); the plugin's `run` never unwinds.
+        unsafe { (job.0.run)(job.0.data) }
+    }
+}
+
+impl Drop for OwnedJob {
+    fn drop(&mut self) {
+        // SAFETY: the job did not run (`run` skips this `Drop`); the plugin's
+        // `drop` never unwinds.
+        unsafe { (self.0.drop)(self.0.data) }
+    }
+}
+
+/// What `RawTask::ptr` points to.
+type HostTask = Option<JoinHandle<()>>;
+
+/// # Safety
+/// `data` must be the `HostApi::data` of a live plugin: an `Arc<Services>`
+/// pointer that the plugin's `LoadedPlugin` keeps alive until after the
+/// plugin's `shutdown` returned.
+unsafe fn services<'a>(data: *const c_void) -> &'a Services {
+    // SAFETY: forwarded to the caller.
+    unsafe { &*data.cast::<Services>() }
+}
+
+/// Rebuilds the `Arc` the table was made from, without taking its count.
+///
+/// # Safety
+/// As [`services`].
+unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
+    let ptr = data.cast::<Services>();
+    // SAFETY: `ptr` came from `Arc::as_ptr` of an `Arc` that is alive (the
+    // caller's guarantee); we add one count for the clone we return.
+    unsafe {
+        Arc::increment_strong_count(ptr);
+        Arc::from_raw(ptr)
+    }
+}
+
+fn boxed_task(task: HostTask) -> RawTask {
+    RawTask {
+        ptr: Box::into_raw(Box::new(task)).cast(),
+    }
+}
+
+unsafe extern "C" fn host_spawn(data: *const c_void, fut: FfiFuture<()>) -> RawTask {
+    // SAFETY: the plugin passes back the `data` of its live table.
+    let services = unsafe { services_arc(data) };
+    let task = catch_unwind(AssertUnwindSafe(|| services.spawn(fut))).unwrap_or(None);
+    boxed_task(task.map(|h| h))
+}
+
+unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> RawTask {
+    // SAFETY: as in `host_spawn`.
+    let services = unsafe { services_arc(data) };
+    let task = catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(None);
+    boxed_task(task)
+}
+
+unsafe extern "C" fn host_task_poll_join(_data: *const c_void, task: *mut c_void, cx: *mut FfiContext<'_>) -> JoinPoll {
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `task` is a `Box<HostTask>` from `boxed_task`, not yet
+        // released; the plugin polls it through `&mut`, so no other access
+        // races. `cx` is the plugin's context, valid for this call.
+        let (task, cx) = unsafe { (&mut *task.cast::<HostTask>(), &mut *cx) };
+        let Some(handle) = task else {
+            return abi::JOIN_CANCELLED;
+        };
+        match cx.with_context(|cx| Pin::new(handle).poll(cx)) {
+            Poll::Pending => abi::JOIN_PENDING,
+            Poll::Ready(Ok(())) => abi::JOIN_DONE,
+            Poll::Ready(Err(e)) if e.is_panic() => abi::JOIN_PANICKED,
+            Poll::Ready(Err(_)) => abi::JOIN_CANCELLED,
+        }
+    }));
+    polled.unwrap_or(abi::JOIN_PANICKED)
+}
+
+unsafe extern "C" fn host_task_abort(_data: *const c_void, task: *mut c_void) {
+    // SAFETY: as in `host_task_poll_join`; `abort` takes `&self`.
+    if let Some(handle) = unsafe { &*task.cast::<HostTask>() } {
+        handle.abort();
+    }
+}
+
+unsafe extern "C" fn host_task_is_finished(_data: *const c_void, task: *mut c_void) -> bool {
+    // SAFETY: as in `host_task_abort`.
+    match unsafe { &*task.cast::<HostTask>() } {
+        Some(handle) => handle.is_finished(),
+        None => true,
+    }
+}
+
+unsafe extern "C" fn host_task_release(_data: *const c_void, task: *mut c_void) {
+    // SAFETY: `task` came from `boxed_task` and the plugin releases it once.
+    // Dropping a `JoinHandle` detaches the task and cannot panic.
+    drop(unsafe { Box::from_raw(task.cast::<HostTask>()) });
+}
+
+unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> FfiFuture<()> {
+    // SAFETY: the plugin passes back the `data` of its live table.
+    let services = unsafe { services(data) };
+    // Entering the handle lets this work from threads outside the runtime.
+    let made = catch_unwind(AssertUnwindSafe(|| {
+        let _enter = services.handle.enter();
+        tokio::time::sleep(Duration::from_nanos(nanos))
+    }));
+    match made {
+        Ok(sleep) => FfiFuture::new(sleep),
+        Err(payload) => {
+            tracing::error!(
+                plugin = %services.name,
+                "cannot start a timer for the plugin: {} (is the host runtime built with `enable_time`?)",
+                panic_message(&*payload)
+            );
+            FfiFuture::new(std::future::ready(()))
+        }
+    }
+}
+
+unsafe extern "C" fn host_emit(data: *const c_void, name: RStr<'_>, payload: RStr<'_>) -> FfiFuture<RStatus> {
+    // SAFETY: the plugin passes back the `data` of its live table; `name`
+    // and `payload` are alive for this call and copied before it returns.
+    let (services, name, payload) = unsafe { (services(data), name.as_bytes(), payload.as_bytes()) };
+    let Some(inner) = services.host.upgrade() else {
+        return FfiFuture::new(std::future::ready(RStatus::error("the host has shut down")));
+    };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return FfiFuture::new(std::future::ready(RStatus::error("event name is not UTF-8")));
+    };
+    let event = Event::from_json_bytes(name, payload);
+    let from = services.name.clone();
+    FfiFuture::new(async move {
+        let report = inner.dispatch(event).await;
+        for failure in &report.failures {
+            tracing::warn!(from = %from, "{failure}");
+        }
+        RStatus::ok()
+    })
+}
+
+unsafe extern "C" fn host_subscribe(data: *const c_void, name: RStr<'_>, handler: RawHandler) -> RStatus {
+    // SAFETY: the plugin passes back the `data` of its live table; `name` is
+    // alive for this call.
+    let (services, name) = unsafe { (services_arc(data), name.to_str()) };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let Some(name) = name else {
+            return Err("event name is not UTF-8");
+        };
+        let Some(inner) = services.host.upgrade() else {
+            return Err("the host has shut down");
+        };
+        let reg = lock(&services.registry);
+        if reg.closed {
+            return Err("the plugin is being unloaded");
+        }
+        let subscriber = Subscriber::plugin(Arc::clone(&services), handler.data, handler.call);
+        lock(&services.handlers).push(handler);
+        inner.add_subscriber(name, subscriber);
+        drop(reg);
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => RStatus::ok(),
+        Ok(Err(msg)) => RStatus::error(msg),
+        Err(payload) => RStatus::panic(panic_message(&*payload)),
+    }
+}
+
+unsafe extern "C" fn host_log_enabled(_data: *const c_void, level: u32, _target: RStr<'_>) -> bool {
+    match level {
+        abi::level::ERROR => tracing::enabled!(tracing::Level::ERROR),
+        abi::level::WARN => tracing::enabled!(tracing::Level::WARN),
+        abi::level::INFO => tracing::enabled!(tracing::Level::INFO),
+        abi::level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
+        _ => tracing::enabled!(tracing::Level::TRACE),
+    }
+}
+
+unsafe extern "C" fn host_log(data: *const c_void, level: u32, target: RStr<'_>, message: RStr<'_>) {
+    // SAFETY: the plugin passes back the `data` of its live table; the
+    // strings are alive for this call.
+    let (services, target, message) = unsafe { (services(data), target.as_bytes(), message.as_bytes()) };
+    let (target, message) = (String::from_utf8_lossy(target), String::from_utf8_lossy(message));
+    let plugin = services.name.as_str();
+    let _ = catch_unwind(AssertUnwindSafe(|| match level {
+        abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
+        abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),
+        abi::level::INFO => tracing::info!(plugin, target = %target, "{message}"),
+        abi::level::DEBUG => tracing::debug!(plugin, target = %target, "{message}"),
+        _ => tracing::trace!(plugin, target = %target, "{message}"),
+    }));
+}

@@ -1,0 +1,330 @@
+//! The library boundary: every type that crosses between a host and a plugin.
+//!
+//! Nothing here is a tokio type. A plugin and its host may be built with
+//! different tokio versions, tokio features, global allocators or rustc
+//! releases; only [`ABI_VERSION`] has to match. Everything is `#[repr(C)]`
+//! or an `extern "C"` function pointer, and each side frees only what it
+//! allocated, through the owner's function pointer.
+//!
+//! Host authors use these types through `horizon-host-runtime`; plugin
+//! authors never touch them (the `#[horizon_plugin]` attribute emits the
+//! declaration).
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+
+pub use async_ffi::{FfiContext, FfiFuture, FfiPoll};
+
+/// First field of every [`PluginDeclaration`]: `"HORIZON\0"` read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"HORIZON\0");
+
+/// Version of this boundary. Bumped on every change to a type in this module.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
+pub const DECLARATION_SYMBOL: &str = "HORIZON_PLUGIN_DECLARATION";
+
+/// Version of the `horizon-sdk` crate this binary was built with.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `rustc --version` of the compiler that built this binary.
+pub const RUSTC_VERSION: &str = env!("HORIZON_RUSTC_VERSION");
+
+/// A borrowed UTF-8 string, valid for the duration of the call it is passed to
+/// (or for `'static` when it points into a declaration).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RStr<'a> {
+    ptr: *const u8,
+    len: usize,
+    _marker: PhantomData<&'a str>,
+}
+
+// SAFETY: an `RStr` is a `&str` in another shape; `&str` is `Send + Sync`.
+unsafe impl Send for RStr<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for RStr<'_> {}
+
+impl<'a> RStr<'a> {
+    /// Borrows `s`.
+    pub const fn new(s: &'a str) -> Self {
+        RStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Borrows raw bytes (payloads are JSON, so UTF-8, but are treated as bytes).
+    pub const fn from_bytes(b: &'a [u8]) -> Self {
+        RStr {
+            ptr: b.as_ptr(),
+            len: b.len(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// The bytes.
+    ///
+    /// # Safety
+    /// `self` must have been built by [`RStr::new`] or [`RStr::from_bytes`]
+    /// (possibly on the other side of the boundary) from memory that is still
+    /// alive: the other side guarantees this for the duration of a call.
+    pub unsafe fn as_bytes(&self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller guarantees `ptr..ptr+len` is a live allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The string, or `None` if the bytes are not UTF-8.
+    ///
+    /// # Safety
+    /// As [`RStr::as_bytes`].
+    pub unsafe fn to_str(&self) -> Option<&'a str> {
+        // SAFETY: forwarded to the caller.
+        std::str::from_utf8(unsafe { self.as_bytes() }).ok()
+    }
+}
+
+/// An owned byte string allocated by one side and freed by that side's `free`.
+#[repr(C)]
+pub struct RString {
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
+    free: unsafe extern "C" fn(*mut u8, usize, usize),
+}
+
+// SAFETY: `RString` owns its buffer exclusively, like `Vec<u8>`.
+unsafe impl Send for RString {}
+// SAFETY: shared access is read-only.
+unsafe impl Sync for RString {}
+
+unsafe extern "C" fn free_vec(ptr: *mut u8, len: usize, cap: usize) {
+    // SAFETY: `ptr, len, cap` come from a `Vec<u8>` of this side's allocator
+    // that `RString::from` took apart; `RString::drop` calls us exactly once.
+    // Dropping a `Vec<u8>` cannot panic.
+    drop(unsafe { Vec::from_raw_parts(ptr, len, cap) });
+}
+
+impl From<String> for RString {
+    fn from(s: String) -> Self {
+        let mut v = std::mem::ManuallyDrop::new(s.into_bytes());
+        RString {
+            ptr: v.as_mut_ptr(),
+            len: v.len(),
+            cap: v.capacity(),
+            free: free_vec,
+        }
+    }
+}
+
+impl RString {
+    /// An empty string (no allocation).
+    pub fn empty() -> Self {
+        RString::from(String::new())
+    }
+
+    /// Copies the contents into this side's allocator; invalid UTF-8 is replaced.
+    pub fn to_string_lossy(&self) -> String {
+        if self.len == 0 {
+            return String::new();
+        }
+        // SAFETY: `ptr..ptr+len` is the live buffer this `RString` owns.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+impl Drop for RString {
+    fn drop(&mut self) {
+        // SAFETY: `free` is the allocating side's own deallocator for exactly
+        // this buffer, and `drop` runs once.
+        unsafe { (self.free)(self.ptr, self.len, self.cap) }
+    }
+}
+
+impl std::fmt::Debug for RString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.to_string_lossy(), f)
+    }
+}
+
+/// Outcome of a call that can fail: a code and a message owned by the side that wrote it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RStatus {
+    /// One of the `STATUS_*` codes.
+    pub code: u32,
+    /// Empty when `code == STATUS_OK`.
+    pub message: RString,
+}
+
+/// The call succeeded.
+pub const STATUS_OK: u32 = 0;
+/// The call returned an error; the message says which.
+pub const STATUS_ERROR: u32 = 1;
+/// The call panicked; the message is the panic's.
+pub const STATUS_PANIC: u32 = 2;
+
+impl RStatus {
+    /// Success.
+    pub fn ok() -> Self {
+        RStatus {
+            code: STATUS_OK,
+            message: RString::empty(),
+        }
+    }
+
+    /// An error with `message`.
+    pub fn error(message: impl Into<String>) -> Self {
+        RStatus {
+            code: STATUS_ERROR,
+            message: RString::from(message.into()),
+        }
+    }
+
+    /// A panic with `message`.
+    pub fn panic(message: impl Into<String>) -> Self {
+        RStatus {
+            code: STATUS_PANIC,
+            message: RString::from(message.into()),
+        }
+    }
+}
+
+/// Result of polling a host task's completion ([`HostApi::task_poll_join`]).
+pub type JoinPoll = u32;
+/// The task has not finished.
+pub const JOIN_PENDING: JoinPoll = 0;
+/// The task's future ran to completion.
+pub const JOIN_DONE: JoinPoll = 1;
+/// The task was aborted (or the host shut down) before it finished.
+pub const JOIN_CANCELLED: JoinPoll = 2;
+/// The task panicked on the host side of the boundary.
+pub const JOIN_PANICKED: JoinPoll = 3;
+
+/// A task the host runs for a plugin; opaque to the plugin, released with
+/// [`HostApi::task_release`].
+#[repr(C)]
+pub struct RawTask {
+    /// Host-owned; never dereferenced by the plugin.
+    pub ptr: *mut c_void,
+}
+
+/// A blocking job: `run` consumes `data` and is called at most once; if the
+/// job never runs, `drop` is called instead. Both are plugin functions.
+#[repr(C)]
+pub struct BlockingJob {
+    /// Plugin-owned job state.
+    pub data: *mut c_void,
+    /// Runs the job and frees `data`. Never unwinds.
+    pub run: unsafe extern "C" fn(*mut c_void),
+    /// Frees `data` without running it. Never unwinds.
+    pub drop: unsafe extern "C" fn(*mut c_void),
+}
+
+/// An event handler a plugin registered: `call` starts one invocation and
+/// returns its future; `drop` frees `data` once the host will make no more calls.
+#[repr(C)]
+pub struct RawHandler {
+    /// Plugin-owned handler state.
+    pub data: *const c_void,
+    /// Starts the handler for one event (`name`, JSON `payload`). Never unwinds.
+    pub call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+    /// Frees `data`. Never unwinds.
+    pub drop: unsafe extern "C" fn(*const c_void),
+}
+
+/// Log levels, ordered like `tracing::Level` (`ERROR` is the most severe).
+pub mod level {
+    /// Error.
+    pub const ERROR: u32 = 1;
+    /// Warning.
+    pub const WARN: u32 = 2;
+    /// Information.
+    pub const INFO: u32 = 3;
+    /// Debug.
+    pub const DEBUG: u32 = 4;
+    /// Trace.
+    pub const TRACE: u32 = 5;
+}
+
+/// The table of host services a plugin receives at `init`: everything the
+/// plugin needs from a runtime, implemented by host code on the host's tokio
+/// runtime. It is never a `tokio::runtime::Handle`.
+///
+/// Every function is callable from any thread, never unwinds, and reports
+/// failure in its return value.
+#[repr(C)]
+pub struct HostApi {
+    /// [`ABI_VERSION`] of the host.
+    pub abi_version: u32,
+    /// `size_of::<HostApi>()` on the host.
+    pub size: u32,
+    /// Host-owned state passed back as the first argument of every call.
+    pub data: *const c_void,
+    /// Runs a future on the host runtime as a task owned by this plugin.
+    pub spawn: unsafe extern "C" fn(*const c_void, FfiFuture<()>) -> RawTask,
+    /// Runs a job on the host's blocking pool as a task owned by this plugin.
+    pub spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> RawTask,
+    /// Polls a task for completion, registering the context's waker.
+    pub task_poll_join: unsafe extern "C" fn(*const c_void, *mut c_void, *mut FfiContext<'_>) -> JoinPoll,
+    /// Requests cancellation of a task.
+    pub task_abort: unsafe extern "C" fn(*const c_void, *mut c_void),
+    /// Whether the task has finished.
+    pub task_is_finished: unsafe extern "C" fn(*const c_void, *mut c_void) -> bool,
+    /// Releases the plugin's reference to a task (the task keeps running, detached).
+    pub task_release: unsafe extern "C" fn(*const c_void, *mut c_void),
+    /// A future that completes `nanos` nanoseconds from now, on the host's timer.
+    pub sleep: unsafe extern "C" fn(*const c_void, u64) -> FfiFuture<()>,
+    /// Sends an event (JSON payload) to the host and every subscribed plugin;
+    /// the future completes once every handler has finished.
+    pub emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+    /// Subscribes a handler to an event name.
+    pub subscribe: unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus,
+    /// Whether a record of this level and target would be recorded by the host.
+    pub log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
+    /// Records a log line (level, target, message) tagged with the plugin's name.
+    pub log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
+}
+
+/// What a plugin exports under [`DECLARATION_SYMBOL`].
+///
+/// The host reads `magic`, `abi_version` and `size` before anything else and
+/// calls no function of a declaration whose header does not match its own.
+#[repr(C)]
+pub struct PluginDeclaration {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`] of the SDK the plugin was built with.
+    pub abi_version: u32,
+    /// `size_of::<PluginDeclaration>()` in the plugin.
+    pub size: u32,
+    /// [`SDK_VERSION`] of the plugin.
+    pub sdk_version: RStr<'static>,
+    /// [`RUSTC_VERSION`] of the plugin.
+    pub rustc_version: RStr<'static>,
+    /// The plugin's `Plugin::NAME`.
+    pub name: RStr<'static>,
+    /// Stores `host` (valid until `shutdown` returns), starts the plugin's
+    /// private runtime and creates the plugin instance.
+    pub init: unsafe extern "C" fn(host: *const HostApi) -> RStatus,
+    /// Runs `Plugin::on_load`.
+    pub on_load: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    /// Runs `Plugin::on_unload`.
+    pub on_unload: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    /// Drops the plugin instance and its private runtime and forgets `host`.
+    /// Called from a thread that may block, once no plugin task is left.
+    pub shutdown: unsafe extern "C" fn() -> RStatus,
+}
+
+/// A [`PluginDeclaration`] that may be placed in a `static`.
+#[repr(transparent)]
+pub struct ExportedDeclaration(pub PluginDeclaration);
+
+// SAFETY: the declaration is immutable and its pointers point to `'static`
+// string data and functions, which are safe to share between threads.
+unsafe impl Sync for ExportedDeclaration {}

@@ -1,0 +1,79 @@
+//! [`PluginError`], the error type of plugin lifecycle methods and handlers.
+
+use std::fmt;
+
+/// An error a plugin reports to the host: from `on_load`, `on_unload` or an
+/// event handler. The host shows its message.
+///
+/// # Examples
+/// ```
+/// use horizon_sdk::PluginError;
+/// let e = PluginError::msg("database unreachable");
+/// assert_eq!(e.to_string(), "database unreachable");
+/// let e: PluginError = serde_json::from_str::<u64>("\"x\"").unwrap_err().into();
+/// assert!(e.to_string().contains("invalid type"));
+/// ```
+pub struct PluginError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl PluginError {
+    /// An error with this message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        PluginError {
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// Wraps another error, keeping it as the source.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        PluginError {
+            message: error.to_string(),
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PluginError").field(&self.message).finish()
+    }
+}
+
+impl std::error::Error for PluginError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+impl From<serde_json::Error> for PluginError {
+    fn from(e: serde_json::Error) -> Self {
+        PluginError::new(e)
+    }
+}
+
+impl From<crate::rt::JoinError> for PluginError {
+    fn from(e: crate::rt::JoinError) -> Self {
+        PluginError::new(e)
+    }
+}
+
+impl From<crate::rt::time::error::Elapsed> for PluginError {
+    fn from(e: crate::rt::time::error::Elapsed) -> Self {
+        PluginError::new(e)
+    }
+}
+
+impl From<std::io::Error> for PluginError {
+    fn from(e: std::io::Error) -> Self {
+        PluginError::new(e)
+    }
+}

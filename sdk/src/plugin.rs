@@ -1,0 +1,173 @@
+//! [`Plugin`], the trait a plugin implements, and [`PluginContext`], what it
+//! is given to talk to the host.
+
+use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
+
+use async_ffi::FfiFuture;
+use serde::Serialize;
+
+use crate::abi::{RStatus, RStr, RawHandler, STATUS_OK};
+use crate::rt::injected::{self, Guarded, catch};
+use crate::{Event, PluginError};
+
+/// A plugin: implement it on a `Default` type and annotate the impl with
+/// [`#[horizon_plugin]`](crate::horizon_plugin).
+///
+/// The lifecycle methods may be written as `async fn`.
+///
+/// # Examples
+/// ```
+/// use horizon_sdk::prelude::*;
+///
+/// #[derive(Default)]
+/// pub struct Hello;
+///
+/// #[horizon_plugin]
+/// impl Plugin for Hello {
+///     const NAME: &'static str = "hello";
+///
+///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+///         ctx.on("greet", |event: Event| async move {
+///             let who: String = event.json()?;
+///             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+///             println!("hello, {who}");
+///             Ok(())
+///         })?;
+///         Ok(())
+///     }
+/// }
+/// # fn main() {}
+/// ```
+pub trait Plugin: Default + Send + 'static {
+    /// The plugin's name, shown by the host.
+    const NAME: &'static str;
+
+    /// Called once after the host loaded the plugin: register handlers, start tasks.
+    fn on_load(
+        &mut self,
+        ctx: PluginContext,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send;
+
+    /// Called once before the host unloads the plugin. The default does nothing.
+    fn on_unload(
+        &mut self,
+        ctx: PluginContext,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+}
+
+/// What a plugin uses to talk to its host: subscribe to events, emit events.
+///
+/// `Clone + Send + Sync`; clones are cheap.
+#[derive(Clone, Debug)]
+pub struct PluginContext {
+    name: &'static str,
+}
+
+type BoxedHandler = Box<
+    dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+impl PluginContext {
+    pub(crate) fn new(name: &'static str) -> Self {
+        PluginContext { name }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// Registers an async handler for events named `event`. Each event runs
+    /// the handler as a task on the host's runtime.
+    ///
+    /// # Errors
+    /// When no host is attached or the host refuses the subscription.
+    pub fn on<F, Fut>(&self, event: &str, handler: F) -> Result<(), PluginError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
+    {
+        let api = injected::host().ok_or_else(|| no_host("on"))?;
+        let boxed: BoxedHandler = Box::new(move |event| Box::pin(handler(event)));
+        let raw = RawHandler {
+            data: Box::into_raw(Box::new(boxed)).cast_const().cast(),
+            call: call_handler,
+            drop: drop_handler,
+        };
+        // SAFETY: `api` is the live host table; `subscribe` never unwinds and
+        // takes ownership of `raw` whatever it returns.
+        let status = unsafe { (api.subscribe)(api.data, RStr::new(event), raw) };
+        status_to_result(status)
+    }
+
+    /// Sends an event with a JSON payload to the host and every plugin
+    /// subscribed to it; completes once every handler has finished.
+    ///
+    /// # Errors
+    /// When the payload does not serialize, no host is attached, or the host
+    /// refuses the event. Failures of other plugins' handlers are reported
+    /// to the host, not to the sender.
+    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), PluginError> {
+        let api = injected::host().ok_or_else(|| no_host("emit"))?;
+        let bytes = serde_json::to_vec(payload)?;
+        // SAFETY: `api` is the live host table; `emit` copies the borrowed
+        // strings before it returns and never unwinds.
+        let fut = unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(&bytes)) };
+        drop(bytes);
+        status_to_result(fut.await)
+    }
+}
+
+fn no_host(what: &str) -> PluginError {
+    PluginError::msg(format!(
+        "`PluginContext::{what}` needs a Horizon host: this plugin was not loaded by \
+         `horizon_host_runtime::PluginHost`"
+    ))
+}
+
+pub(crate) fn status_to_result(status: RStatus) -> Result<(), PluginError> {
+    if status.code == STATUS_OK {
+        Ok(())
+    } else {
+        Err(PluginError::msg(status.message.to_string_lossy()))
+    }
+}
+
+pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) -> RStatus {
+    match result {
+        Ok(Ok(())) => RStatus::ok(),
+        Ok(Err(e)) => RStatus::error(e.to_string()),
+        Err(panic) => RStatus::panic(panic),
+    }
+}
+
+unsafe extern "C" fn call_handler(data: *const c_void, name: RStr<'_>, payload: RStr<'_>) -> FfiFuture<RStatus> {
+    let started = catch(|| {
+        // SAFETY: `data` is the `Box<BoxedHandler>` made in `on`, alive until
+        // `drop_handler`, which the host calls only after its last call.
+        let handler = unsafe { &*data.cast::<BoxedHandler>() };
+        // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.
+        let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
+        let event = Event::from_json_bytes(&String::from_utf8_lossy(name), payload);
+        let _enter = injected::enter_private();
+        handler(event)
+    });
+    match started {
+        Ok(fut) => FfiFuture::new(async move { result_to_status(Guarded::new(fut).await) }),
+        Err(panic) => FfiFuture::new(std::future::ready(RStatus::panic(panic))),
+    }
+}
+
+unsafe extern "C" fn drop_handler(data: *const c_void) {
+    // SAFETY: as in `call_handler`; the host calls this exactly once.
+    let handler = unsafe { Box::from_raw(data.cast_mut().cast::<BoxedHandler>()) };
+    let _enter = injected::enter_private();
+    let _ = catch(move || drop(handler));
+}

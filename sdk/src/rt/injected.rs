@@ -1,0 +1,191 @@
+//! The plugin-local static that holds what the host injected, and the guard
+//! that every plugin future crossing the boundary is wrapped in.
+//!
+//! The handle lives in a `static` (never a `thread_local!`: a thread-local
+//! would be set only on the thread that ran `init`, and host tasks move
+//! between worker threads).
+
+use std::any::Any;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::task::{Context, Poll};
+
+use crate::abi::{HostApi, RStr};
+
+/// What `init` stored: the host's table and this plugin's private runtime.
+pub(crate) struct Injected {
+    pub(crate) api: &'static HostApi,
+    /// A private runtime of this plugin's own tokio copy. It is entered
+    /// around every poll of plugin code so that tokio calls the attribute
+    /// cannot see (helper modules, third-party crates) find a reactor and a
+    /// timer. Sound: this copy of tokio only ever touches its own data.
+    pub(crate) private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    /// Handle of `private`, entered around polls.
+    pub(crate) private_handle: Option<tokio::runtime::Handle>,
+}
+
+static INJECTED: AtomicPtr<Injected> = AtomicPtr::new(ptr::null_mut());
+
+/// The injected state, if a host loaded this library.
+///
+/// The `'static` lifetime is upheld by the host's contract (see
+/// [`crate::abi::PluginDeclaration::shutdown`]): `shutdown`, the only place
+/// that frees the state, runs once no plugin task is left.
+pub(crate) fn injected() -> Option<&'static Injected> {
+    let p = INJECTED.load(Ordering::Acquire);
+    // SAFETY: non-null pointers stored in `INJECTED` come from `Box::into_raw`
+    // in `install` and stay valid until `uninstall`, which the host calls only
+    // after every plugin task and handler is gone (the contract above).
+    unsafe { p.as_ref() }
+}
+
+/// The host's table, if a host loaded this library.
+pub(crate) fn host() -> Option<&'static HostApi> {
+    injected().map(|i| i.api)
+}
+
+/// Stores the injected state; fails if this copy of the library was already
+/// initialized (the same file loaded twice shares its statics).
+pub(crate) fn install(state: Injected) -> Result<(), Injected> {
+    let boxed = Box::into_raw(Box::new(state));
+    match INJECTED.compare_exchange(ptr::null_mut(), boxed, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(()),
+        // SAFETY: `boxed` was not published, so we still own it.
+        Err(_) => Err(*unsafe { Box::from_raw(boxed) }),
+    }
+}
+
+/// Shuts the private runtime down (joining its threads) and forgets the host.
+pub(crate) fn uninstall() {
+    // Shut the private runtime down first, while `INJECTED` is still valid
+    // for anything its tasks call. This waits for its worker thread, so the
+    // library is not unmapped under a running thread.
+    if let Some(state) = injected() {
+        let rt = state.private.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(rt) = rt {
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+    let p = INJECTED.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: `p` came from `Box::into_raw` in `install` and was just
+        // unpublished; the host's contract says nothing uses it any more.
+        drop(unsafe { Box::from_raw(p) });
+    }
+}
+
+/// Enters the private runtime, if any, for the lifetime of the guard.
+pub(crate) fn enter_private() -> Option<tokio::runtime::EnterGuard<'static>> {
+    injected()
+        .and_then(|i| i.private_handle.as_ref())
+        .map(|h| h.enter())
+}
+
+/// Sends a log line to the host, if one is attached and wants it.
+pub(crate) fn host_log(level: u32, target: &str, message: &str) {
+    if let Some(api) = host() {
+        // SAFETY: `api` is the live host table (see `injected`); the strings
+        // outlive the calls.
+        unsafe {
+            if (api.log_enabled)(api.data, level, RStr::new(target)) {
+                (api.log)(api.data, level, RStr::new(target), RStr::new(message));
+            }
+        }
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
+/// Runs `f`, turning a panic into its message. The payload is dropped under
+/// a second guard because a payload's own `Drop` may panic
+/// (rust-lang/rust#86027).
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = panic_message(&*payload);
+        if catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
+            // A payload whose drop panics twice is leaked rather than aborting.
+        }
+        msg
+    })
+}
+
+/// Wraps a plugin future before it crosses the boundary: enters the private
+/// runtime around each poll and turns a panic in `poll` or in `drop` into a
+/// value, so that no unwind ever reaches an `extern "C"` function (which
+/// would abort the host).
+pub(crate) struct Guarded<F: Future> {
+    fut: ManuallyDrop<F>,
+    /// `fut` has been dropped in place.
+    dropped: bool,
+}
+
+impl<F: Future> Guarded<F> {
+    pub(crate) fn new(fut: F) -> Self {
+        Guarded {
+            fut: ManuallyDrop::new(fut),
+            dropped: false,
+        }
+    }
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out, only
+        // polled through this pinned reference and dropped in place.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.dropped {
+            panic!("`Guarded` polled after completion");
+        }
+        let _enter = enter_private();
+        // SAFETY: see above; `dropped` is false so `fut` is initialized.
+        let fut = unsafe { Pin::new_unchecked(&mut *this.fut) };
+        let out = match catch(|| fut.poll(cx)) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => Ok(v),
+            Err(msg) => Err(msg),
+        };
+        // Drop the finished future now, inside the runtime context and the
+        // panic guard, rather than whenever the host drops the task.
+        this.drop_inner();
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future> Guarded<F> {
+    fn drop_inner(&mut self) {
+        if !self.dropped {
+            self.dropped = true;
+            let _enter = enter_private();
+            // SAFETY: `fut` is initialized (`dropped` was false) and is
+            // dropped exactly once, in place, as pinning requires.
+            if let Err(msg) = catch(|| unsafe { ManuallyDrop::drop(&mut self.fut) }) {
+                host_log(
+                    crate::abi::level::ERROR,
+                    "horizon_sdk",
+                    &format!("a plugin future panicked while being dropped: {msg}"),
+                );
+            }
+        }
+    }
+}
+
+impl<F: Future> Drop for Guarded<F> {
+    fn drop(&mut self) {
+        self.drop_inner();
+    }
+}
