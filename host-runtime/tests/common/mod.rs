@@ -76,40 +76,42 @@ pub fn current_thread() -> tokio::runtime::Runtime {
 pub struct Basic {
     pub host: PluginHost,
     pub id: PluginId,
-    replies: Arc<Mutex<HashMap<u64, Value>>>,
+    replies: Arc<Mutex<HashMap<u64, Vec<Value>>>>,
     next: Arc<AtomicU64>,
 }
 
 impl Basic {
     pub async fn load(host: PluginHost) -> Basic {
-        let replies: Arc<Mutex<HashMap<u64, Value>>> = Arc::default();
+        let replies: Arc<Mutex<HashMap<u64, Vec<Value>>>> = Arc::default();
         let sink = Arc::clone(&replies);
         host.on("basic:result", move |event: Event| {
             let reply: Value = event.json().unwrap();
             let id = reply["id"].as_u64().unwrap();
-            let previous = sink.lock().unwrap().insert(id, reply["value"].clone());
-            assert!(previous.is_none(), "reply {id} delivered twice");
+            sink.lock().unwrap().entry(id).or_default().push(reply["value"].clone());
         });
         let id = host.load(fresh_copy("basic")).await.expect("load the basic fixture");
         Basic { host, id, replies, next: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// Emits one scenario request and returns the emit report and the reply.
-    pub async fn try_run(&self, scenario: &str, arg: u64) -> (EmitReport, Option<Value>) {
+    /// Emits one scenario request and returns the emit report and every
+    /// reply to it (one per loaded copy of the fixture that succeeded).
+    pub async fn try_run(&self, scenario: &str, arg: u64) -> (EmitReport, Vec<Value>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let report = self
             .host
             .emit("basic:run", &json!({ "id": id, "scenario": scenario, "arg": arg }))
             .await
             .unwrap();
-        let reply = self.replies.lock().unwrap().remove(&id);
+        let reply = self.replies.lock().unwrap().remove(&id).unwrap_or_default();
         (report, reply)
     }
 
-    /// Runs a scenario that must succeed and returns its reply.
+    /// Runs a scenario that must succeed and returns its reply, which must
+    /// arrive exactly once.
     pub async fn run(&self, scenario: &str, arg: u64) -> Value {
-        let (report, reply) = self.try_run(scenario, arg).await;
+        let (report, mut replies) = self.try_run(scenario, arg).await;
         assert!(report.is_ok(), "scenario {scenario} failed: {:?}", report.failures);
-        reply.unwrap_or_else(|| panic!("scenario {scenario} sent no reply"))
+        assert_eq!(replies.len(), 1, "scenario {scenario}: expected exactly one reply, got {replies:?}");
+        replies.pop().unwrap()
     }
 }

@@ -1,0 +1,207 @@
+//! Bad input gets a clear error and the host lives on: files that are not
+//! plugins, another boundary version, `on_load` failing or panicking,
+//! handlers failing or panicking. Plus the control that proves the problem
+//! the SDK solves is real.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Basic, current_thread, fixture, fixtures_dir, fresh_copy, multi_thread};
+use horizon_host_runtime::{FailureKind, LoadError, PluginHost, UnloadError};
+use serde_json::json;
+
+#[test]
+fn control_plain_tokio_in_a_cdylib_has_no_reactor_but_the_sdk_works() {
+    let rt = multi_thread();
+    rt.block_on(async {
+        // From a host worker thread, inside the host's runtime.
+        let message = tokio::spawn(async {
+            // SAFETY: the fixture exports this function with this signature.
+            let lib = unsafe { libloading::Library::new(fixture("no-sdk")) }.unwrap();
+            let f = unsafe {
+                lib.get::<unsafe extern "C" fn(*mut u8, usize) -> usize>(b"control_tokio_spawn")
+            }
+            .unwrap();
+            let mut buf = vec![0u8; 512];
+            // SAFETY: `buf` is valid for 512 bytes.
+            let n = unsafe { f(buf.as_mut_ptr(), buf.len()) };
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .unwrap();
+        assert!(
+            message.contains("there is no reactor running"),
+            "the control did not hit the no-reactor panic: {message:?}"
+        );
+
+        // The same `tokio::spawn` under `#[horizon_plugin]` works.
+        let host = PluginHost::new(tokio::runtime::Handle::current());
+        let basic = Basic::load(host.clone()).await;
+        let doubled = tokio::spawn(async move { basic.run("spawn", 21).await }).await.unwrap();
+        assert_eq!(doubled, json!(42));
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn a_file_that_is_not_a_library_is_refused() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let path = fixtures_dir().join("fixture-copies").join("not-a-library.so");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"this is text, not ELF").unwrap();
+    let err = rt.block_on(host.load(&path)).unwrap_err();
+    assert!(matches!(err, LoadError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("not-a-library.so"), "{err}");
+
+    let err = rt.block_on(host.load("/no/such/plugin.so")).unwrap_err();
+    assert!(matches!(err, LoadError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("/no/such/plugin.so"), "{err}");
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_refused() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let path = fixture("no-sdk");
+    let err = rt.block_on(host.load(&path)).unwrap_err();
+    assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("is not a Horizon plugin") && text.contains("libfixture_no_sdk"), "{text}");
+    assert!(host.plugins().is_empty());
+}
+
+#[test]
+fn a_plugin_of_another_boundary_version_is_refused_before_any_call() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    // Every function of this fixture aborts the process: reaching the
+    // assertion proves none was called.
+    let err = rt.block_on(host.load(fixture("wrong-abi"))).unwrap_err();
+    match &err {
+        LoadError::AbiMismatch { plugin, host, .. } => {
+            assert_eq!(*plugin, 999);
+            assert_eq!(*host, horizon_sdk::abi::ABI_VERSION);
+        }
+        other => panic!("expected AbiMismatch, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("999") && text.contains(&format!("version {}", horizon_sdk::abi::ABI_VERSION)), "{text}");
+}
+
+#[test]
+fn on_load_error_and_panic_are_reported_and_the_host_lives_on() {
+    for rt in [multi_thread(), current_thread()] {
+        let host = PluginHost::new(rt.handle().clone());
+        rt.block_on(async {
+            let basic = Basic::load(host.clone()).await;
+
+            let err = host.load(fresh_copy("load-error")).await.unwrap_err();
+            match &err {
+                LoadError::OnLoad { name, message, .. } => {
+                    assert_eq!(name, "load-error");
+                    assert_eq!(message, "the database is unreachable");
+                }
+                other => panic!("expected OnLoad, got {other:?}"),
+            }
+            assert!(err.to_string().contains("load-error"), "{err}");
+
+            let err = host.load(fresh_copy("load-panic")).await.unwrap_err();
+            match &err {
+                LoadError::OnLoadPanicked { name, message, .. } => {
+                    assert_eq!(name, "load-panic");
+                    assert!(message.contains("config file missing"), "{message}");
+                }
+                other => panic!("expected OnLoadPanicked, got {other:?}"),
+            }
+
+            // Neither failed plugin is listed; the good one still serves.
+            let names: Vec<String> = host.plugins().into_iter().map(|p| p.name).collect();
+            assert_eq!(names, ["basic"]);
+            assert_eq!(basic.run("spawn", 5).await, json!(10));
+            host.shutdown().await;
+        });
+    }
+}
+
+#[test]
+fn handler_error_and_panic_are_reported_and_other_plugins_keep_serving() {
+    for rt in [multi_thread(), current_thread()] {
+        let host = PluginHost::new(rt.handle().clone());
+        rt.block_on(async {
+            let first = Basic::load(host.clone()).await;
+            let second = Basic::load(host.clone()).await;
+
+            let (report, replies) = first.try_run("fail", 0).await;
+            assert!(replies.is_empty());
+            // Both copies subscribe to `basic:run`: both failed.
+            assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+            for failure in &report.failures {
+                assert_eq!(failure.kind, FailureKind::Failed("scenario asked to fail".into()));
+                assert_eq!(failure.subscriber, "basic");
+                assert!(failure.to_string().contains("scenario asked to fail"));
+            }
+
+            let (report, _) = first.try_run("panic", 0).await;
+            assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+            for failure in &report.failures {
+                assert!(
+                    matches!(&failure.kind, FailureKind::Panicked(m) if m.contains("scenario asked to panic")),
+                    "{failure}"
+                );
+            }
+
+            // A panicking host handler is reported too.
+            host.on("host:boom", |_| panic!("host handler exploded"));
+            let report = host.emit("host:boom", &()).await.unwrap();
+            assert!(matches!(&report.failures[0].kind, FailureKind::Panicked(m) if m.contains("exploded")));
+
+            // Both plugins keep serving.
+            let (report, replies) = second.try_run("spawn", 4).await;
+            assert!(report.is_ok(), "{:?}", report.failures);
+            assert_eq!(report.delivered, 2, "both plugin handlers ran");
+            assert_eq!(replies, [json!(8), json!(8)], "both plugins answered");
+            host.shutdown().await;
+        });
+    }
+}
+
+#[test]
+fn the_same_file_cannot_be_loaded_twice_at_once() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let path = fresh_copy("basic");
+        let id = host.load(&path).await.unwrap();
+        let err = host.load(&path).await.unwrap_err();
+        assert!(matches!(err, LoadError::Init { .. }), "{err:?}");
+        assert!(err.to_string().contains("already loaded"), "{err}");
+        // After an unload the same file loads again.
+        host.unload(id).await.unwrap();
+        let id = host.load(&path).await.unwrap();
+        host.unload(id).await.unwrap();
+        assert!(matches!(host.unload(id).await, Err(UnloadError::NotLoaded(_))));
+    });
+}
+
+#[test]
+fn plugins_lists_name_versions_and_path() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let basic = Basic::load(host.clone()).await;
+        let list = host.plugins();
+        assert_eq!(list.len(), 1);
+        let info = &list[0];
+        assert_eq!(info.id, basic.id);
+        assert_eq!(info.name, "basic");
+        assert_eq!(info.sdk_version, env!("CARGO_PKG_VERSION"));
+        assert!(info.rustc_version.starts_with("rustc "), "{}", info.rustc_version);
+        assert!(info.path.exists());
+        host.shutdown().await;
+        assert!(host.plugins().is_empty());
+        // The host keeps working after a shutdown.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    });
+}
