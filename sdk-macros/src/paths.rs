@@ -49,6 +49,10 @@ const LOCAL: &str = "plugin tasks run on the host's worker threads, where no `Lo
 const HANDLE_BLOCKING: &str = "`Handle::block_on` and `Handle::enter` need tokio's thread-local runtime context, which a plugin \
      does not share with its host; `.await` the future instead";
 
+pub(crate) const HANDLE_STORAGE: &str = "a runtime handle stored in a `thread_local!` or `static` is set only where it was stored, and a plugin \
+     does not share tokio's runtime with its host; the host injects the handle: call \
+     `tokio::runtime::Handle::current()` (routed to `horizon_sdk::rt::runtime::Handle`) where you need it";
+
 pub(crate) const BLOCK_ON: &str = "`futures::executor::block_on` blocks a host worker thread until the future completes; \
      `.await` the future instead";
 

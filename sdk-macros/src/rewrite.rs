@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use proc_macro2::{Group, Ident, Spacing, Span, TokenStream, TokenTree};
-use quote::quote_spanned;
+use quote::{ToTokens, quote_spanned};
 use syn::visit_mut::{self, VisitMut};
 use syn::{Attribute, Block, ImplItemFn, Item, ItemUse, Macro, Path, PathSegment, Stmt, UseTree};
 
@@ -290,6 +290,37 @@ impl Rewriter {
     }
 }
 
+impl Rewriter {
+    /// Refuses per-thread or global storage of a runtime handle in the
+    /// bodies: the host injects the handle, and a `thread_local!` would hold
+    /// it only on the thread that stored it.
+    fn check_handle_storage(&mut self, stmt: &Stmt) {
+        let mentions_handle = |tokens: TokenStream| {
+            fn walk(tokens: TokenStream) -> bool {
+                tokens.into_iter().any(|tt| match tt {
+                    TokenTree::Ident(id) => id == "Handle" || id == "Runtime",
+                    TokenTree::Group(g) => walk(g.stream()),
+                    _ => false,
+                })
+            }
+            walk(tokens)
+        };
+        let offending: Option<TokenStream> = match stmt {
+            Stmt::Macro(m) if m.mac.path.is_ident("thread_local") && mentions_handle(m.mac.tokens.clone()) => {
+                Some(m.mac.path.to_token_stream())
+            }
+            Stmt::Item(Item::Macro(m)) if m.mac.path.is_ident("thread_local") && mentions_handle(m.mac.tokens.clone()) => {
+                Some(m.mac.path.to_token_stream())
+            }
+            Stmt::Item(Item::Static(st)) if mentions_handle(st.ty.to_token_stream()) => Some(st.ty.to_token_stream()),
+            _ => None,
+        };
+        if let Some(tokens) = offending {
+            self.errors.push(syn::Error::new_spanned(tokens, paths::HANDLE_STORAGE));
+        }
+    }
+}
+
 impl VisitMut for Rewriter {
     fn visit_impl_item_fn_mut(&mut self, f: &mut ImplItemFn) {
         self.check_attrs(&mut f.attrs);
@@ -299,6 +330,7 @@ impl VisitMut for Rewriter {
     fn visit_block_mut(&mut self, block: &mut Block) {
         let stmts = std::mem::take(&mut block.stmts);
         for stmt in stmts {
+            self.check_handle_storage(&stmt);
             match stmt {
                 Stmt::Item(Item::Use(u)) => block
                     .stmts

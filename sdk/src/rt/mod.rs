@@ -83,6 +83,42 @@ pub mod runtime {
         }
     }
 
+    impl Handle {
+        /// Refused at compile time: blocking on a future inside a plugin
+        /// blocks a host worker thread (and needs tokio's thread-local
+        /// runtime context, which a plugin does not share with its host).
+        /// `.await` the future instead.
+        pub fn block_on<F: Future>(&self, future: F) -> F::Output
+        where
+            F: BlockOnIsRefused,
+        {
+            let _ = future;
+            unreachable!("`BlockOnIsRefused` has no implementations")
+        }
+
+        /// Refused at compile time: plugin code already runs in the host's
+        /// runtime context through the injected handle; there is nothing to enter.
+        pub fn enter<'a>(&'a self)
+        where
+            &'a Self: EnterIsRefused,
+        {
+        }
+    }
+
+    /// Never implemented: makes [`Handle::block_on`] a compile error that names the fix.
+    #[diagnostic::on_unimplemented(
+        message = "`Handle::block_on` blocks a host worker thread inside a plugin; `.await` the future instead",
+        label = "`.await` this future instead of blocking on it"
+    )]
+    pub trait BlockOnIsRefused {}
+
+    /// Never implemented: makes [`Handle::enter`] a compile error that names the fix.
+    #[diagnostic::on_unimplemented(
+        message = "`Handle::enter` is not needed in a plugin: `tokio::spawn` and `tokio::time` already run on the host's runtime",
+        label = "remove the `enter` guard"
+    )]
+    pub trait EnterIsRefused {}
+
     impl fmt::Debug for Handle {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("Handle { .. }")

@@ -1,0 +1,15 @@
+use horizon_sdk::prelude::*;
+
+#[derive(Default)]
+pub struct P;
+
+#[horizon_plugin]
+impl Plugin for P {
+    const NAME: u32 = 7;
+
+    async fn on_load(&mut self, _ctx: PluginContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use horizon_sdk::prelude::*;
+
+#[derive(Default)]
+pub struct P;
+
+#[horizon_plugin]
+impl P {
+    async fn on_load(&mut self, _ctx: PluginContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+fn main() {}

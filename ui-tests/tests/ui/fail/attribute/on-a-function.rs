@@ -1,0 +1,6 @@
+use horizon_sdk::prelude::*;
+
+#[horizon_plugin]
+async fn on_load() {}
+
+fn main() {}

@@ -1,0 +1,17 @@
+use horizon_sdk::prelude::*;
+
+#[derive(Default)]
+pub struct P;
+
+#[horizon_plugin]
+impl Plugin for P {
+    const NAME: &'static str = "p";
+
+    async fn on_load(&mut self, _ctx: PluginContext) -> Result<(), PluginError> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        drop(rt);
+        Ok(())
+    }
+}
+
+fn main() {}

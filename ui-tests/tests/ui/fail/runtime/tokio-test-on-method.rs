@@ -1,0 +1,16 @@
+use horizon_sdk::prelude::*;
+
+#[derive(Default)]
+pub struct P;
+
+#[horizon_plugin]
+impl Plugin for P {
+    const NAME: &'static str = "p";
+
+    #[tokio::test]
+    async fn on_load(&mut self, _ctx: PluginContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+fn main() {}
