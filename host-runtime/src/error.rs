@@ -106,7 +106,9 @@ pub enum UnloadError {
     },
     /// Some of the plugin's tasks (blocking jobs) did not stop by the unload
     /// deadline; the library was kept mapped rather than closed under them.
-    #[error("plugin `{name}` left {left} task(s) running past the unload deadline; its library stays mapped")]
+    #[error(
+        "plugin `{name}` left {left} task(s) running past the unload deadline; its library stays mapped"
+    )]
     TasksStillRunning {
         /// The plugin's name.
         name: String,

@@ -183,7 +183,8 @@ impl PluginHost {
     where
         F: Fn(Event) + Send + Sync + 'static,
     {
-        self.inner.add_subscriber(event, Subscriber::Host(Arc::new(handler)));
+        self.inner
+            .add_subscriber(event, Subscriber::Host(Arc::new(handler)));
     }
 
     /// Loads the plugin library at `path`: checks its declaration, injects the
@@ -239,9 +240,17 @@ impl PluginHost {
             let (path, name) = (plugin.info.path.clone(), plugin.info.name.clone());
             let _ = self.inner.teardown(&plugin).await;
             return Err(if panicked {
-                LoadError::OnLoadPanicked { path, name, message }
+                LoadError::OnLoadPanicked {
+                    path,
+                    name,
+                    message,
+                }
             } else {
-                LoadError::OnLoad { path, name, message }
+                LoadError::OnLoad {
+                    path,
+                    name,
+                    message,
+                }
             });
         }
         tracing::info!(plugin = %plugin.info.name, id = %id, path = %plugin.info.path.display(), "plugin loaded");
@@ -255,9 +264,16 @@ impl PluginHost {
     /// # Errors
     /// If `payload` does not serialize to JSON. Handler failures are in the
     /// report, not an error.
-    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<EmitReport, EmitError> {
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+    ) -> Result<EmitReport, EmitError> {
         let payload = serde_json::to_vec(payload).map_err(EmitError::Serialize)?;
-        Ok(self.inner.dispatch(Event::from_json_bytes(event, payload)).await)
+        Ok(self
+            .inner
+            .dispatch(Event::from_json_bytes(event, payload))
+            .await)
     }
 
     /// Unloads a plugin: stops sending it events, runs its `on_unload` (with
@@ -270,7 +286,9 @@ impl PluginHost {
     /// unloaded all the same), or if a blocking job of the plugin did not
     /// stop in time (the library is then kept mapped, never closed).
     pub async fn unload(&self, id: PluginId) -> Result<(), UnloadError> {
-        let plugin = lock(&self.inner.plugins).remove(&id).ok_or(UnloadError::NotLoaded(id))?;
+        let plugin = lock(&self.inner.plugins)
+            .remove(&id)
+            .ok_or(UnloadError::NotLoaded(id))?;
         // No new events while `on_unload` runs.
         self.inner.remove_subscribers(id);
         let on_unload = plugin.decl.on_unload;
@@ -303,7 +321,10 @@ impl PluginHost {
 
     /// The loaded plugins, in load order.
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        let mut list: Vec<PluginInfo> = lock(&self.inner.plugins).values().map(|p| p.info.clone()).collect();
+        let mut list: Vec<PluginInfo> = lock(&self.inner.plugins)
+            .values()
+            .map(|p| p.info.clone())
+            .collect();
         list.sort_by_key(|p| p.id);
         list
     }
@@ -332,7 +353,10 @@ async fn run_lifecycle(
     };
     match joined {
         Ok(status) if status.code == STATUS_OK => Ok(()),
-        Ok(status) => Err((status.message.to_string_lossy(), status.code == STATUS_PANIC)),
+        Ok(status) => Err((
+            status.message.to_string_lossy(),
+            status.code == STATUS_PANIC,
+        )),
         Err(e) if e.is_panic() => Err((panic_message(&*e.into_panic()), true)),
         Err(_) => Err(("cancelled".to_owned(), false)),
     }
@@ -346,10 +370,16 @@ fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginIn
     let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
     let ptr: *const PluginDeclaration = match symbol {
         Ok(sym) => *sym,
-        Err(_) => return Err(LoadError::NotAPlugin { path: path.to_owned() }),
+        Err(_) => {
+            return Err(LoadError::NotAPlugin {
+                path: path.to_owned(),
+            });
+        }
     };
     if ptr.is_null() {
-        return Err(LoadError::NotAPlugin { path: path.to_owned() });
+        return Err(LoadError::NotAPlugin {
+            path: path.to_owned(),
+        });
     }
     // SAFETY: the symbol is a data object of at least the header's 16 bytes
     // (magic, version, size) in every Horizon declaration; the read is
@@ -443,15 +473,17 @@ impl Inner {
         let mut running = Vec::new();
         for subscriber in subscribers {
             match subscriber {
-                Subscriber::Host(handler) => match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
-                    Ok(()) => report.delivered += 1,
-                    Err(payload) => report.failures.push(HandlerFailure {
-                        plugin: None,
-                        subscriber: "host".to_owned(),
-                        event: event.name().to_owned(),
-                        kind: FailureKind::Panicked(panic_message(&*payload)),
-                    }),
-                },
+                Subscriber::Host(handler) => {
+                    match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
+                        Ok(()) => report.delivered += 1,
+                        Err(payload) => report.failures.push(HandlerFailure {
+                            plugin: None,
+                            subscriber: "host".to_owned(),
+                            event: event.name().to_owned(),
+                            kind: FailureKind::Panicked(panic_message(&*payload)),
+                        }),
+                    }
+                }
                 Subscriber::Plugin(handler) => {
                     let ev = event.clone();
                     let h = Arc::clone(&handler);
@@ -459,7 +491,9 @@ impl Inner {
                         // SAFETY: the handler is alive: its `drop` runs only
                         // after every task of its plugin is gone, and this
                         // is one. `ev` outlives the call (the plugin copies).
-                        let fut = unsafe { (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload())) };
+                        let fut = unsafe {
+                            (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload()))
+                        };
                         fut.await
                     });
                     running.push((handler, task));
@@ -469,12 +503,18 @@ impl Inner {
         for (handler, task) in running {
             let services = &handler.services;
             let kind = match task {
-                None => Some(FailureKind::Cancelled("the plugin is being unloaded".to_owned())),
+                None => Some(FailureKind::Cancelled(
+                    "the plugin is being unloaded".to_owned(),
+                )),
                 Some(task) => match task.await {
                     Ok(status) if status.code == STATUS_OK => None,
-                    Ok(status) if status.code == STATUS_PANIC => Some(FailureKind::Panicked(status.message.to_string_lossy())),
+                    Ok(status) if status.code == STATUS_PANIC => {
+                        Some(FailureKind::Panicked(status.message.to_string_lossy()))
+                    }
                     Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
-                    Err(e) if e.is_panic() => Some(FailureKind::Panicked(panic_message(&*e.into_panic()))),
+                    Err(e) if e.is_panic() => {
+                        Some(FailureKind::Panicked(panic_message(&*e.into_panic())))
+                    }
                     Err(_) => Some(FailureKind::Cancelled("the plugin was unloaded".to_owned())),
                 },
             };
@@ -511,10 +551,15 @@ impl Inner {
         let shutdown = plugin.decl.shutdown;
         // `shutdown` joins the plugin's private runtime: run it where blocking is allowed.
         // SAFETY: no task of the plugin is left; `shutdown` is called once.
-        let status = self.handle.spawn_blocking(move || unsafe { shutdown() }).await;
+        let status = self
+            .handle
+            .spawn_blocking(move || unsafe { shutdown() })
+            .await;
         match status {
             Ok(s) if s.code == STATUS_OK => {}
-            Ok(s) => tracing::warn!(plugin = %plugin.info.name, "shutdown: {}", s.message.to_string_lossy()),
+            Ok(s) => {
+                tracing::warn!(plugin = %plugin.info.name, "shutdown: {}", s.message.to_string_lossy())
+            }
             Err(e) => tracing::warn!(plugin = %plugin.info.name, "shutdown: {e}"),
         }
         drop(lock(&plugin.library).take());

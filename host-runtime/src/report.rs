@@ -63,7 +63,9 @@ impl fmt::Display for HandlerFailure {
         match &self.kind {
             FailureKind::Failed(m) => write!(f, "{who} failed on event `{}`: {m}", self.event),
             FailureKind::Panicked(m) => write!(f, "{who} panicked on event `{}`: {m}", self.event),
-            FailureKind::Cancelled(m) => write!(f, "{who} did not finish event `{}`: {m}", self.event),
+            FailureKind::Cancelled(m) => {
+                write!(f, "{who} did not finish event `{}`: {m}", self.event)
+            }
         }
     }
 }

@@ -277,7 +277,7 @@ unsafe extern "C" fn host_spawn(data: *const c_void, fut: FfiFuture<()>) -> RawT
     // SAFETY: the plugin passes back the `data` of its live table.
     let services = unsafe { services_arc(data) };
     let task = catch_unwind(AssertUnwindSafe(|| services.spawn(fut))).unwrap_or(None);
-    boxed_task(task.map(|h| h))
+    boxed_task(task)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> RawTask {
@@ -287,7 +287,11 @@ unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) 
     boxed_task(task)
 }
 
-unsafe extern "C" fn host_task_poll_join(_data: *const c_void, task: *mut c_void, cx: *mut FfiContext<'_>) -> JoinPoll {
+unsafe extern "C" fn host_task_poll_join(
+    _data: *const c_void,
+    task: *mut c_void,
+    cx: *mut FfiContext<'_>,
+) -> JoinPoll {
     let polled = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `task` is a `Box<HostTask>` from `boxed_task`, not yet
         // released; the plugin polls it through `&mut`, so no other access
@@ -348,15 +352,22 @@ unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> FfiFuture<()
     }
 }
 
-unsafe extern "C" fn host_emit(data: *const c_void, name: RStr<'_>, payload: RStr<'_>) -> FfiFuture<RStatus> {
+unsafe extern "C" fn host_emit(
+    data: *const c_void,
+    name: RStr<'_>,
+    payload: RStr<'_>,
+) -> FfiFuture<RStatus> {
     // SAFETY: the plugin passes back the `data` of its live table; `name`
     // and `payload` are alive for this call and copied before it returns.
-    let (services, name, payload) = unsafe { (services(data), name.as_bytes(), payload.as_bytes()) };
+    let (services, name, payload) =
+        unsafe { (services(data), name.as_bytes(), payload.as_bytes()) };
     let Some(inner) = services.host.upgrade() else {
         return FfiFuture::new(std::future::ready(RStatus::error("the host has shut down")));
     };
     let Ok(name) = std::str::from_utf8(name) else {
-        return FfiFuture::new(std::future::ready(RStatus::error("event name is not UTF-8")));
+        return FfiFuture::new(std::future::ready(RStatus::error(
+            "event name is not UTF-8",
+        )));
     };
     let event = Event::from_json_bytes(name, payload);
     let from = services.name.clone();
@@ -369,7 +380,11 @@ unsafe extern "C" fn host_emit(data: *const c_void, name: RStr<'_>, payload: RSt
     })
 }
 
-unsafe extern "C" fn host_subscribe(data: *const c_void, name: RStr<'_>, handler: RawHandler) -> RStatus {
+unsafe extern "C" fn host_subscribe(
+    data: *const c_void,
+    name: RStr<'_>,
+    handler: RawHandler,
+) -> RStatus {
     // SAFETY: the plugin passes back the `data` of its live table; `name` is
     // alive for this call.
     let (services, name) = unsafe { (services_arc(data), name.to_str()) };
@@ -407,11 +422,20 @@ unsafe extern "C" fn host_log_enabled(_data: *const c_void, level: u32, _target:
     }
 }
 
-unsafe extern "C" fn host_log(data: *const c_void, level: u32, target: RStr<'_>, message: RStr<'_>) {
+unsafe extern "C" fn host_log(
+    data: *const c_void,
+    level: u32,
+    target: RStr<'_>,
+    message: RStr<'_>,
+) {
     // SAFETY: the plugin passes back the `data` of its live table; the
     // strings are alive for this call.
-    let (services, target, message) = unsafe { (services(data), target.as_bytes(), message.as_bytes()) };
-    let (target, message) = (String::from_utf8_lossy(target), String::from_utf8_lossy(message));
+    let (services, target, message) =
+        unsafe { (services(data), target.as_bytes(), message.as_bytes()) };
+    let (target, message) = (
+        String::from_utf8_lossy(target),
+        String::from_utf8_lossy(message),
+    );
     let plugin = services.name.as_str();
     let _ = catch_unwind(AssertUnwindSafe(|| match level {
         abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),

@@ -38,7 +38,9 @@ fn control_plain_tokio_in_a_cdylib_has_no_reactor_but_the_sdk_works() {
         // The same `tokio::spawn` under `#[horizon_plugin]` works.
         let host = PluginHost::new(tokio::runtime::Handle::current());
         let basic = Basic::load(host.clone()).await;
-        let doubled = tokio::spawn(async move { basic.run("spawn", 21).await }).await.unwrap();
+        let doubled = tokio::spawn(async move { basic.run("spawn", 21).await })
+            .await
+            .unwrap();
         assert_eq!(doubled, json!(42));
         host.shutdown().await;
     });
@@ -48,7 +50,9 @@ fn control_plain_tokio_in_a_cdylib_has_no_reactor_but_the_sdk_works() {
 fn a_file_that_is_not_a_library_is_refused() {
     let rt = current_thread();
     let host = PluginHost::new(rt.handle().clone());
-    let path = fixtures_dir().join("fixture-copies").join("not-a-library.so");
+    let path = fixtures_dir()
+        .join("fixture-copies")
+        .join("not-a-library.so");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, b"this is text, not ELF").unwrap();
     let err = rt.block_on(host.load(&path)).unwrap_err();
@@ -68,7 +72,10 @@ fn a_library_that_is_not_a_plugin_is_refused() {
     let err = rt.block_on(host.load(&path)).unwrap_err();
     assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("is not a Horizon plugin") && text.contains("libfixture_no_sdk"), "{text}");
+    assert!(
+        text.contains("is not a Horizon plugin") && text.contains("libfixture_no_sdk"),
+        "{text}"
+    );
     assert!(host.plugins().is_empty());
 }
 
@@ -87,7 +94,11 @@ fn a_plugin_of_another_boundary_version_is_refused_before_any_call() {
         other => panic!("expected AbiMismatch, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("999") && text.contains(&format!("version {}", horizon_sdk::abi::ABI_VERSION)), "{text}");
+    assert!(
+        text.contains("999")
+            && text.contains(&format!("version {}", horizon_sdk::abi::ABI_VERSION)),
+        "{text}"
+    );
 }
 
 #[test]
@@ -181,7 +192,10 @@ fn the_same_file_cannot_be_loaded_twice_at_once() {
         host.unload(id).await.unwrap();
         let id = host.load(&path).await.unwrap();
         host.unload(id).await.unwrap();
-        assert!(matches!(host.unload(id).await, Err(UnloadError::NotLoaded(_))));
+        assert!(matches!(
+            host.unload(id).await,
+            Err(UnloadError::NotLoaded(_))
+        ));
     });
 }
 
@@ -197,7 +211,11 @@ fn plugins_lists_name_versions_and_path() {
         assert_eq!(info.id, basic.id);
         assert_eq!(info.name, "basic");
         assert_eq!(info.sdk_version, env!("CARGO_PKG_VERSION"));
-        assert!(info.rustc_version.starts_with("rustc "), "{}", info.rustc_version);
+        assert!(
+            info.rustc_version.starts_with("rustc "),
+            "{}",
+            info.rustc_version
+        );
         assert!(info.path.exists());
         host.shutdown().await;
         assert!(host.plugins().is_empty());

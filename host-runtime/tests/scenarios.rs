@@ -17,13 +17,19 @@ async fn all_scenarios(basic: &Basic) {
     let slept = basic.run("sleep", 20).await.as_u64().unwrap();
     assert!(slept >= 20_000, "slept {slept} us for a 20 ms sleep");
     let slept = basic.run("sleep_until", 15).await.as_u64().unwrap();
-    assert!(slept >= 15_000, "slept {slept} us until a deadline 15 ms away");
+    assert!(
+        slept >= 15_000,
+        "slept {slept} us until a deadline 15 ms away"
+    );
 
     // 4 ticks of a 5 ms interval: the first is immediate, so >= 15 ms.
     let ticked = basic.run("interval", 4).await.as_u64().unwrap();
     assert!(ticked >= 15_000, "4 ticks of 5 ms took {ticked} us");
 
-    assert_eq!(basic.run("timeout", 7).await, json!({ "fired": true, "value": 7 }));
+    assert_eq!(
+        basic.run("timeout", 7).await,
+        json!({ "fired": true, "value": 7 })
+    );
 
     let blocking = basic.run("blocking", 1).await;
     assert_eq!(blocking["value"], json!(2));
@@ -40,7 +46,12 @@ async fn all_scenarios(basic: &Basic) {
 
     let panicked = basic.run("task_panic", 0).await;
     assert_eq!(panicked["is_panic"], json!(true));
-    assert!(panicked["message"].as_str().unwrap().contains("task went wrong"));
+    assert!(
+        panicked["message"]
+            .as_str()
+            .unwrap()
+            .contains("task went wrong")
+    );
     assert_eq!(basic.run("abort", 0).await, json!({ "is_cancelled": true }));
 }
 
@@ -51,7 +62,9 @@ fn scenarios_on_multi_thread_runtime_from_a_worker() {
     rt.block_on(async {
         let basic = Basic::load(host.clone()).await;
         // Run on a worker thread, not the thread inside `block_on`.
-        tokio::spawn(async move { all_scenarios(&basic).await }).await.unwrap();
+        tokio::spawn(async move { all_scenarios(&basic).await })
+            .await
+            .unwrap();
         host.shutdown().await;
     });
 }

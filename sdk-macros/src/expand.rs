@@ -15,15 +15,21 @@ pub(crate) fn horizon_plugin(args: TokenStream, input: TokenStream) -> TokenStre
             // Keep the user's tokens so IDEs and the rest of the crate keep working.
             let mut out = input;
             out.extend(
-                syn::Error::new(e.span(), "`#[horizon_plugin]` goes on `impl Plugin for YourType`")
-                    .to_compile_error(),
+                syn::Error::new(
+                    e.span(),
+                    "`#[horizon_plugin]` goes on `impl Plugin for YourType`",
+                )
+                .to_compile_error(),
             );
             return out;
         }
     };
     let mut errors = Vec::new();
     if !args.is_empty() {
-        errors.push(syn::Error::new_spanned(&args, "`#[horizon_plugin]` takes no arguments"));
+        errors.push(syn::Error::new_spanned(
+            &args,
+            "`#[horizon_plugin]` takes no arguments",
+        ));
     }
     let mut rewriter = Rewriter::default();
     rewriter.collect_aliases(&mut item);

@@ -18,7 +18,13 @@ pub(crate) enum Class {
     Keep,
 }
 
-const TASK_ROUTED: &[&str] = &["spawn", "spawn_blocking", "yield_now", "JoinHandle", "JoinError"];
+const TASK_ROUTED: &[&str] = &[
+    "spawn",
+    "spawn_blocking",
+    "yield_now",
+    "JoinHandle",
+    "JoinError",
+];
 
 const TIME_ROUTED: &[&str] = &[
     "sleep",

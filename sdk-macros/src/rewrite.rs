@@ -31,7 +31,12 @@ pub(crate) struct Rewriter {
 fn classify_full(full: &[String]) -> Class {
     match full.first().map(String::as_str) {
         Some("tokio") => paths::classify(&full[1..]),
-        Some("futures") if full[1..].iter().map(String::as_str).eq(["executor", "block_on"]) => {
+        Some("futures")
+            if full[1..]
+                .iter()
+                .map(String::as_str)
+                .eq(["executor", "block_on"]) =>
+        {
             Class::Refused(paths::BLOCK_ON)
         }
         _ => Class::Keep,
@@ -109,7 +114,8 @@ impl Rewriter {
                     for leaf in leaves {
                         if let (UseEnd::Name(rename), Some(last)) = (&leaf.end, leaf.path.last()) {
                             let name = rename.as_ref().unwrap_or(last).to_string();
-                            self.0.insert(name, leaf.path.iter().map(Ident::to_string).collect());
+                            self.0
+                                .insert(name, leaf.path.iter().map(Ident::to_string).collect());
                         }
                     }
                 }
@@ -127,7 +133,11 @@ impl Rewriter {
     fn rewrite_use(&mut self, item: ItemUse) -> Vec<ItemUse> {
         let mut leaves = Vec::new();
         flatten(&item.tree, &mut Vec::new(), &mut leaves);
-        if !leaves.iter().any(|l| l.path.first().is_some_and(|i| i == "tokio" || i == "futures")) {
+        if !leaves.iter().any(|l| {
+            l.path
+                .first()
+                .is_some_and(|i| i == "tokio" || i == "futures")
+        }) {
             return vec![item];
         }
         let mut out = Vec::new();
@@ -136,13 +146,17 @@ impl Rewriter {
             let mut path = leaf.path.clone();
             let mut leading_colon = item.leading_colon.is_some();
             if matches!(leaf.end, UseEnd::Glob(_)) && names == ["tokio"] {
-                self.errors.push(syn::Error::new_spanned(&item, paths::TOKIO_GLOB));
+                self.errors
+                    .push(syn::Error::new_spanned(&item, paths::TOKIO_GLOB));
                 continue;
             }
             match classify_full(&names) {
                 Class::Routed => {
                     let span = path[0].span();
-                    path.splice(0..1, [Ident::new("horizon_sdk", span), Ident::new("rt", span)]);
+                    path.splice(
+                        0..1,
+                        [Ident::new("horizon_sdk", span), Ident::new("rt", span)],
+                    );
                     leading_colon = true;
                 }
                 Class::Refused(msg) => {
@@ -156,7 +170,9 @@ impl Rewriter {
             let attrs = &item.attrs;
             let vis = &item.vis;
             let tokens = match leaf.end {
-                UseEnd::Name(Some(rename)) => quote::quote!(#(#attrs)* #vis use #colon #(#path)::* as #rename;),
+                UseEnd::Name(Some(rename)) => {
+                    quote::quote!(#(#attrs)* #vis use #colon #(#path)::* as #rename;)
+                }
                 UseEnd::Name(None) => quote::quote!(#(#attrs)* #vis use #colon #(#path)::*;),
                 UseEnd::Glob(span) => {
                     let star = quote_spanned!(span=> *);
@@ -181,7 +197,11 @@ impl Rewriter {
             names
         } else if path.leading_colon.is_none() {
             match self.aliases.get(&names[0]) {
-                Some(target) => target.iter().cloned().chain(names.into_iter().skip(1)).collect(),
+                Some(target) => target
+                    .iter()
+                    .cloned()
+                    .chain(names.into_iter().skip(1))
+                    .collect(),
                 None => return,
             }
         } else {
@@ -218,11 +238,7 @@ impl Rewriter {
                 continue;
             }
             // A path starts at `tokio` (or `::tokio`) not preceded by `::`.
-            let (start, root) = if is_colon2(i) {
-                (i, i + 2)
-            } else {
-                (i, i)
-            };
+            let (start, root) = if is_colon2(i) { (i, i + 2) } else { (i, i) };
             let preceded = start >= 2 && is_colon2(start - 2);
             let root_is_tokio = matches!(tts.get(root), Some(TokenTree::Ident(id)) if id == "tokio" || id == "futures");
             if preceded || !root_is_tokio {
@@ -241,12 +257,18 @@ impl Rewriter {
                     _ => break,
                 }
             }
-            let TokenTree::Ident(root_ident) = &tts[root] else { unreachable!() };
+            let TokenTree::Ident(root_ident) = &tts[root] else {
+                unreachable!()
+            };
             let is_macro = matches!(tts.get(j), Some(TokenTree::Punct(p)) if p.as_char() == '!');
             let mut full = vec![root_ident.to_string()];
             full.extend(names.iter().cloned());
             let span = root_ident.span();
-            if is_macro && root_ident == "tokio" && names.len() == 1 && paths::PURE_MACROS.contains(&names[0].as_str()) {
+            if is_macro
+                && root_ident == "tokio"
+                && names.len() == 1
+                && paths::PURE_MACROS.contains(&names[0].as_str())
+            {
                 out.extend(quote_spanned!(span=> ::horizon_sdk::__private::tokio));
                 out.extend(tts[root + 1..j].iter().cloned());
                 i = j;
@@ -306,17 +328,24 @@ impl Rewriter {
             walk(tokens)
         };
         let offending: Option<TokenStream> = match stmt {
-            Stmt::Macro(m) if m.mac.path.is_ident("thread_local") && mentions_handle(m.mac.tokens.clone()) => {
+            Stmt::Macro(m)
+                if m.mac.path.is_ident("thread_local") && mentions_handle(m.mac.tokens.clone()) =>
+            {
                 Some(m.mac.path.to_token_stream())
             }
-            Stmt::Item(Item::Macro(m)) if m.mac.path.is_ident("thread_local") && mentions_handle(m.mac.tokens.clone()) => {
+            Stmt::Item(Item::Macro(m))
+                if m.mac.path.is_ident("thread_local") && mentions_handle(m.mac.tokens.clone()) =>
+            {
                 Some(m.mac.path.to_token_stream())
             }
-            Stmt::Item(Item::Static(st)) if mentions_handle(st.ty.to_token_stream()) => Some(st.ty.to_token_stream()),
+            Stmt::Item(Item::Static(st)) if mentions_handle(st.ty.to_token_stream()) => {
+                Some(st.ty.to_token_stream())
+            }
             _ => None,
         };
         if let Some(tokens) = offending {
-            self.errors.push(syn::Error::new_spanned(tokens, paths::HANDLE_STORAGE));
+            self.errors
+                .push(syn::Error::new_spanned(tokens, paths::HANDLE_STORAGE));
         }
     }
 }
@@ -332,9 +361,11 @@ impl VisitMut for Rewriter {
         for stmt in stmts {
             self.check_handle_storage(&stmt);
             match stmt {
-                Stmt::Item(Item::Use(u)) => block
-                    .stmts
-                    .extend(self.rewrite_use(u).into_iter().map(|u| Stmt::Item(Item::Use(u)))),
+                Stmt::Item(Item::Use(u)) => block.stmts.extend(
+                    self.rewrite_use(u)
+                        .into_iter()
+                        .map(|u| Stmt::Item(Item::Use(u))),
+                ),
                 other => block.stmts.push(other),
             }
         }
@@ -351,7 +382,12 @@ impl VisitMut for Rewriter {
     }
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
-        let segs: Vec<String> = mac.path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let segs: Vec<String> = mac
+            .path
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
         if segs.len() == 2 && segs[0] == "tokio" && paths::PURE_MACROS.contains(&segs[1].as_str()) {
             let span = mac.path.segments[0].ident.span();
             let name = &mac.path.segments[1];

@@ -9,7 +9,10 @@ pub(crate) struct PluginImpl<'a> {
     pub(crate) self_ty: &'a Type,
 }
 
-pub(crate) fn validate<'a>(item: &'a ItemImpl, errors: &mut Vec<syn::Error>) -> Option<PluginImpl<'a>> {
+pub(crate) fn validate<'a>(
+    item: &'a ItemImpl,
+    errors: &mut Vec<syn::Error>,
+) -> Option<PluginImpl<'a>> {
     let before = errors.len();
     let is_plugin_trait = matches!(&item.trait_,
         Some((None, path, _)) if path.segments.last().is_some_and(|s| s.ident == "Plugin"));
@@ -35,19 +38,23 @@ pub(crate) fn validate<'a>(item: &'a ItemImpl, errors: &mut Vec<syn::Error>) -> 
             ImplItem::Const(c) if c.ident == "NAME" => {
                 has_name = true;
                 if !is_static_str(&c.ty) {
-                    errors.push(syn::Error::new_spanned(&c.ty, "`NAME` must be a `&'static str`"));
-                }
-            }
-            ImplItem::Fn(f) if f.sig.ident == "on_load" || f.sig.ident == "on_unload" => {
-                if f.sig.asyncness.is_none() {
                     errors.push(syn::Error::new_spanned(
-                        f.sig.fn_token,
-                        format!(
-                            "`{}` must be an `async fn`: write `async fn {}(&mut self, ctx: PluginContext) -> Result<(), PluginError>`",
-                            f.sig.ident, f.sig.ident
-                        ),
+                        &c.ty,
+                        "`NAME` must be a `&'static str`",
                     ));
                 }
+            }
+            ImplItem::Fn(f)
+                if (f.sig.ident == "on_load" || f.sig.ident == "on_unload")
+                    && f.sig.asyncness.is_none() =>
+            {
+                errors.push(syn::Error::new_spanned(
+                    f.sig.fn_token,
+                    format!(
+                        "`{0}` must be an `async fn`: write `async fn {0}(&mut self, ctx: PluginContext) -> Result<(), PluginError>`",
+                        f.sig.ident
+                    ),
+                ));
             }
             _ => {}
         }

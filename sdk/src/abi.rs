@@ -271,7 +271,8 @@ pub struct HostApi {
     /// Runs a job on the host's blocking pool as a task owned by this plugin.
     pub spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> RawTask,
     /// Polls a task for completion, registering the context's waker.
-    pub task_poll_join: unsafe extern "C" fn(*const c_void, *mut c_void, *mut FfiContext<'_>) -> JoinPoll,
+    pub task_poll_join:
+        unsafe extern "C" fn(*const c_void, *mut c_void, *mut FfiContext<'_>) -> JoinPoll,
     /// Requests cancellation of a task.
     pub task_abort: unsafe extern "C" fn(*const c_void, *mut c_void),
     /// Whether the task has finished.

@@ -54,9 +54,9 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
         rustc_version: RStr::new(RUSTC_VERSION),
         name: RStr::new(T::NAME),
         init: init::<T>,
-        on_load: on_load,
-        on_unload: on_unload,
-        shutdown: shutdown,
+        on_load,
+        on_unload,
+        shutdown,
     })
 }
 
@@ -111,7 +111,10 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             }
             Err(panic) => {
                 injected::uninstall();
-                Err(format!("`{}::default()` panicked: {panic}", std::any::type_name::<T>()))
+                Err(format!(
+                    "`{}::default()` panicked: {panic}",
+                    std::any::type_name::<T>()
+                ))
             }
         }
     });
@@ -124,7 +127,9 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
 
 fn lifecycle(on_load: bool) -> FfiFuture<RStatus> {
     let Some((instance, name)) = INSTANCE.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-        return FfiFuture::new(std::future::ready(RStatus::error("the plugin is not initialized")));
+        return FfiFuture::new(std::future::ready(RStatus::error(
+            "the plugin is not initialized",
+        )));
     };
     let fut = async move {
         let mut plugin = instance.lock().await;
@@ -162,6 +167,8 @@ unsafe extern "C" fn shutdown() -> RStatus {
     match (dropped, stopped) {
         (Ok(()), Ok(())) => RStatus::ok(),
         (Err(panic), _) => RStatus::panic(format!("dropping the plugin panicked: {panic}")),
-        (_, Err(panic)) => RStatus::panic(format!("stopping the private runtime panicked: {panic}")),
+        (_, Err(panic)) => {
+            RStatus::panic(format!("stopping the private runtime panicked: {panic}"))
+        }
     }
 }

@@ -69,9 +69,7 @@ pub struct PluginContext {
 }
 
 type BoxedHandler = Box<
-    dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>> + Send + Sync,
 >;
 
 impl PluginContext {
@@ -114,7 +112,11 @@ impl PluginContext {
     /// When the payload does not serialize, no host is attached, or the host
     /// refuses the event. Failures of other plugins' handlers are reported
     /// to the host, not to the sender.
-    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), PluginError> {
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), PluginError> {
         let api = injected::host().ok_or_else(|| no_host("emit"))?;
         let bytes = serde_json::to_vec(payload)?;
         // SAFETY: `api` is the live host table; `emit` copies the borrowed
@@ -148,7 +150,11 @@ pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) 
     }
 }
 
-unsafe extern "C" fn call_handler(data: *const c_void, name: RStr<'_>, payload: RStr<'_>) -> FfiFuture<RStatus> {
+unsafe extern "C" fn call_handler(
+    data: *const c_void,
+    name: RStr<'_>,
+    payload: RStr<'_>,
+) -> FfiFuture<RStatus> {
     let started = catch(|| {
         // SAFETY: `data` is the `Box<BoxedHandler>` made in `on`, alive until
         // `drop_handler`, which the host calls only after its last call.

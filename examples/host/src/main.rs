@@ -29,7 +29,9 @@ fn build_plugins() -> Result<PathBuf, String> {
         cmd.arg("--release");
     }
     eprintln!("   Building example plugins: {}", PLUGINS.join(", "));
-    let status = cmd.status().map_err(|e| format!("could not run cargo: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
     if !status.success() {
         return Err("building the example plugins failed".to_owned());
     }
@@ -37,11 +39,18 @@ fn build_plugins() -> Result<PathBuf, String> {
 }
 
 fn library(dir: &std::path::Path, name: &str) -> PathBuf {
-    dir.join(format!("{}{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
+    dir.join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
 }
 
 fn main() -> ExitCode {
-    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let dir = match build_plugins() {
         Ok(dir) => dir,
         Err(e) => {
@@ -65,7 +74,12 @@ async fn run(dir: PathBuf, seconds: u64) -> ExitCode {
         counter.fetch_add(1, Ordering::Relaxed);
         println!("[logger] {}", String::from_utf8_lossy(event.payload()));
     });
-    for name in ["timers:heartbeat", "timers:digest", "timers:idle", "logger:stopped"] {
+    for name in [
+        "timers:heartbeat",
+        "timers:digest",
+        "timers:idle",
+        "logger:stopped",
+    ] {
         host.on(name, move |event: Event| {
             println!("[{name}] {}", String::from_utf8_lossy(event.payload()));
         });
@@ -81,7 +95,10 @@ async fn run(dir: PathBuf, seconds: u64) -> ExitCode {
         }
     }
     for p in host.plugins() {
-        println!("  {} {} (sdk {}, {})", p.id, p.name, p.sdk_version, p.rustc_version);
+        println!(
+            "  {} {} (sdk {}, {})",
+            p.id, p.name, p.sdk_version, p.rustc_version
+        );
     }
 
     let mut ticker = tokio::time::interval(Duration::from_millis(500));

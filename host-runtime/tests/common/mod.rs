@@ -23,7 +23,10 @@ pub const FIXTURES: &[&str] = &[
 /// `target/debug` (or wherever this test binary was built).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_owned()
 }
 
 /// Builds every fixture plugin with cargo, once per test binary.
@@ -38,7 +41,9 @@ pub fn fixtures_dir() -> &'static Path {
         if target_dir().ends_with("release") {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo to build the fixture plugins");
+        let status = cmd
+            .status()
+            .expect("run cargo to build the fixture plugins");
         assert!(status.success(), "building the fixture plugins failed");
         target_dir()
     })
@@ -46,7 +51,12 @@ pub fn fixtures_dir() -> &'static Path {
 
 /// The path of a fixture library, e.g. `fixture("basic")`.
 pub fn fixture(name: &str) -> PathBuf {
-    let file = format!("{}fixture_{}{}", std::env::consts::DLL_PREFIX, name.replace('-', "_"), std::env::consts::DLL_SUFFIX);
+    let file = format!(
+        "{}fixture_{}{}",
+        std::env::consts::DLL_PREFIX,
+        name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
     fixtures_dir().join(file)
 }
 
@@ -57,18 +67,29 @@ pub fn fresh_copy(name: &str) -> PathBuf {
     let dir = fixtures_dir().join("fixture-copies");
     std::fs::create_dir_all(&dir).unwrap();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dest = dir.join(format!("{name}-{}-{n}{}", std::process::id(), std::env::consts::DLL_SUFFIX));
+    let dest = dir.join(format!(
+        "{name}-{}-{n}{}",
+        std::process::id(),
+        std::env::consts::DLL_SUFFIX
+    ));
     std::fs::copy(fixture(name), &dest).unwrap();
     dest
 }
 
 /// The two runtime flavours every scenario runs on.
 pub fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A host with the `basic` fixture loaded, collecting its replies.
@@ -87,10 +108,22 @@ impl Basic {
         host.on("basic:result", move |event: Event| {
             let reply: Value = event.json().unwrap();
             let id = reply["id"].as_u64().unwrap();
-            sink.lock().unwrap().entry(id).or_default().push(reply["value"].clone());
+            sink.lock()
+                .unwrap()
+                .entry(id)
+                .or_default()
+                .push(reply["value"].clone());
         });
-        let id = host.load(fresh_copy("basic")).await.expect("load the basic fixture");
-        Basic { host, id, replies, next: Arc::new(AtomicU64::new(0)) }
+        let id = host
+            .load(fresh_copy("basic"))
+            .await
+            .expect("load the basic fixture");
+        Basic {
+            host,
+            id,
+            replies,
+            next: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Emits one scenario request and returns the emit report and every
@@ -99,7 +132,10 @@ impl Basic {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let report = self
             .host
-            .emit("basic:run", &json!({ "id": id, "scenario": scenario, "arg": arg }))
+            .emit(
+                "basic:run",
+                &json!({ "id": id, "scenario": scenario, "arg": arg }),
+            )
             .await
             .unwrap();
         let reply = self.replies.lock().unwrap().remove(&id).unwrap_or_default();
@@ -110,8 +146,16 @@ impl Basic {
     /// arrive exactly once.
     pub async fn run(&self, scenario: &str, arg: u64) -> Value {
         let (report, mut replies) = self.try_run(scenario, arg).await;
-        assert!(report.is_ok(), "scenario {scenario} failed: {:?}", report.failures);
-        assert_eq!(replies.len(), 1, "scenario {scenario}: expected exactly one reply, got {replies:?}");
+        assert!(
+            report.is_ok(),
+            "scenario {scenario} failed: {:?}",
+            report.failures
+        );
+        assert_eq!(
+            replies.len(),
+            1,
+            "scenario {scenario}: expected exactly one reply, got {replies:?}"
+        );
         replies.pop().unwrap()
     }
 }

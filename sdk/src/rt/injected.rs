@@ -65,7 +65,11 @@ pub(crate) fn uninstall() {
     // for anything its tasks call. This waits for its worker thread, so the
     // library is not unmapped under a running thread.
     if let Some(state) = injected() {
-        let rt = state.private.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let rt = state
+            .private
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(rt) = rt {
             rt.shutdown_timeout(std::time::Duration::from_secs(5));
         }

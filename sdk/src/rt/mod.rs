@@ -88,11 +88,11 @@ pub mod runtime {
         /// blocks a host worker thread (and needs tokio's thread-local
         /// runtime context, which a plugin does not share with its host).
         /// `.await` the future instead.
-        pub fn block_on<F: Future>(&self, future: F) -> F::Output
+        pub fn block_on<F>(&self, future: F) -> F::Output
         where
-            F: BlockOnIsRefused,
+            F: Future + BlockOnIsRefused,
         {
-            let _ = future;
+            drop(future);
             unreachable!("`BlockOnIsRefused` has no implementations")
         }
 

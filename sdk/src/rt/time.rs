@@ -96,11 +96,13 @@ impl Future for Sleep {
                             this.state = SleepState::Elapsed;
                             continue;
                         }
-                        let nanos = u64::try_from((this.deadline - now).as_nanos()).unwrap_or(u64::MAX);
+                        let nanos =
+                            u64::try_from((this.deadline - now).as_nanos()).unwrap_or(u64::MAX);
                         // SAFETY: `api` is the live host table; `sleep` never unwinds.
                         this.state = SleepState::Host(unsafe { (api.sleep)(api.data, nanos) });
                     } else if tokio::runtime::Handle::try_current().is_ok() {
-                        this.state = SleepState::Native(Box::pin(tokio::time::sleep_until(this.deadline)));
+                        this.state =
+                            SleepState::Native(Box::pin(tokio::time::sleep_until(this.deadline)));
                     } else {
                         panic!(
                             "`horizon_sdk::rt::time::Sleep` was polled with no Horizon host attached \
@@ -116,7 +118,9 @@ impl Future for Sleep {
 
 impl fmt::Debug for Sleep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sleep").field("deadline", &self.deadline).finish()
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish()
     }
 }
 
