@@ -53,6 +53,31 @@ async fn all_scenarios(basic: &Basic) {
             .contains("task went wrong")
     );
     assert_eq!(basic.run("abort", 0).await, json!({ "is_cancelled": true }));
+
+    // Every rewritten form (use forms, join!/try_join!, vec!, format!), plus
+    // the forms out of reach of the rewrite (module-level use, nested item)
+    // and routed calls from a plain thread of the plugin.
+    assert_eq!(basic.run("forms", 0).await, json!(36));
+
+    // Tokio IO and a third-party tokio crate (tokio-util codecs) in a helper module.
+    assert_eq!(
+        basic.run("tcp", 3).await,
+        json!(["echo line 0", "echo line 1", "echo line 2"])
+    );
+
+    // Panics at the boundaries: a blocking job, and a future's drop.
+    let panicked = basic.run("blocking_panic", 0).await;
+    assert_eq!(panicked["is_panic"], json!(true));
+    assert!(
+        panicked["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocking job went wrong")
+    );
+    assert_eq!(
+        basic.run("drop_panic", 0).await,
+        json!({ "is_cancelled": true })
+    );
 }
 
 #[test]

@@ -66,3 +66,69 @@ fn declaration(plugin: &PluginImpl<'_>) -> TokenStream {
         };
     }
 }
+
+/// Committed expansion snapshots (`tests/expand/*.rs` → `*.expanded.rs`), in
+/// the spirit of pin-project's `tests/expand`. Regenerate with
+/// `HORIZON_BLESS=1 cargo test -p horizon-sdk-macros` and review the diff.
+#[cfg(test)]
+mod snapshots {
+    use std::path::Path;
+
+    use quote::ToTokens;
+
+    fn expand_file(source: &str) -> String {
+        let mut file = syn::parse_file(source).expect("snapshot input parses");
+        let mut items = Vec::new();
+        for item in file.items.drain(..) {
+            match item {
+                syn::Item::Impl(mut imp)
+                    if imp
+                        .attrs
+                        .iter()
+                        .any(|a| a.path().is_ident("horizon_plugin")) =>
+                {
+                    imp.attrs.retain(|a| !a.path().is_ident("horizon_plugin"));
+                    let expanded = super::horizon_plugin(Default::default(), imp.to_token_stream());
+                    let expanded: syn::File = syn::parse2(expanded).expect("expansion parses");
+                    items.extend(expanded.items);
+                }
+                other => items.push(other),
+            }
+        }
+        file.items = items;
+        prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn expansions_match_snapshots() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expand");
+        let bless = std::env::var_os("HORIZON_BLESS").is_some();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if !name.ends_with(".rs") || name.ends_with(".expanded.rs") {
+                continue;
+            }
+            let expanded = expand_file(&std::fs::read_to_string(&path).unwrap());
+            let snapshot = path.with_file_name(name.replace(".rs", ".expanded.rs"));
+            if bless {
+                std::fs::write(&snapshot, &expanded).unwrap();
+            } else {
+                let expected = std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
+                    panic!("missing {}: run with HORIZON_BLESS=1", snapshot.display())
+                });
+                assert_eq!(
+                    expanded, expected,
+                    "expansion of {name} changed; rerun with HORIZON_BLESS=1 and review"
+                );
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 2,
+            "no snapshot inputs found in {}",
+            dir.display()
+        );
+    }
+}

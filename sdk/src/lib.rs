@@ -51,6 +51,108 @@ pub mod __private;
 
 pub use error::PluginError;
 pub use event::Event;
+/// Turns `impl Plugin for T` into a loadable plugin.
+///
+/// Put it on the one `impl Plugin for YourType` of a `cdylib` crate. It
+///
+/// 1. rewrites, in every method body (closures, nested `async` blocks and
+///    macro arguments included), `tokio::spawn`, `tokio::task::{spawn,
+///    spawn_blocking, yield_now}`, `tokio::time::{sleep, sleep_until,
+///    interval, interval_at, timeout, timeout_at}` and
+///    `tokio::runtime::Handle`, and the types that go with them
+///    (`JoinHandle`, `JoinError`, `Sleep`, `Interval`, `Timeout`,
+///    `error::Elapsed`), to their [`rt`] counterparts, which go through the
+///    handle the host injects. Written `tokio::…`, `::tokio::…`, or brought
+///    in by a `use tokio::…` inside the bodies;
+/// 2. refuses, with a message that names the fix, code that can only work
+///    through tokio's thread-local runtime context or that would block a
+///    host worker: `Runtime::new`, `runtime::Builder`, `#[tokio::main]` and
+///    `#[tokio::test]` on plugin methods, `tokio::task::block_in_place`,
+///    `spawn_local`, `LocalSet`, `futures::executor::block_on`,
+///    `Handle::block_on`, `Handle::enter`, and a runtime handle stored in a
+///    `thread_local!` or `static`;
+/// 3. emits the exported declaration the host looks up.
+///
+/// It takes no arguments.
+///
+/// # Example
+///
+/// ```
+/// use horizon_sdk::prelude::*;
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// pub struct Echo;
+///
+/// #[horizon_plugin]
+/// impl Plugin for Echo {
+///     const NAME: &'static str = "echo";
+///
+///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+///         let out = ctx.clone();
+///         ctx.on("ping", move |event: Event| {
+///             let out = out.clone();
+///             async move {
+///                 let n: u64 = event.json()?;
+///                 tokio::time::sleep(Duration::from_millis(2)).await;
+///                 let doubled = tokio::spawn(async move { n * 2 }).await?;
+///                 out.emit("echo:pong", &doubled).await
+///             }
+///         })?;
+///         Ok(())
+///     }
+/// }
+/// # fn main() {}
+/// ```
+///
+/// # Equivalent code without the attribute
+///
+/// ```
+/// use horizon_sdk::prelude::*;
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// pub struct Echo;
+///
+/// impl Plugin for Echo {
+///     const NAME: &'static str = "echo";
+///
+///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+///         let out = ctx.clone();
+///         ctx.on("ping", move |event: Event| {
+///             let out = out.clone();
+///             async move {
+///                 let n: u64 = event.json()?;
+///                 ::horizon_sdk::rt::time::sleep(Duration::from_millis(2)).await;
+///                 let doubled = ::horizon_sdk::rt::spawn(async move { n * 2 }).await?;
+///                 out.emit("echo:pong", &doubled).await
+///             }
+///         })?;
+///         Ok(())
+///     }
+/// }
+///
+/// const _: () = {
+///     // The host reads this symbol with `dlsym`; its layout is
+///     // `horizon_sdk::abi::PluginDeclaration`.
+///     #[unsafe(no_mangle)]
+///     pub static HORIZON_PLUGIN_DECLARATION: ::horizon_sdk::__private::ExportedDeclaration =
+///         ::horizon_sdk::__private::declare::<Echo>();
+/// };
+/// # fn main() {}
+/// ```
+///
+/// The expansions of a few representative plugins are committed under
+/// `sdk-macros/tests/expand/` and checked by a test.
+///
+/// # What it cannot see
+///
+/// Tokio calls in other modules or crates, in nested items, or through a
+/// `use tokio::…` at module level are not rewritten. They still work inside
+/// plugin tasks: the plugin runs a private runtime of its own tokio copy and
+/// enters it around every poll, so such code finds a reactor and a timer
+/// (`tokio::spawn` there runs on that private runtime's thread).
+#[doc(inline)]
 pub use horizon_sdk_macros::horizon_plugin;
 pub use plugin::{Plugin, PluginContext};
 
