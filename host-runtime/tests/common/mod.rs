@@ -18,6 +18,7 @@ pub const FIXTURES: &[&str] = &[
     "fixture-wrong-abi",
     "fixture-load-error",
     "fixture-load-panic",
+    "fixture-bench",
 ];
 
 /// `target/debug` (or wherever this test binary was built).

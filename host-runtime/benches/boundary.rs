@@ -1,0 +1,214 @@
+//! What routing through the host's table costs, as ratios against plain
+//! tokio on the same runtime in the same run (multi-thread with 2 workers,
+//! and current-thread).
+//!
+//! `cargo bench -p horizon-host-runtime --bench boundary`; then
+//! `scripts/bench-table` turns criterion's estimates into the table of
+//! `BENCHMARKS.md`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use horizon_host_runtime::{Event, PluginHost};
+use serde::Serialize;
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+/// Same shape as the bench plugin's `Small`.
+#[derive(Serialize, serde::Deserialize)]
+struct Small {
+    player: u64,
+    x: f32,
+    y: f32,
+    name: String,
+}
+
+fn small() -> Small {
+    Small { player: 42, x: 1.5, y: -3.25, name: "alice".to_owned() }
+}
+
+struct Loaded {
+    rt: Runtime,
+    host: PluginHost,
+    elapsed: Arc<Mutex<Option<u64>>>,
+}
+
+impl Loaded {
+    fn new(rt: Runtime, copies: usize) -> Loaded {
+        let host = PluginHost::new(rt.handle().clone());
+        let elapsed: Arc<Mutex<Option<u64>>> = Arc::default();
+        let sink = Arc::clone(&elapsed);
+        host.on("bench:elapsed", move |e: Event| {
+            *sink.lock().unwrap() = Some(e.json().unwrap());
+        });
+        rt.block_on(async {
+            for _ in 0..copies {
+                host.load(common::fresh_copy("bench")).await.unwrap();
+            }
+        });
+        Loaded { rt, host, elapsed }
+    }
+
+    /// Runs a loop of `iters` routed calls inside the plugin; returns the time
+    /// the plugin measured around the loop.
+    fn routed(&self, kind: &str, iters: u64) -> Duration {
+        self.rt.block_on(async {
+            let report = self.host.emit("bench:run", &json!({ "kind": kind, "iters": iters })).await.unwrap();
+            assert!(report.is_ok(), "{:?}", report.failures);
+        });
+        Duration::from_nanos(self.elapsed.lock().unwrap().take().expect("bench plugin replied"))
+    }
+}
+
+/// Runs `body` as a task on `rt` (like the plugin's handler task) and times it.
+fn native<F>(rt: &Runtime, body: impl FnOnce() -> F + Send + 'static) -> Duration
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    rt.block_on(async {
+        tokio::spawn(async move {
+            let start = Instant::now();
+            body().await;
+            start.elapsed()
+        })
+        .await
+        .unwrap()
+    })
+}
+
+/// A future that wakes itself `n` times (the plugin's `YieldN`).
+struct YieldN(u64);
+
+impl std::future::Future for YieldN {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 == 0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 -= 1;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+fn flavours() -> Vec<(&'static str, fn() -> Runtime)> {
+    vec![("multi-thread", common::multi_thread), ("current-thread", common::current_thread)]
+}
+
+fn spawn_await(c: &mut Criterion) {
+    for (flavour, make) in flavours() {
+        let loaded = Loaded::new(make(), 1);
+        let mut g = c.benchmark_group(format!("spawn_await/{flavour}"));
+        g.bench_function("native", |b| {
+            b.iter_custom(|iters| {
+                native(&loaded.rt, move || async move {
+                    for i in 0..iters {
+                        black_box(tokio::spawn(async move { i }).await.unwrap());
+                    }
+                })
+            })
+        });
+        g.bench_function("routed", |b| b.iter_custom(|iters| loaded.routed("spawn", iters)));
+        g.finish();
+        loaded.rt.block_on(loaded.host.shutdown());
+    }
+}
+
+fn sleep_past_deadline(c: &mut Criterion) {
+    for (flavour, make) in flavours() {
+        let loaded = Loaded::new(make(), 1);
+        let mut g = c.benchmark_group(format!("sleep_past_deadline/{flavour}"));
+        g.bench_function("native", |b| {
+            b.iter_custom(|iters| {
+                native(&loaded.rt, move || async move {
+                    let past = tokio::time::Instant::now();
+                    for _ in 0..iters {
+                        tokio::time::sleep_until(past).await;
+                    }
+                })
+            })
+        });
+        g.bench_function("routed", |b| b.iter_custom(|iters| loaded.routed("sleep_past", iters)));
+        g.finish();
+        loaded.rt.block_on(loaded.host.shutdown());
+    }
+}
+
+fn poll_crossing(c: &mut Criterion) {
+    for (flavour, make) in flavours() {
+        let loaded = Loaded::new(make(), 1);
+        let mut g = c.benchmark_group(format!("poll/{flavour}"));
+        g.bench_function("native", |b| {
+            b.iter_custom(|iters| native(&loaded.rt, move || async move { tokio::spawn(YieldN(iters)).await.unwrap() }))
+        });
+        g.bench_function("routed", |b| b.iter_custom(|iters| loaded.routed("poll", iters)));
+        g.finish();
+        loaded.rt.block_on(loaded.host.shutdown());
+    }
+}
+
+fn emit(c: &mut Criterion) {
+    for (flavour, make) in flavours() {
+        let rt = make();
+        let mut g = c.benchmark_group(format!("emit/{flavour}"));
+        // In-process: what `emit` does for one handler, minus the boundary and
+        // the task: serialize, build the event, decode in the handler.
+        let handler = |event: Event| async move {
+            let small: Small = event.json().unwrap();
+            black_box(small);
+        };
+        g.bench_function("in_process", |b| {
+            b.to_async(&rt).iter(|| async {
+                let bytes = serde_json::to_vec(&small()).unwrap();
+                handler(Event::from_json_bytes("bench:noop", bytes)).await;
+            })
+        });
+        g.bench_function("json_only", |b| {
+            b.iter(|| {
+                let bytes = serde_json::to_vec(&small()).unwrap();
+                black_box(serde_json::from_slice::<Small>(&bytes).unwrap());
+            })
+        });
+        for plugins in [1usize, 4, 16] {
+            let loaded = Loaded::new(make(), plugins);
+            g.bench_with_input(BenchmarkId::new("plugins", plugins), &plugins, |b, _| {
+                b.to_async(&loaded.rt).iter(|| async {
+                    let report = loaded.host.emit("bench:noop", &small()).await.unwrap();
+                    debug_assert_eq!(report.delivered, plugins);
+                })
+            });
+            loaded.rt.block_on(loaded.host.shutdown());
+        }
+        g.finish();
+    }
+}
+
+fn load_unload(c: &mut Criterion) {
+    let rt = common::multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let path = common::fresh_copy("bench");
+    let mut g = c.benchmark_group("lifecycle/multi-thread");
+    g.bench_function("load_unload", |b| {
+        b.to_async(&rt).iter(|| async {
+            let id = host.load(&path).await.unwrap();
+            host.unload(id).await.unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = spawn_await, sleep_past_deadline, poll_crossing, emit, load_unload
+}
+criterion_main!(benches);
