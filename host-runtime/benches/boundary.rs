@@ -29,7 +29,12 @@ struct Small {
 }
 
 fn small() -> Small {
-    Small { player: 42, x: 1.5, y: -3.25, name: "alice".to_owned() }
+    Small {
+        player: 42,
+        x: 1.5,
+        y: -3.25,
+        name: "alice".to_owned(),
+    }
 }
 
 struct Loaded {
@@ -58,10 +63,20 @@ impl Loaded {
     /// the plugin measured around the loop.
     fn routed(&self, kind: &str, iters: u64) -> Duration {
         self.rt.block_on(async {
-            let report = self.host.emit("bench:run", &json!({ "kind": kind, "iters": iters })).await.unwrap();
+            let report = self
+                .host
+                .emit("bench:run", &json!({ "kind": kind, "iters": iters }))
+                .await
+                .unwrap();
             assert!(report.is_ok(), "{:?}", report.failures);
         });
-        Duration::from_nanos(self.elapsed.lock().unwrap().take().expect("bench plugin replied"))
+        Duration::from_nanos(
+            self.elapsed
+                .lock()
+                .unwrap()
+                .take()
+                .expect("bench plugin replied"),
+        )
     }
 }
 
@@ -86,7 +101,10 @@ struct YieldN(u64);
 
 impl std::future::Future for YieldN {
     type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
         if self.0 == 0 {
             std::task::Poll::Ready(())
         } else {
@@ -98,7 +116,10 @@ impl std::future::Future for YieldN {
 }
 
 fn flavours() -> Vec<(&'static str, fn() -> Runtime)> {
-    vec![("multi-thread", common::multi_thread), ("current-thread", common::current_thread)]
+    vec![
+        ("multi-thread", common::multi_thread),
+        ("current-thread", common::current_thread),
+    ]
 }
 
 fn spawn_await(c: &mut Criterion) {
@@ -114,7 +135,9 @@ fn spawn_await(c: &mut Criterion) {
                 })
             })
         });
-        g.bench_function("routed", |b| b.iter_custom(|iters| loaded.routed("spawn", iters)));
+        g.bench_function("routed", |b| {
+            b.iter_custom(|iters| loaded.routed("spawn", iters))
+        });
         g.finish();
         loaded.rt.block_on(loaded.host.shutdown());
     }
@@ -134,7 +157,9 @@ fn sleep_past_deadline(c: &mut Criterion) {
                 })
             })
         });
-        g.bench_function("routed", |b| b.iter_custom(|iters| loaded.routed("sleep_past", iters)));
+        g.bench_function("routed", |b| {
+            b.iter_custom(|iters| loaded.routed("sleep_past", iters))
+        });
         g.finish();
         loaded.rt.block_on(loaded.host.shutdown());
     }
@@ -145,9 +170,15 @@ fn poll_crossing(c: &mut Criterion) {
         let loaded = Loaded::new(make(), 1);
         let mut g = c.benchmark_group(format!("poll/{flavour}"));
         g.bench_function("native", |b| {
-            b.iter_custom(|iters| native(&loaded.rt, move || async move { tokio::spawn(YieldN(iters)).await.unwrap() }))
+            b.iter_custom(|iters| {
+                native(&loaded.rt, move || async move {
+                    tokio::spawn(YieldN(iters)).await.unwrap()
+                })
+            })
         });
-        g.bench_function("routed", |b| b.iter_custom(|iters| loaded.routed("poll", iters)));
+        g.bench_function("routed", |b| {
+            b.iter_custom(|iters| loaded.routed("poll", iters))
+        });
         g.finish();
         loaded.rt.block_on(loaded.host.shutdown());
     }

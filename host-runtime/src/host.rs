@@ -542,6 +542,8 @@ impl Inner {
             // library would unmap code under it. Keep everything alive.
             tracing::error!(plugin = %plugin.info.name, left, "tasks did not stop; the library stays mapped");
             std::mem::forget(lock(&plugin.library).take());
+            // The running tasks point into `Services`: it must outlive them.
+            std::mem::forget(Arc::clone(&plugin.services));
             return Err(UnloadError::TasksStillRunning {
                 name: plugin.info.name.clone(),
                 left,

@@ -7,7 +7,6 @@
 //! including threads outside the runtime, and reports failure in its return
 //! value.
 
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,6 +21,7 @@ use horizon_sdk::abi::{
     self, ABI_VERSION, BlockingJob, FfiContext, FfiFuture, HostApi, JoinPoll, RStatus, RStr,
     RawHandler, RawTask,
 };
+use slab::Slab;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -66,25 +66,54 @@ unsafe impl Send for Services {}
 // SAFETY: as above.
 unsafe impl Sync for Services {}
 
+/// The tasks of one plugin, so that unload can abort them all.
+///
+/// A slab rather than a map: a task's key is reserved before it is spawned
+/// and its abort handle filled in after, and the generation tells a late
+/// fill-in from a reused key (the task may finish, and its key be reused by
+/// another spawn, before the first fill-in runs).
 #[derive(Default)]
 struct Registry {
     closed: bool,
-    next: u64,
-    tasks: HashMap<u64, Option<AbortHandle>>,
+    generation: u64,
+    tasks: Slab<(u64, Option<AbortHandle>)>,
 }
 
 /// Removes a task from its plugin's registry when its future is dropped
 /// (completed or aborted).
 struct TaskGuard {
-    services: Arc<Services>,
-    id: u64,
+    services: *const Services,
+    key: usize,
+    generation: u64,
+}
+
+// SAFETY: `Services` is `Sync`, and outlives every task (see `services`).
+unsafe impl Send for TaskGuard {}
+
+impl TaskGuard {
+    fn services(&self) -> &Services {
+        // SAFETY: `Services` outlives every task of its plugin: `teardown`
+        // waits until no task is left before the `Services` can be dropped,
+        // and leaks it when tasks do not stop.
+        unsafe { &*self.services }
+    }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        lock(&self.services.registry).tasks.remove(&self.id);
-        if self.services.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.services.drained.notify_waiters();
+        let services = self.services();
+        {
+            let mut reg = lock(&services.registry);
+            if reg
+                .tasks
+                .get(self.key)
+                .is_some_and(|(g, _)| *g == self.generation)
+            {
+                reg.tasks.remove(self.key);
+            }
+        }
+        if services.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            services.drained.notify_waiters();
         }
     }
 }
@@ -103,55 +132,58 @@ impl Services {
         }
     }
 
-    fn register(self: &Arc<Self>) -> Option<TaskGuard> {
+    fn register(&self) -> Option<TaskGuard> {
         let mut reg = lock(&self.registry);
         if reg.closed {
             return None;
         }
-        let id = reg.next;
-        reg.next += 1;
-        reg.tasks.insert(id, None);
+        reg.generation += 1;
+        let generation = reg.generation;
+        let key = reg.tasks.insert((generation, None));
         self.live.fetch_add(1, Ordering::AcqRel);
         Some(TaskGuard {
-            services: Arc::clone(self),
-            id,
+            services: self,
+            key,
+            generation,
         })
     }
 
-    fn track(&self, id: u64, abort: AbortHandle) {
-        // The task may already be gone (its guard removed the entry): then
-        // there is nothing to track.
-        if let Some(slot) = lock(&self.registry).tasks.get_mut(&id) {
-            *slot = Some(abort);
+    fn track(&self, key: usize, generation: u64, abort: AbortHandle) {
+        // The task may already be gone (its guard removed the entry, and the
+        // key may even be reused): then there is nothing to track.
+        if let Some((g, slot)) = lock(&self.registry).tasks.get_mut(key) {
+            if *g == generation {
+                *slot = Some(abort);
+            }
         }
     }
 
     /// Spawns a future on the host runtime as a task of this plugin, or
     /// `None` once the plugin is being unloaded.
-    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> Option<JoinHandle<F::Output>>
+    pub(crate) fn spawn<F>(&self, fut: F) -> Option<JoinHandle<F::Output>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let guard = self.register()?;
-        let id = guard.id;
+        let (key, generation) = (guard.key, guard.generation);
         let handle = self.handle.spawn(async move {
             let _guard = guard;
             fut.await
         });
-        self.track(id, handle.abort_handle());
+        self.track(key, generation, handle.abort_handle());
         Some(handle)
     }
 
-    fn spawn_blocking(self: &Arc<Self>, job: BlockingJob) -> Option<JoinHandle<()>> {
+    fn spawn_blocking(&self, job: BlockingJob) -> Option<JoinHandle<()>> {
         let job = OwnedJob(job);
         let guard = self.register()?;
-        let id = guard.id;
+        let (key, generation) = (guard.key, guard.generation);
         let handle = self.handle.spawn_blocking(move || {
             let _guard = guard;
             job.run();
         });
-        self.track(id, handle.abort_handle());
+        self.track(key, generation, handle.abort_handle());
         Some(handle)
     }
 
@@ -168,8 +200,10 @@ impl Services {
     /// dropped, or `deadline` passes (a blocking job cannot be aborted once
     /// it runs). Returns how many tasks are still alive.
     pub(crate) async fn abort_all(&self, deadline: Duration) -> usize {
-        for abort in lock(&self.registry).tasks.values().flatten() {
-            abort.abort();
+        for (_, (_, abort)) in lock(&self.registry).tasks.iter() {
+            if let Some(abort) = abort {
+                abort.abort();
+            }
         }
         let wait = async {
             loop {
@@ -275,14 +309,14 @@ fn boxed_task(task: HostTask) -> RawTask {
 
 unsafe extern "C" fn host_spawn(data: *const c_void, fut: FfiFuture<()>) -> RawTask {
     // SAFETY: the plugin passes back the `data` of its live table.
-    let services = unsafe { services_arc(data) };
+    let services = unsafe { services(data) };
     let task = catch_unwind(AssertUnwindSafe(|| services.spawn(fut))).unwrap_or(None);
     boxed_task(task)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> RawTask {
     // SAFETY: as in `host_spawn`.
-    let services = unsafe { services_arc(data) };
+    let services = unsafe { services(data) };
     let task = catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(None);
     boxed_task(task)
 }

@@ -89,6 +89,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             api,
             private_handle: Some(private.handle().clone()),
             private: Mutex::new(Some(private)),
+            generation: 0,
         };
         if let Err(state) = injected::install(state) {
             drop(state);
@@ -99,7 +100,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             );
         }
         let instance = {
-            let _enter = injected::enter_private();
+            injected::enter_private();
             catch(T::default)
         };
         match instance {
@@ -160,7 +161,7 @@ unsafe extern "C" fn on_unload() -> FfiFuture<RStatus> {
 unsafe extern "C" fn shutdown() -> RStatus {
     let instance = INSTANCE.lock().unwrap_or_else(|e| e.into_inner()).take();
     let dropped = {
-        let _enter = injected::enter_private();
+        injected::enter_private();
         catch(move || drop(instance))
     };
     let stopped = catch(injected::uninstall);

@@ -162,7 +162,7 @@ unsafe extern "C" fn call_handler(
         // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.
         let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
         let event = Event::from_json_bytes(&String::from_utf8_lossy(name), payload);
-        let _enter = injected::enter_private();
+        injected::enter_private();
         handler(event)
     });
     match started {
@@ -174,6 +174,6 @@ unsafe extern "C" fn call_handler(
 unsafe extern "C" fn drop_handler(data: *const c_void) {
     // SAFETY: as in `call_handler`; the host calls this exactly once.
     let handler = unsafe { Box::from_raw(data.cast_mut().cast::<BoxedHandler>()) };
-    let _enter = injected::enter_private();
+    injected::enter_private();
     let _ = catch(move || drop(handler));
 }

@@ -6,12 +6,13 @@
 //! between worker threads).
 
 use std::any::Any;
+use std::cell::Cell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use crate::abi::{HostApi, RStr};
@@ -26,6 +27,8 @@ pub(crate) struct Injected {
     pub(crate) private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     /// Handle of `private`, entered around polls.
     pub(crate) private_handle: Option<tokio::runtime::Handle>,
+    /// Which `install` this is (see `enter_private`).
+    pub(crate) generation: u64,
 }
 
 static INJECTED: AtomicPtr<Injected> = AtomicPtr::new(ptr::null_mut());
@@ -50,7 +53,8 @@ pub(crate) fn host() -> Option<&'static HostApi> {
 
 /// Stores the injected state; fails if this copy of the library was already
 /// initialized (the same file loaded twice shares its statics).
-pub(crate) fn install(state: Injected) -> Result<(), Injected> {
+pub(crate) fn install(mut state: Injected) -> Result<(), Injected> {
+    state.generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
     let boxed = Box::into_raw(Box::new(state));
     match INJECTED.compare_exchange(ptr::null_mut(), boxed, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(()),
@@ -82,11 +86,35 @@ pub(crate) fn uninstall() {
     }
 }
 
-/// Enters the private runtime, if any, for the lifetime of the guard.
-pub(crate) fn enter_private() -> Option<tokio::runtime::EnterGuard<'static>> {
-    injected()
-        .and_then(|i| i.private_handle.as_ref())
-        .map(|h| h.enter())
+/// Bumped by every `install`, so a thread can tell which load's private
+/// runtime it entered (the same mapping may be loaded again after an unload).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The `install` generation whose private runtime this thread has entered.
+    static ENTERED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Makes the private runtime, if any, the current runtime of this plugin's
+/// tokio copy on this thread.
+///
+/// Entered once per thread and left entered (the guard is forgotten) rather
+/// than entered and left around every poll: entering clones the runtime
+/// handle and writes tokio's thread-local, which cost more than the rest of
+/// a poll crossing. Leaving it entered is harmless: only this plugin's code
+/// reads this copy's thread-local, and it only runs inside plugin calls.
+/// A later load of the same mapping has another generation and re-enters.
+pub(crate) fn enter_private() {
+    let Some(state) = injected() else { return };
+    let Some(handle) = state.private_handle.as_ref() else {
+        return;
+    };
+    ENTERED.with(|entered| {
+        if entered.get() != state.generation {
+            std::mem::forget(handle.enter());
+            entered.set(state.generation);
+        }
+    });
 }
 
 /// Sends a log line to the host, if one is attached and wants it.
@@ -155,7 +183,7 @@ impl<F: Future> Future for Guarded<F> {
         if this.dropped {
             panic!("`Guarded` polled after completion");
         }
-        let _enter = enter_private();
+        enter_private();
         // SAFETY: see above; `dropped` is false so `fut` is initialized.
         let fut = unsafe { Pin::new_unchecked(&mut *this.fut) };
         let out = match catch(|| fut.poll(cx)) {
@@ -174,7 +202,7 @@ impl<F: Future> Guarded<F> {
     fn drop_inner(&mut self) {
         if !self.dropped {
             self.dropped = true;
-            let _enter = enter_private();
+            enter_private();
             // SAFETY: `fut` is initialized (`dropped` was false) and is
             // dropped exactly once, in place, as pinning requires.
             if let Err(msg) = catch(|| unsafe { ManuallyDrop::drop(&mut self.fut) }) {

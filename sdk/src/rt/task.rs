@@ -123,7 +123,7 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R>(data: *mut c_void) {
     let job = unsafe { Box::from_raw(data.cast::<Job<F, R>>()) };
     let Job { f, out } = *job;
     let result = {
-        let _enter = injected::enter_private();
+        injected::enter_private();
         catch(f)
     };
     if let Err(msg) = &result {
