@@ -7,19 +7,18 @@
 //! including threads outside the runtime, and reports failure in its return
 //! value.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::Poll;
 use std::time::Duration;
 
 use horizon_sdk::Event;
 use horizon_sdk::abi::{
-    self, ABI_VERSION, BlockingJob, FfiContext, FfiFuture, HostApi, JoinPoll, RStatus, RStr,
-    RawHandler, RawTask,
+    self, ABI_VERSION, BlockingJob, FfiFuture, HostApi, RStatus, RStr, RawFuture, RawHandler,
+    RawTask,
 };
 use slab::Slab;
 use tokio::runtime::Handle;
@@ -99,10 +98,23 @@ impl TaskGuard {
     }
 }
 
+thread_local! {
+    /// The `Services` this thread is spawning a task for, under its registry
+    /// lock (0: none), and the guards of that plugin dropped meanwhile.
+    ///
+    /// `spawn` drops the new task's future at once when the runtime is
+    /// shutting down; its guard must then not take the lock this thread
+    /// holds, so it leaves its key here for `spawn_registered` to remove.
+    static SPAWNING: Cell<usize> = const { Cell::new(0) };
+    static DROPPED_WHILE_SPAWNING: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         let services = self.services();
-        {
+        if SPAWNING.with(Cell::get) == self.services as usize {
+            DROPPED_WHILE_SPAWNING.with(|d| d.borrow_mut().push((self.key, self.generation)));
+        } else {
             let mut reg = lock(&services.registry);
             if reg
                 .tasks
@@ -132,30 +144,45 @@ impl Services {
         }
     }
 
-    fn register(&self) -> Option<TaskGuard> {
+    /// Registers a task and spawns it with `spawn`, under one lock, so the
+    /// abort handle is in the registry before the task can finish. `None`
+    /// once the plugin is being unloaded.
+    fn spawn_registered<T>(
+        &self,
+        spawn: impl FnOnce(TaskGuard) -> (AbortHandle, T),
+    ) -> Option<(RawTask, T)> {
         let mut reg = lock(&self.registry);
         if reg.closed {
             return None;
         }
         reg.generation += 1;
         let generation = reg.generation;
-        let key = reg.tasks.insert((generation, None));
+        let key = reg.tasks.vacant_key();
         self.live.fetch_add(1, Ordering::AcqRel);
-        Some(TaskGuard {
+        let guard = TaskGuard {
             services: self,
             key,
             generation,
-        })
-    }
-
-    fn track(&self, key: usize, generation: u64, abort: AbortHandle) {
-        // The task may already be gone (its guard removed the entry, and the
-        // key may even be reused): then there is nothing to track.
-        if let Some((g, slot)) = lock(&self.registry).tasks.get_mut(key) {
-            if *g == generation {
-                *slot = Some(abort);
-            }
+        };
+        SPAWNING.with(|s| s.set(std::ptr::from_ref(self) as usize));
+        let spawned = catch_unwind(AssertUnwindSafe(|| spawn(guard)));
+        SPAWNING.with(|s| s.set(0));
+        let dropped = DROPPED_WHILE_SPAWNING.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        let (abort, out) = match spawned {
+            Ok(spawned) => spawned,
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
+        if !dropped.contains(&(key, generation)) {
+            let inserted = reg.tasks.insert((generation, Some(abort)));
+            debug_assert_eq!(inserted, key);
         }
+        Some((
+            RawTask {
+                key: key as u64,
+                generation,
+            },
+            out,
+        ))
     }
 
     /// Spawns a future on the host runtime as a task of this plugin, or
@@ -165,26 +192,52 @@ impl Services {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let guard = self.register()?;
-        let (key, generation) = (guard.key, guard.generation);
-        let handle = self.handle.spawn(async move {
-            let _guard = guard;
-            fut.await
-        });
-        self.track(key, generation, handle.abort_handle());
+        let (_, handle) = self.spawn_registered(|guard| {
+            let handle = self.handle.spawn(async move {
+                let _guard = guard;
+                fut.await
+            });
+            (handle.abort_handle(), handle)
+        })?;
         Some(handle)
     }
 
-    fn spawn_blocking(&self, job: BlockingJob) -> Option<JoinHandle<()>> {
-        let job = OwnedJob(job);
-        let guard = self.register()?;
-        let (key, generation) = (guard.key, guard.generation);
-        let handle = self.handle.spawn_blocking(move || {
-            let _guard = guard;
-            job.run();
+    /// Runs a plugin future as a detached task of this plugin; the plugin
+    /// keeps its join state. Returns how to abort it.
+    fn spawn_raw(&self, fut: RawFuture) -> RawTask {
+        // Dropping `fut` when refused tells the plugin its task was cancelled.
+        let spawned = self.spawn_registered(|guard| {
+            let handle = self.handle.spawn(async move {
+                let _guard = guard;
+                fut.await
+            });
+            (handle.abort_handle(), ())
         });
-        self.track(key, generation, handle.abort_handle());
-        Some(handle)
+        spawned.map_or(RawTask::REFUSED, |(task, ())| task)
+    }
+
+    fn spawn_blocking(&self, job: BlockingJob) -> RawTask {
+        let job = OwnedJob(job);
+        let spawned = self.spawn_registered(|guard| {
+            let handle = self.handle.spawn_blocking(move || {
+                let _guard = guard;
+                job.run();
+            });
+            (handle.abort_handle(), ())
+        });
+        spawned.map_or(RawTask::REFUSED, |(task, ())| task)
+    }
+
+    /// Aborts one task, if it is still registered.
+    fn abort(&self, task: RawTask) {
+        let Ok(key) = usize::try_from(task.key) else {
+            return;
+        };
+        if let Some((generation, Some(abort))) = lock(&self.registry).tasks.get(key) {
+            if *generation == task.generation {
+                abort.abort();
+            }
+        }
     }
 
     /// Refuses new tasks and subscriptions and removes this plugin's
@@ -239,10 +292,7 @@ impl Services {
             data: Arc::as_ptr(self).cast(),
             spawn: host_spawn,
             spawn_blocking: host_spawn_blocking,
-            task_poll_join: host_task_poll_join,
             task_abort: host_task_abort,
-            task_is_finished: host_task_is_finished,
-            task_release: host_task_release,
             sleep: host_sleep,
             emit: host_emit,
             subscribe: host_subscribe,
@@ -275,9 +325,6 @@ impl Drop for OwnedJob {
     }
 }
 
-/// What `RawTask::ptr` points to.
-type HostTask = Option<JoinHandle<()>>;
-
 /// # Safety
 /// `data` must be the `HostApi::data` of a live plugin: an `Arc<Services>`
 /// pointer that the plugin's `LoadedPlugin` keeps alive until after the
@@ -301,68 +348,22 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
     }
 }
 
-fn boxed_task(task: HostTask) -> RawTask {
-    RawTask {
-        ptr: Box::into_raw(Box::new(task)).cast(),
-    }
-}
-
-unsafe extern "C" fn host_spawn(data: *const c_void, fut: FfiFuture<()>) -> RawTask {
+unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> RawTask {
     // SAFETY: the plugin passes back the `data` of its live table.
     let services = unsafe { services(data) };
-    let task = catch_unwind(AssertUnwindSafe(|| services.spawn(fut))).unwrap_or(None);
-    boxed_task(task)
+    catch_unwind(AssertUnwindSafe(|| services.spawn_raw(fut))).unwrap_or(RawTask::REFUSED)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> RawTask {
     // SAFETY: as in `host_spawn`.
     let services = unsafe { services(data) };
-    let task = catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(None);
-    boxed_task(task)
+    catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(RawTask::REFUSED)
 }
 
-unsafe extern "C" fn host_task_poll_join(
-    _data: *const c_void,
-    task: *mut c_void,
-    cx: *mut FfiContext<'_>,
-) -> JoinPoll {
-    let polled = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `task` is a `Box<HostTask>` from `boxed_task`, not yet
-        // released; the plugin polls it through `&mut`, so no other access
-        // races. `cx` is the plugin's context, valid for this call.
-        let (task, cx) = unsafe { (&mut *task.cast::<HostTask>(), &mut *cx) };
-        let Some(handle) = task else {
-            return abi::JOIN_CANCELLED;
-        };
-        match cx.with_context(|cx| Pin::new(handle).poll(cx)) {
-            Poll::Pending => abi::JOIN_PENDING,
-            Poll::Ready(Ok(())) => abi::JOIN_DONE,
-            Poll::Ready(Err(e)) if e.is_panic() => abi::JOIN_PANICKED,
-            Poll::Ready(Err(_)) => abi::JOIN_CANCELLED,
-        }
-    }));
-    polled.unwrap_or(abi::JOIN_PANICKED)
-}
-
-unsafe extern "C" fn host_task_abort(_data: *const c_void, task: *mut c_void) {
-    // SAFETY: as in `host_task_poll_join`; `abort` takes `&self`.
-    if let Some(handle) = unsafe { &*task.cast::<HostTask>() } {
-        handle.abort();
-    }
-}
-
-unsafe extern "C" fn host_task_is_finished(_data: *const c_void, task: *mut c_void) -> bool {
-    // SAFETY: as in `host_task_abort`.
-    match unsafe { &*task.cast::<HostTask>() } {
-        Some(handle) => handle.is_finished(),
-        None => true,
-    }
-}
-
-unsafe extern "C" fn host_task_release(_data: *const c_void, task: *mut c_void) {
-    // SAFETY: `task` came from `boxed_task` and the plugin releases it once.
-    // Dropping a `JoinHandle` detaches the task and cannot panic.
-    drop(unsafe { Box::from_raw(task.cast::<HostTask>()) });
+unsafe extern "C" fn host_task_abort(data: *const c_void, task: RawTask) {
+    // SAFETY: as in `host_spawn`.
+    let services = unsafe { services(data) };
+    let _ = catch_unwind(AssertUnwindSafe(|| services.abort(task)));
 }
 
 unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> FfiFuture<()> {

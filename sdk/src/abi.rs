@@ -195,27 +195,75 @@ impl RStatus {
     }
 }
 
-/// Result of polling a host task's completion ([`HostApi::task_poll_join`]).
-pub type JoinPoll = u32;
-/// The task has not finished.
-pub const JOIN_PENDING: JoinPoll = 0;
-/// The task's future ran to completion.
-pub const JOIN_DONE: JoinPoll = 1;
-/// The task was aborted (or the host shut down) before it finished.
-pub const JOIN_CANCELLED: JoinPoll = 2;
-/// The task panicked on the host side of the boundary.
-pub const JOIN_PANICKED: JoinPoll = 3;
-
-/// A task the host runs for a plugin; opaque to the plugin, released with
-/// [`HostApi::task_release`].
+/// A task the host runs for a plugin, as the plugin refers to it: only to
+/// abort it. Its completion and output live in plugin memory (see
+/// [`RawFuture`]), so awaiting a task never crosses the boundary.
 #[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawTask {
-    /// Host-owned; never dereferenced by the plugin.
-    pub ptr: *mut c_void,
+    /// Host-defined slot of the task (meaningless to the plugin).
+    pub key: u64,
+    /// Host-defined generation of the slot (meaningless to the plugin).
+    pub generation: u64,
+}
+
+impl RawTask {
+    /// A task the host refused to run (the plugin is being unloaded).
+    pub const REFUSED: RawTask = RawTask {
+        key: u64::MAX,
+        generation: 0,
+    };
+}
+
+/// A plugin future handed to the host to run as a task: `poll` and `drop`
+/// are plugin functions over plugin-owned `data`.
+///
+/// Like async-ffi's `FfiFuture<()>`, but the plugin chooses `data`, so one
+/// refcounted allocation holds the future, its output and its join waker.
+#[repr(C)]
+pub struct RawFuture {
+    /// Plugin-owned state.
+    pub data: *const c_void,
+    /// Polls the future. Never unwinds.
+    pub poll: unsafe extern "C" fn(*const c_void, *mut FfiContext<'_>) -> FfiPoll<()>,
+    /// Releases `data` (dropping the future if it has not completed). Never unwinds.
+    pub drop: unsafe extern "C" fn(*const c_void),
+}
+
+// SAFETY: the SDK builds `RawFuture`s only from `Send` futures (`rt::spawn`
+// requires `F: Send`), and `data` is reached only through `poll` and `drop`.
+unsafe impl Send for RawFuture {}
+
+impl std::future::Future for RawFuture {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use async_ffi::ContextExt;
+        // SAFETY: `poll` is the plugin's poll function for `data`, which is
+        // alive until `drop`; the context is borrowed only for the call.
+        let polled = cx.with_ffi_context(|fcx| unsafe { (self.poll)(self.data, fcx) });
+        match polled {
+            FfiPoll::Pending => std::task::Poll::Pending,
+            // A panic is caught and recorded on the plugin side; `Panicked`
+            // only means the future finished abnormally.
+            FfiPoll::Ready(()) | FfiPoll::Panicked => std::task::Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for RawFuture {
+    fn drop(&mut self) {
+        // SAFETY: `drop` is the plugin's release function for `data`, called once.
+        unsafe { (self.drop)(self.data) }
+    }
 }
 
 /// A blocking job: `run` consumes `data` and is called at most once; if the
-/// job never runs, `drop` is called instead. Both are plugin functions.
+/// job never runs, `drop` is called instead. Both are plugin functions; the
+/// job's output stays in plugin memory.
 #[repr(C)]
 pub struct BlockingJob {
     /// Plugin-owned job state.
@@ -266,19 +314,15 @@ pub struct HostApi {
     pub size: u32,
     /// Host-owned state passed back as the first argument of every call.
     pub data: *const c_void,
-    /// Runs a future on the host runtime as a task owned by this plugin.
-    pub spawn: unsafe extern "C" fn(*const c_void, FfiFuture<()>) -> RawTask,
+    /// Runs a future on the host runtime as a task owned by this plugin. If
+    /// the host refuses (the plugin is being unloaded), it drops the future
+    /// and returns [`RawTask::REFUSED`].
+    pub spawn: unsafe extern "C" fn(*const c_void, RawFuture) -> RawTask,
     /// Runs a job on the host's blocking pool as a task owned by this plugin.
+    /// If the host refuses, it calls the job's `drop` and returns [`RawTask::REFUSED`].
     pub spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> RawTask,
-    /// Polls a task for completion, registering the context's waker.
-    pub task_poll_join:
-        unsafe extern "C" fn(*const c_void, *mut c_void, *mut FfiContext<'_>) -> JoinPoll,
-    /// Requests cancellation of a task.
-    pub task_abort: unsafe extern "C" fn(*const c_void, *mut c_void),
-    /// Whether the task has finished.
-    pub task_is_finished: unsafe extern "C" fn(*const c_void, *mut c_void) -> bool,
-    /// Releases the plugin's reference to a task (the task keeps running, detached).
-    pub task_release: unsafe extern "C" fn(*const c_void, *mut c_void),
+    /// Requests cancellation of a task (no effect once it finished).
+    pub task_abort: unsafe extern "C" fn(*const c_void, RawTask),
     /// A future that completes `nanos` nanoseconds from now, on the host's timer.
     pub sleep: unsafe extern "C" fn(*const c_void, u64) -> FfiFuture<()>,
     /// Sends an event (JSON payload) to the host and every subscribed plugin;
@@ -291,6 +335,13 @@ pub struct HostApi {
     /// Records a log line (level, target, message) tagged with the plugin's name.
     pub log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
 }
+
+// SAFETY: the table is immutable, its functions may be called from any
+// thread (the host's contract, stated above), and `data` is only passed back
+// to them.
+unsafe impl Send for HostApi {}
+// SAFETY: as above.
+unsafe impl Sync for HostApi {}
 
 /// What a plugin exports under [`DECLARATION_SYMBOL`].
 ///

@@ -4,20 +4,179 @@
 //! type-checks.
 
 use std::any::Any;
+use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use async_ffi::{ContextExt, FfiFuture};
+use atomic_waker::AtomicWaker;
 
-use super::injected::{self, Guarded, catch};
-use crate::abi::{self, BlockingJob, HostApi, RawTask};
+use super::injected::{self, catch};
+use crate::abi::{self, BlockingJob, FfiContext, FfiPoll, HostApi, RawFuture, RawTask};
 
-/// Where the task's output waits for its [`JoinHandle`].
-type OutputCell<T> = Arc<Mutex<Option<Result<T, String>>>>;
+/// What a task's [`JoinHandle`] waits on: the output, whether the task has
+/// finished, and the waker of whoever awaits it. Lives in plugin memory, so
+/// awaiting a task never crosses the boundary.
+///
+/// One writer (`finish`, called once) and one reader (the `JoinHandle`):
+/// the writer stores the output, then publishes `finished` (release); the
+/// reader takes the output only after seeing `finished` (acquire).
+struct Shared<T> {
+    output: UnsafeCell<Option<Result<T, String>>>,
+    finished: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared {
+            output: UnsafeCell::new(None),
+            finished: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+}
+
+// SAFETY: `output` is written once before `finished` is published and read
+// only after, by the single `JoinHandle`; `T: Send` moves between threads.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// Records the outcome (`None`: cancelled) and wakes the joiner. Called
+    /// at most once per task.
+    fn finish(&self, output: Option<Result<T, String>>) {
+        // SAFETY: the single writer, before `finished` is published; the
+        // reader does not touch `output` until it sees `finished`.
+        unsafe { *self.output.get() = output };
+        self.finished.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Takes the outcome once finished, else registers `cx`'s waker.
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Option<Result<T, String>>> {
+        if !self.is_finished() {
+            self.waker.register(cx.waker());
+            if !self.is_finished() {
+                return Poll::Pending;
+            }
+        }
+        // SAFETY: `finished` was published (acquire), so the writer is done;
+        // the `JoinHandle` is the only reader and holds `&mut self`.
+        Poll::Ready(unsafe { (*self.output.get()).take() })
+    }
+}
+
+/// The join side of a task cell, with the future's type erased.
+trait JoinCell<T>: Send + Sync {
+    fn shared(&self) -> &Shared<T>;
+}
+
+impl<T: Send> JoinCell<T> for Shared<T> {
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+}
+
+/// One refcounted allocation per spawned task: the future (polled and
+/// dropped only by the host's task, through [`RawFuture`]) and the join
+/// state (read by the [`JoinHandle`]).
+struct TaskCell<F: Future> {
+    future: UnsafeCell<Option<F>>,
+    shared: Shared<F::Output>,
+}
+
+// SAFETY: `future` is touched only by the host task's `poll`/`drop`, which
+// tokio never runs concurrently; it moves between threads, so `F: Send`.
+// `shared` is `Sync` for `Send` outputs.
+unsafe impl<F: Future + Send> Send for TaskCell<F> where F::Output: Send {}
+// SAFETY: as above: shared access goes through `shared` only.
+unsafe impl<F: Future + Send> Sync for TaskCell<F> where F::Output: Send {}
+
+impl<F: Future + Send> JoinCell<F::Output> for TaskCell<F>
+where
+    F::Output: Send,
+{
+    fn shared(&self) -> &Shared<F::Output> {
+        &self.shared
+    }
+}
+
+/// Drops the future in place (it is pinned inside the cell), inside the
+/// private runtime's context and a panic guard.
+fn drop_future<F>(slot: &mut Option<F>) {
+    injected::enter_private();
+    if let Err(msg) = catch(|| *slot = None) {
+        injected::host_log(
+            abi::level::ERROR,
+            "horizon_sdk::rt",
+            &format!("a plugin future panicked while being dropped: {msg}"),
+        );
+    }
+}
+
+unsafe extern "C" fn poll_task<F>(data: *const c_void, fcx: *mut FfiContext<'_>) -> FfiPoll<()>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    // SAFETY: `data` is the `Arc<TaskCell<F>>` leaked in `spawn`, alive until
+    // `drop_task`; the host polls its task from one thread at a time, so the
+    // access to `future` is exclusive; `fcx` is valid for this call.
+    let (cell, slot, fcx) = unsafe {
+        let cell = &*data.cast::<TaskCell<F>>();
+        (cell, &mut *cell.future.get(), &mut *fcx)
+    };
+    let Some(fut) = slot.as_mut() else {
+        return FfiPoll::Ready(());
+    };
+    let polled = fcx.with_context(|cx| {
+        injected::enter_private();
+        // SAFETY: the future is pinned in the cell: never moved, dropped in place.
+        catch(|| unsafe { Pin::new_unchecked(fut) }.poll(cx))
+    });
+    let output = match polled {
+        Ok(Poll::Pending) => return FfiPoll::Pending,
+        Ok(Poll::Ready(v)) => Ok(v),
+        Err(msg) => {
+            injected::host_log(
+                abi::level::ERROR,
+                "horizon_sdk::rt",
+                &format!("a spawned task panicked: {msg}"),
+            );
+            Err(msg)
+        }
+    };
+    drop_future(slot);
+    cell.shared.finish(Some(output));
+    FfiPoll::Ready(())
+}
+
+unsafe extern "C" fn drop_task<F>(data: *const c_void)
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    // SAFETY: `data` is the leaked `Arc<TaskCell<F>>`; the host calls this
+    // once, after its last poll.
+    let cell = unsafe { Arc::from_raw(data.cast::<TaskCell<F>>()) };
+    // SAFETY: the host no longer polls, so the access to `future` is exclusive.
+    let slot = unsafe { &mut *cell.future.get() };
+    if slot.is_some() {
+        // Aborted, or dropped by a runtime shutting down, before completing.
+        drop_future(slot);
+        cell.shared.finish(None);
+    }
+    // The last reference may drop an unread output, which is plugin code.
+    let _ = catch(move || drop(cell));
+}
 
 fn no_runtime(what: &str) -> ! {
     panic!(
@@ -50,22 +209,19 @@ where
     F::Output: Send + 'static,
 {
     if let Some(api) = injected::host() {
-        let cell: OutputCell<F::Output> = Arc::new(Mutex::new(None));
-        let out = Arc::clone(&cell);
-        let task = FfiFuture::new(async move {
-            let result = Guarded::new(future).await;
-            if let Err(msg) = &result {
-                injected::host_log(
-                    abi::level::ERROR,
-                    "horizon_sdk::rt",
-                    &format!("a spawned task panicked: {msg}"),
-                );
-            }
-            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        let cell = Arc::new(TaskCell {
+            future: UnsafeCell::new(Some(future)),
+            shared: Shared::default(),
         });
-        // SAFETY: `api` is the live host table; `spawn` never unwinds.
-        let raw = unsafe { (api.spawn)(api.data, task) };
-        JoinHandle(Repr::Host { api, raw, cell })
+        let raw = RawFuture {
+            data: Arc::into_raw(Arc::clone(&cell)).cast(),
+            poll: poll_task::<F>,
+            drop: drop_task::<F>,
+        };
+        // SAFETY: `api` is the live host table; `spawn` never unwinds and
+        // owns `raw` from here on (dropping it if it refuses the task).
+        let task = unsafe { (api.spawn)(api.data, raw) };
+        JoinHandle(Repr::Host { api, task, cell })
     } else if tokio::runtime::Handle::try_current().is_ok() {
         JoinHandle(Repr::Native(tokio::spawn(future)))
     } else {
@@ -92,7 +248,7 @@ where
     R: Send + 'static,
 {
     if let Some(api) = injected::host() {
-        let cell: OutputCell<R> = Arc::new(Mutex::new(None));
+        let cell: Arc<Shared<R>> = Arc::default();
         let job = Box::new(Job {
             f,
             out: Arc::clone(&cell),
@@ -102,9 +258,10 @@ where
             run: run_job::<F, R>,
             drop: drop_job::<F, R>,
         };
-        // SAFETY: `api` is the live host table; `spawn_blocking` never unwinds.
-        let raw = unsafe { (api.spawn_blocking)(api.data, job) };
-        JoinHandle(Repr::Host { api, raw, cell })
+        // SAFETY: `api` is the live host table; `spawn_blocking` never unwinds
+        // and calls the job's `run` or `drop` exactly once.
+        let task = unsafe { (api.spawn_blocking)(api.data, job) };
+        JoinHandle(Repr::Host { api, task, cell })
     } else if tokio::runtime::Handle::try_current().is_ok() {
         JoinHandle(Repr::Native(tokio::task::spawn_blocking(f)))
     } else {
@@ -114,10 +271,10 @@ where
 
 struct Job<F, R> {
     f: F,
-    out: OutputCell<R>,
+    out: Arc<Shared<R>>,
 }
 
-unsafe extern "C" fn run_job<F: FnOnce() -> R, R>(data: *mut c_void) {
+unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
     // SAFETY: `data` is the `Box<Job>` made in `spawn_blocking`; the host
     // calls `run` or `drop` exactly once.
     let job = unsafe { Box::from_raw(data.cast::<Job<F, R>>()) };
@@ -133,13 +290,15 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R>(data: *mut c_void) {
             &format!("a blocking job panicked: {msg}"),
         );
     }
-    *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    out.finish(Some(result));
 }
 
-unsafe extern "C" fn drop_job<F, R>(data: *mut c_void) {
+unsafe extern "C" fn drop_job<F, R: Send>(data: *mut c_void) {
     // SAFETY: as in `run_job`.
     let job = unsafe { Box::from_raw(data.cast::<Job<F, R>>()) };
-    let _ = catch(move || drop(job));
+    let Job { f, out } = *job;
+    let _ = catch(move || drop(f));
+    out.finish(None);
 }
 
 /// Yields execution back to the host's scheduler once.
@@ -172,18 +331,11 @@ pub struct JoinHandle<T>(Repr<T>);
 enum Repr<T> {
     Host {
         api: &'static HostApi,
-        raw: RawTask,
-        cell: OutputCell<T>,
+        task: RawTask,
+        cell: Arc<dyn JoinCell<T>>,
     },
     Native(tokio::task::JoinHandle<T>),
 }
-
-// SAFETY: the host's task object behind `raw` is thread-safe (host functions
-// may be called from any thread) and only reached through `&mut self` or
-// thread-safe host functions; `T: Send` travels through the mutex-protected cell.
-unsafe impl<T: Send> Send for JoinHandle<T> {}
-// SAFETY: `&JoinHandle` only allows `is_finished`, a thread-safe host call.
-unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> Unpin for JoinHandle<T> {}
 
@@ -192,8 +344,9 @@ impl<T> JoinHandle<T> {
     /// (unless the task finished first).
     pub fn abort(&self) {
         match &self.0 {
-            // SAFETY: `raw` is a live task of this host (released only in `drop`).
-            Repr::Host { api, raw, .. } => unsafe { (api.task_abort)(api.data, raw.ptr) },
+            // SAFETY: `api` is the live host table; `task_abort` never unwinds
+            // and ignores tasks that are gone.
+            Repr::Host { api, task, .. } => unsafe { (api.task_abort)(api.data, *task) },
             Repr::Native(h) => h.abort(),
         }
     }
@@ -201,8 +354,7 @@ impl<T> JoinHandle<T> {
     /// Whether the task has finished (completed, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
         match &self.0 {
-            // SAFETY: as in `abort`.
-            Repr::Host { api, raw, .. } => unsafe { (api.task_is_finished)(api.data, raw.ptr) },
+            Repr::Host { cell, .. } => cell.shared().is_finished(),
             Repr::Native(h) => h.is_finished(),
         }
     }
@@ -213,27 +365,11 @@ impl<T> Future for JoinHandle<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().0 {
-            Repr::Host { api, raw, cell } => {
-                // SAFETY: `raw` is a live task; `task_poll_join` never unwinds
-                // and only borrows the context for the call.
-                let state = cx.with_ffi_context(|fcx| unsafe {
-                    (api.task_poll_join)(api.data, raw.ptr, fcx)
-                });
-                match state {
-                    abi::JOIN_PENDING => Poll::Pending,
-                    abi::JOIN_DONE => Poll::Ready(
-                        match cell.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                            Some(Ok(v)) => Ok(v),
-                            Some(Err(msg)) => Err(JoinError::Panic(msg)),
-                            None => Err(JoinError::Cancelled),
-                        },
-                    ),
-                    abi::JOIN_PANICKED => Poll::Ready(Err(JoinError::Panic(
-                        "the host failed while running the task".to_owned(),
-                    ))),
-                    _ => Poll::Ready(Err(JoinError::Cancelled)),
-                }
-            }
+            Repr::Host { cell, .. } => cell.shared().poll_join(cx).map(|out| match out {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(msg)) => Err(JoinError::Panic(msg)),
+                None => Err(JoinError::Cancelled),
+            }),
             Repr::Native(h) => Pin::new(h).poll(cx).map_err(|e| {
                 if e.is_panic() {
                     JoinError::Panic(injected::panic_message(&*e.into_panic()))
@@ -241,15 +377,6 @@ impl<T> Future for JoinHandle<T> {
                     JoinError::Cancelled
                 }
             }),
-        }
-    }
-}
-
-impl<T> Drop for JoinHandle<T> {
-    fn drop(&mut self) {
-        if let Repr::Host { api, raw, .. } = &self.0 {
-            // SAFETY: `raw` is live and released exactly once, here.
-            unsafe { (api.task_release)(api.data, raw.ptr) }
         }
     }
 }
