@@ -115,7 +115,10 @@ impl std::future::Future for YieldN {
     }
 }
 
-fn flavours() -> Vec<(&'static str, fn() -> Runtime)> {
+/// A runtime flavour's name and constructor.
+type Flavour = (&'static str, fn() -> Runtime);
+
+fn flavours() -> Vec<Flavour> {
     vec![
         ("multi-thread", common::multi_thread),
         ("current-thread", common::current_thread),
