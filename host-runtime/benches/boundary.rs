@@ -187,20 +187,26 @@ fn poll_crossing(c: &mut Criterion) {
     }
 }
 
+async fn in_process_handler(event: Event) {
+    let small: Small = event.json().unwrap();
+    black_box(small);
+}
+
 fn emit(c: &mut Criterion) {
     for (flavour, make) in flavours() {
         let rt = make();
         let mut g = c.benchmark_group(format!("emit/{flavour}"));
-        // In-process: what `emit` does for one handler, minus the boundary and
-        // the task: serialize, build the event, decode in the handler.
-        let handler = |event: Event| async move {
-            let small: Small = event.json().unwrap();
-            black_box(small);
-        };
+        // In-process: what `emit` does for one handler minus the boundary and
+        // the handler's task: serialize, build the event, decode in the
+        // handler. Looped inside a task, like the routed case.
         g.bench_function("in_process", |b| {
-            b.to_async(&rt).iter(|| async {
-                let bytes = serde_json::to_vec(&small()).unwrap();
-                handler(Event::from_json_bytes("bench:noop", bytes)).await;
+            b.iter_custom(|iters| {
+                native(&rt, move || async move {
+                    for _ in 0..iters {
+                        let bytes = serde_json::to_vec(&small()).unwrap();
+                        in_process_handler(Event::from_json_bytes("bench:noop", bytes)).await;
+                    }
+                })
             })
         });
         g.bench_function("json_only", |b| {
@@ -209,14 +215,36 @@ fn emit(c: &mut Criterion) {
                 black_box(serde_json::from_slice::<Small>(&bytes).unwrap());
             })
         });
+        // The handler run as a task of its own (what the host does for every
+        // plugin handler, so it can abort it at unload), still in-process.
+        g.bench_function("in_process_task", |b| {
+            b.iter_custom(|iters| {
+                native(&rt, move || async move {
+                    for _ in 0..iters {
+                        let bytes = serde_json::to_vec(&small()).unwrap();
+                        let event = Event::from_json_bytes("bench:noop", bytes);
+                        tokio::spawn(in_process_handler(event)).await.unwrap();
+                    }
+                })
+            })
+        });
         for plugins in [1usize, 4, 16] {
             let loaded = Loaded::new(make(), plugins);
-            g.bench_with_input(BenchmarkId::new("plugins", plugins), &plugins, |b, _| {
-                b.to_async(&loaded.rt).iter(|| async {
-                    let report = loaded.host.emit("bench:noop", &small()).await.unwrap();
-                    debug_assert_eq!(report.delivered, plugins);
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new("plugins", plugins),
+                &plugins,
+                |b, &plugins| {
+                    b.iter_custom(|iters| {
+                        let host = loaded.host.clone();
+                        native(&loaded.rt, move || async move {
+                            for _ in 0..iters {
+                                let report = host.emit("bench:noop", &small()).await.unwrap();
+                                debug_assert_eq!(report.delivered, plugins);
+                            }
+                        })
+                    })
+                },
+            );
             loaded.rt.block_on(loaded.host.shutdown());
         }
         g.finish();

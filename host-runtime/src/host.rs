@@ -381,9 +381,18 @@ fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginIn
             path: path.to_owned(),
         });
     }
-    // SAFETY: the symbol is a data object of at least the header's 16 bytes
-    // (magic, version, size) in every Horizon declaration; the read is
-    // unaligned-safe and copies plain integers.
+    let symbol_size = symbol_size(ptr.cast());
+    if let Some(n) = symbol_size.filter(|n| *n < HEADER_SIZE) {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration is truncated: the symbol is {n} bytes, shorter than the {HEADER_SIZE}-byte header"
+            ),
+        });
+    }
+    // SAFETY: the symbol is at least `HEADER_SIZE` bytes (checked above where
+    // the loader knows symbol sizes; every Horizon declaration starts with
+    // the header); the reads are unaligned-safe and copy plain integers.
     let (magic, abi_version, size) = unsafe {
         let header = ptr.cast::<u8>();
         (
@@ -409,7 +418,16 @@ fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginIn
         return Err(LoadError::Malformed {
             path: path.to_owned(),
             reason: format!(
-                "its declaration is {size} bytes, boundary version {ABI_VERSION} declares {} bytes",
+                "its declaration says it is {size} bytes, boundary version {ABI_VERSION} declares {} bytes",
+                size_of::<PluginDeclaration>()
+            ),
+        });
+    }
+    if let Some(actual) = symbol_size.filter(|n| *n < size_of::<PluginDeclaration>()) {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration is truncated: the symbol is {actual} bytes, the declaration {} bytes",
                 size_of::<PluginDeclaration>()
             ),
         });
@@ -440,6 +458,36 @@ fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginIn
         shutdown: decl.shutdown,
     };
     Ok((fns, info))
+}
+
+/// Magic (8 bytes), boundary version (4) and declared size (4).
+const HEADER_SIZE: usize = 16;
+
+/// The size the dynamic loader records for the symbol at `addr`, where the
+/// platform says (glibc's `dladdr1`); `None` elsewhere or when unknown.
+fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// `RTLD_DL_SYMENT` from glibc's `<dlfcn.h>`.
+        const RTLD_DL_SYMENT: std::ffi::c_int = 1;
+        let mut info = std::mem::MaybeUninit::<libc::Dl_info>::uninit();
+        let mut sym: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: `addr` is a symbol address returned by `dlsym`; glibc
+        // writes `info` and a pointer to the symbol's `ElfW(Sym)` entry.
+        let found = unsafe { libc::dladdr1(addr, info.as_mut_ptr(), &mut sym, RTLD_DL_SYMENT) };
+        if found == 0 || sym.is_null() {
+            return None;
+        }
+        // SAFETY: with `RTLD_DL_SYMENT`, `sym` points to the symbol's
+        // `Elf64_Sym` in the loaded object's (mapped, read-only) symbol table.
+        let size = unsafe { (*sym.cast::<libc::Elf64_Sym>()).st_size };
+        usize::try_from(size).ok().filter(|n| *n > 0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = addr;
+        None
+    }
 }
 
 impl Inner {

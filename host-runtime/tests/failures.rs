@@ -223,3 +223,29 @@ fn plugins_lists_name_versions_and_path() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     });
 }
+
+#[test]
+fn a_declaration_with_a_wrong_magic_number_is_refused() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let err = rt.block_on(host.load(fixture("bad-magic"))).unwrap_err();
+    match &err {
+        LoadError::BadMagic { found, .. } => assert_eq!(*found, 0x0BAD_F00D_DEAD_BEEF),
+        other => panic!("expected BadMagic, got {other:?}"),
+    }
+    assert!(err.to_string().contains("0x0badf00ddeadbeef"), "{err}");
+}
+
+#[test]
+fn a_truncated_declaration_is_refused_before_it_is_read() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let err = rt.block_on(host.load(fixture("truncated"))).unwrap_err();
+    assert!(matches!(err, LoadError::Malformed { .. }), "{err:?}");
+    let text = err.to_string();
+    let expected = size_of::<horizon_sdk::abi::PluginDeclaration>().to_string();
+    assert!(
+        text.contains("truncated") && text.contains("16 bytes") && text.contains(&expected),
+        "{text}"
+    );
+}

@@ -19,6 +19,8 @@ pub const FIXTURES: &[&str] = &[
     "fixture-load-error",
     "fixture-load-panic",
     "fixture-bench",
+    "fixture-bad-magic",
+    "fixture-truncated",
 ];
 
 /// `target/debug` (or wherever this test binary was built).
