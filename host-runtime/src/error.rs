@@ -125,3 +125,24 @@ pub enum EmitError {
     #[error("event payload does not serialize to JSON: {0}")]
     Serialize(#[source] serde_json::Error),
 }
+
+/// Why [`PluginHost::reload`](crate::PluginHost::reload) did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// No plugin with this id is loaded.
+    #[error("no plugin {0} is loaded")]
+    NotLoaded(PluginId),
+    /// The new build did not load; the old plugin keeps serving.
+    #[error("the new build did not load, the old plugin keeps serving: {0}")]
+    Load(#[source] LoadError),
+    /// The new build serves (as `new`); unloading the old one reported a problem.
+    #[error("plugin reloaded as {new}, but unloading the old one reported: {source}")]
+    Unload {
+        /// The new plugin's id.
+        new: PluginId,
+        /// What unloading the old one said.
+        #[source]
+        source: UnloadError,
+    },
+}

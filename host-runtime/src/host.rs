@@ -18,7 +18,7 @@ use libloading::Library;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use crate::error::{EmitError, LoadError, UnloadError};
+use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
 use crate::report::{EmitReport, FailureKind, HandlerFailure};
 use crate::services::{Services, lock, panic_message};
 
@@ -45,6 +45,8 @@ pub struct PluginInfo {
     pub rustc_version: String,
     /// The file it was loaded from.
     pub path: PathBuf,
+    /// Whether the quarantine policy unsubscribed it.
+    pub quarantined: bool,
 }
 
 type HostHandler = Arc<dyn Fn(Event) + Send + Sync>;
@@ -97,6 +99,7 @@ pub(crate) struct Inner {
     subscribers: RwLock<HashMap<String, Vec<Subscriber>>>,
     next_id: AtomicU64,
     unload_timeout: Duration,
+    quarantine_after: Option<u32>,
 }
 
 /// A loaded library and what the host must keep alive for it.
@@ -124,6 +127,47 @@ struct ApiBox(Box<HostApi>);
 unsafe impl Send for ApiBox {}
 // SAFETY: as above.
 unsafe impl Sync for ApiBox {}
+
+/// Settings of a [`PluginHost`], from [`PluginHost::builder`].
+#[derive(Debug)]
+#[must_use = "call `build` to get the host"]
+pub struct HostBuilder {
+    handle: Handle,
+    unload_timeout: Duration,
+    quarantine_after: Option<u32>,
+}
+
+impl HostBuilder {
+    /// How long `on_unload`, and then the plugin's tasks, get to stop when a
+    /// plugin is unloaded (default 5 s).
+    pub fn unload_timeout(mut self, timeout: Duration) -> Self {
+        self.unload_timeout = timeout;
+        self
+    }
+
+    /// Quarantine a plugin whose handlers fail or panic this many times in a
+    /// row: its subscriptions are removed (it stays loaded until unloaded),
+    /// the host logs it, and [`EmitReport::quarantined`] names it.
+    /// Off by default.
+    pub fn quarantine_after(mut self, consecutive_failures: u32) -> Self {
+        self.quarantine_after = Some(consecutive_failures.max(1));
+        self
+    }
+
+    /// The host.
+    pub fn build(self) -> PluginHost {
+        PluginHost {
+            inner: Arc::new(Inner {
+                handle: self.handle,
+                plugins: Mutex::new(HashMap::new()),
+                subscribers: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                unload_timeout: self.unload_timeout,
+                quarantine_after: self.quarantine_after,
+            }),
+        }
+    }
+}
 
 /// Loads plugins and runs them on a tokio runtime.
 ///
@@ -158,22 +202,18 @@ impl fmt::Debug for PluginHost {
 
 impl PluginHost {
     /// A host whose plugins run on the runtime of `handle` (multi-thread or
-    /// current-thread; it needs timers enabled).
+    /// current-thread; it needs timers enabled), with the default settings
+    /// of [`HostBuilder`].
     pub fn new(handle: Handle) -> Self {
-        PluginHost::with_unload_timeout(handle, Duration::from_secs(5))
+        PluginHost::builder(handle).build()
     }
 
-    /// As [`PluginHost::new`], with the deadline given to `on_unload` and to
-    /// the plugin's tasks to stop when a plugin is unloaded.
-    pub fn with_unload_timeout(handle: Handle, unload_timeout: Duration) -> Self {
-        PluginHost {
-            inner: Arc::new(Inner {
-                handle,
-                plugins: Mutex::new(HashMap::new()),
-                subscribers: RwLock::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
-                unload_timeout,
-            }),
+    /// Configures a host: unload deadline, quarantine policy.
+    pub fn builder(handle: Handle) -> HostBuilder {
+        HostBuilder {
+            handle,
+            unload_timeout: Duration::from_secs(5),
+            quarantine_after: None,
         }
     }
 
@@ -193,7 +233,17 @@ impl PluginHost {
     /// # Errors
     /// See [`LoadError`]; the host is unaffected by a failed load.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<PluginId, LoadError> {
-        let path = path.as_ref().to_path_buf();
+        let plugin = self.load_inactive(path.as_ref()).await?;
+        let id = plugin.info.id;
+        plugin.services.activate(&self.inner, None);
+        lock(&self.inner.plugins).insert(id, plugin);
+        Ok(id)
+    }
+
+    /// Loads and runs `on_load`, keeping the plugin's subscriptions aside
+    /// until [`Services::activate`].
+    async fn load_inactive(&self, path: &Path) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let path = path.to_path_buf();
         // SAFETY: loading a library runs its initializers. That is the point
         // of a plugin host: the host trusts the file it is told to load as
         // far as running it, and checks its declaration before calling in.
@@ -254,8 +304,55 @@ impl PluginHost {
             });
         }
         tracing::info!(plugin = %plugin.info.name, id = %id, path = %plugin.info.path.display(), "plugin loaded");
-        lock(&self.inner.plugins).insert(id, plugin);
-        Ok(id)
+        Ok(plugin)
+    }
+
+    /// Replaces a loaded plugin by a new build at `path`, without losing or
+    /// duplicating an event: the new plugin is loaded beside the old one,
+    /// then the old one's subscriptions are swapped for the new one's in one
+    /// step (every event goes to exactly one of them), the old one's
+    /// in-flight handlers finish (within the unload deadline), and the old
+    /// one is unloaded. If the new build fails to load, the old one keeps
+    /// serving.
+    ///
+    /// Load the new build from a fresh path, never over the old one's file.
+    ///
+    /// # Errors
+    /// If `id` is not loaded, the new build does not load (the old one is
+    /// untouched), or unloading the old one reported a problem (the new one
+    /// is serving).
+    pub async fn reload(
+        &self,
+        id: PluginId,
+        path: impl AsRef<Path>,
+    ) -> Result<PluginId, ReloadError> {
+        let old = lock(&self.inner.plugins)
+            .get(&id)
+            .cloned()
+            .ok_or(ReloadError::NotLoaded(id))?;
+        let new = self
+            .load_inactive(path.as_ref())
+            .await
+            .map_err(ReloadError::Load)?;
+        let new_id = new.info.id;
+        {
+            let mut plugins = lock(&self.inner.plugins);
+            plugins.remove(&id);
+            plugins.insert(new_id, Arc::clone(&new));
+        }
+        new.services.activate(&self.inner, Some(id));
+        tracing::info!(plugin = %new.info.name, old = %id, new = %new_id, "plugin reloaded");
+        old.services
+            .wait_handlers_idle(self.inner.unload_timeout)
+            .await;
+        self.inner
+            .unload_loaded(&old)
+            .await
+            .map_err(|source| ReloadError::Unload {
+                new: new_id,
+                source,
+            })?;
+        Ok(new_id)
     }
 
     /// Sends an event to every host handler and every plugin handler
@@ -289,24 +386,7 @@ impl PluginHost {
         let plugin = lock(&self.inner.plugins)
             .remove(&id)
             .ok_or(UnloadError::NotLoaded(id))?;
-        // No new events while `on_unload` runs.
-        self.inner.remove_subscribers(id);
-        let on_unload = plugin.decl.on_unload;
-        // SAFETY: the plugin is initialized; `on_unload` runs as its task.
-        let status = run_lifecycle(
-            &plugin.services,
-            move || unsafe { on_unload() },
-            Some(self.inner.unload_timeout),
-        )
-        .await;
-        let teardown = self.inner.teardown(&plugin).await;
-        tracing::info!(plugin = %plugin.info.name, id = %id, "plugin unloaded");
-        teardown?;
-        status.map_err(|(message, panicked)| UnloadError::OnUnload {
-            name: plugin.info.name.clone(),
-            message,
-            panicked,
-        })
+        self.inner.unload_loaded(&plugin).await
     }
 
     /// Unloads every plugin. Errors are logged.
@@ -323,7 +403,10 @@ impl PluginHost {
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let mut list: Vec<PluginInfo> = lock(&self.inner.plugins)
             .values()
-            .map(|p| p.info.clone())
+            .map(|p| PluginInfo {
+                quarantined: p.services.is_quarantined(),
+                ..p.info.clone()
+            })
             .collect();
         list.sort_by_key(|p| p.id);
         list
@@ -450,6 +533,7 @@ fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginIn
         sdk_version: text(&decl.sdk_version, "SDK version")?,
         rustc_version: text(&decl.rustc_version, "rustc version")?,
         path: path.to_owned(),
+        quarantined: false,
     };
     let fns = DeclFns {
         init: decl.init,
@@ -491,6 +575,29 @@ fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
 }
 
 impl Inner {
+    /// `unload` of a plugin already removed from the list.
+    async fn unload_loaded(&self, plugin: &LoadedPlugin) -> Result<(), UnloadError> {
+        let id = plugin.info.id;
+        // No new events while `on_unload` runs.
+        self.remove_subscribers(id);
+        let on_unload = plugin.decl.on_unload;
+        // SAFETY: the plugin is initialized; `on_unload` runs as its task.
+        let status = run_lifecycle(
+            &plugin.services,
+            move || unsafe { on_unload() },
+            Some(self.unload_timeout),
+        )
+        .await;
+        let teardown = self.teardown(plugin).await;
+        tracing::info!(plugin = %plugin.info.name, id = %id, "plugin unloaded");
+        teardown?;
+        status.map_err(|(message, panicked)| UnloadError::OnUnload {
+            name: plugin.info.name.clone(),
+            message,
+            panicked,
+        })
+    }
+
     pub(crate) fn add_subscriber(&self, event: &str, subscriber: Subscriber) {
         self.subscribers
             .write()
@@ -498,6 +605,20 @@ impl Inner {
             .entry(event.to_owned())
             .or_default()
             .push(subscriber);
+    }
+
+    /// Removes `old`'s subscriptions and adds `new` ones under one write lock.
+    pub(crate) fn swap_subscribers(&self, old: Option<PluginId>, new: Vec<(String, Subscriber)>) {
+        let mut subs = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = old {
+            for list in subs.values_mut() {
+                list.retain(|s| s.plugin_id() != Some(old));
+            }
+            subs.retain(|_, list| !list.is_empty());
+        }
+        for (event, subscriber) in new {
+            subs.entry(event).or_default().push(subscriber);
+        }
     }
 
     pub(crate) fn remove_subscribers(&self, id: PluginId) {
@@ -535,7 +656,9 @@ impl Inner {
                 Subscriber::Plugin(handler) => {
                     let ev = event.clone();
                     let h = Arc::clone(&handler);
+                    let running_handler = handler.services.handler_started();
                     let task = handler.services.spawn(async move {
+                        let _running = running_handler;
                         // SAFETY: the handler is alive: its `drop` runs only
                         // after every task of its plugin is gone, and this
                         // is one. `ev` outlives the call (the plugin copies).
@@ -566,6 +689,20 @@ impl Inner {
                     Err(_) => Some(FailureKind::Cancelled("the plugin was unloaded".to_owned())),
                 },
             };
+            let counts = matches!(
+                kind,
+                Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
+            );
+            if services.record_outcome(counts, self.quarantine_after) {
+                self.remove_subscribers(services.id);
+                tracing::warn!(
+                    plugin = %services.name,
+                    id = %services.id,
+                    "plugin quarantined: its handlers failed {} times in a row; it gets no more events",
+                    self.quarantine_after.unwrap_or_default()
+                );
+                report.quarantined.push(services.id);
+            }
             match kind {
                 None => report.delivered += 1,
                 Some(kind) => report.failures.push(HandlerFailure {

@@ -40,7 +40,7 @@ mod host;
 mod report;
 mod services;
 
-pub use error::{EmitError, LoadError, UnloadError};
+pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_sdk::Event;
-pub use host::{PluginHost, PluginId, PluginInfo};
+pub use host::{HostBuilder, PluginHost, PluginId, PluginInfo};
 pub use report::{EmitReport, FailureKind, HandlerFailure};

@@ -13,6 +13,9 @@ pub struct EmitReport {
     pub delivered: usize,
     /// The handlers that failed, panicked or were cancelled.
     pub failures: Vec<HandlerFailure>,
+    /// Plugins this event's failures put in quarantine (see
+    /// [`HostBuilder::quarantine_after`](crate::HostBuilder::quarantine_after)).
+    pub quarantined: Vec<PluginId>,
 }
 
 impl EmitReport {
@@ -21,6 +24,7 @@ impl EmitReport {
             event: event.to_owned(),
             delivered: 0,
             failures: Vec::new(),
+            quarantined: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -57,6 +57,22 @@ pub(crate) struct Services {
     /// Handlers the plugin registered; their `drop` is called at unload, once
     /// no task of the plugin is left.
     handlers: Mutex<Vec<RawHandler>>,
+    /// Until `activate`, subscriptions wait here instead of receiving events
+    /// (so a reload can swap old and new in one step). Guarded by `registry`'s lock order.
+    pending: Mutex<Option<Vec<(String, Subscriber)>>>,
+    /// Handler invocations running now.
+    handlers_running: AtomicUsize,
+    consecutive_failures: AtomicU32,
+    quarantined: AtomicBool,
+}
+
+/// Counts one running handler invocation of a plugin.
+pub(crate) struct HandlerRunning(Arc<Services>);
+
+impl Drop for HandlerRunning {
+    fn drop(&mut self) {
+        self.0.handlers_running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 // SAFETY: `RawHandler` holds plugin pointers to `Send + Sync` closures
@@ -141,7 +157,52 @@ impl Services {
             live: AtomicUsize::new(0),
             drained: Notify::new(),
             handlers: Mutex::new(Vec::new()),
+            pending: Mutex::new(Some(Vec::new())),
+            handlers_running: AtomicUsize::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            quarantined: AtomicBool::new(false),
         }
+    }
+
+    /// Starts delivering events to this plugin's subscriptions; with
+    /// `replacing`, removes that plugin's subscriptions in the same step
+    /// (under the subscribers' write lock), so every event goes to exactly
+    /// one of the two.
+    pub(crate) fn activate(&self, inner: &Inner, replacing: Option<PluginId>) {
+        let _reg = lock(&self.registry);
+        let pending = lock(&self.pending).take().unwrap_or_default();
+        inner.swap_subscribers(replacing, pending);
+    }
+
+    pub(crate) fn handler_started(self: &Arc<Self>) -> HandlerRunning {
+        self.handlers_running.fetch_add(1, Ordering::AcqRel);
+        HandlerRunning(Arc::clone(self))
+    }
+
+    /// Waits until no handler invocation of this plugin runs, or `deadline`.
+    pub(crate) async fn wait_handlers_idle(&self, deadline: Duration) {
+        let wait = async {
+            while self.handlers_running.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+    }
+
+    /// Records a handler's outcome; true when this failure puts the plugin
+    /// in quarantine (once).
+    pub(crate) fn record_outcome(&self, failed: bool, quarantine_after: Option<u32>) -> bool {
+        if !failed {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        quarantine_after.is_some_and(|limit| failures >= limit)
+            && !self.quarantined.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Acquire)
     }
 
     /// Registers a task and spawns it with `spawn`, under one lock, so the
@@ -246,6 +307,8 @@ impl Services {
         let mut reg = lock(&self.registry);
         reg.closed = true;
         inner.remove_subscribers(self.id);
+        // Subscriptions never activated hold `Arc<Services>`: drop them.
+        drop(lock(&self.pending).take());
         drop(reg);
     }
 
@@ -436,7 +499,11 @@ unsafe extern "C" fn host_subscribe(
         }
         let subscriber = Subscriber::plugin(Arc::clone(&services), handler.data, handler.call);
         lock(&services.handlers).push(handler);
-        inner.add_subscriber(name, subscriber);
+        match lock(&services.pending).as_mut() {
+            Some(pending) => pending.push((name.to_owned(), subscriber)),
+            None if services.is_quarantined() => {}
+            None => inner.add_subscriber(name, subscriber),
+        }
         drop(reg);
         Ok(())
     }));
