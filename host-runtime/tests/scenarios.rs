@@ -6,79 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Basic, current_thread, multi_thread};
+use common::{Basic, all_scenarios, current_thread, multi_thread};
 use horizon_host_runtime::PluginHost;
 use serde_json::json;
-
-/// Every scenario, with what its reply must be.
-async fn all_scenarios(basic: &Basic) {
-    assert_eq!(basic.run("spawn", 21).await, json!(42));
-
-    let slept = basic.run("sleep", 20).await.as_u64().unwrap();
-    assert!(slept >= 20_000, "slept {slept} us for a 20 ms sleep");
-    let slept = basic.run("sleep_until", 15).await.as_u64().unwrap();
-    assert!(
-        slept >= 15_000,
-        "slept {slept} us until a deadline 15 ms away"
-    );
-
-    // 4 ticks of a 5 ms interval: the first is immediate, so >= 15 ms.
-    let ticked = basic.run("interval", 4).await.as_u64().unwrap();
-    assert!(ticked >= 15_000, "4 ticks of 5 ms took {ticked} us");
-
-    assert_eq!(
-        basic.run("timeout", 7).await,
-        json!({ "fired": true, "value": 7 })
-    );
-
-    let blocking = basic.run("blocking", 1).await;
-    assert_eq!(blocking["value"], json!(2));
-
-    assert_eq!(basic.run("nested", 1).await, json!(25));
-    assert_eq!(basic.run("select", 5).await, json!("sleep"));
-
-    let helper = basic.run("helper", 10).await;
-    assert_eq!(helper["spawned"], json!(11));
-    assert!(helper["elapsed_us"].as_u64().unwrap() >= 10_000);
-
-    assert_eq!(basic.run("handle", 4).await, json!(7));
-    assert_eq!(basic.run("yield", 50).await, json!(50));
-
-    let panicked = basic.run("task_panic", 0).await;
-    assert_eq!(panicked["is_panic"], json!(true));
-    assert!(
-        panicked["message"]
-            .as_str()
-            .unwrap()
-            .contains("task went wrong")
-    );
-    assert_eq!(basic.run("abort", 0).await, json!({ "is_cancelled": true }));
-
-    // Every rewritten form (use forms, join!/try_join!, vec!, format!), plus
-    // the forms out of reach of the rewrite (module-level use, nested item)
-    // and routed calls from a plain thread of the plugin.
-    assert_eq!(basic.run("forms", 0).await, json!(36));
-
-    // Tokio IO and a third-party tokio crate (tokio-util codecs) in a helper module.
-    assert_eq!(
-        basic.run("tcp", 3).await,
-        json!(["echo line 0", "echo line 1", "echo line 2"])
-    );
-
-    // Panics at the boundaries: a blocking job, and a future's drop.
-    let panicked = basic.run("blocking_panic", 0).await;
-    assert_eq!(panicked["is_panic"], json!(true));
-    assert!(
-        panicked["message"]
-            .as_str()
-            .unwrap()
-            .contains("blocking job went wrong")
-    );
-    assert_eq!(
-        basic.run("drop_panic", 0).await,
-        json!({ "is_cancelled": true })
-    );
-}
 
 #[test]
 fn scenarios_on_multi_thread_runtime_from_a_worker() {

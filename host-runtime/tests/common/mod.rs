@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use horizon_host_runtime::{EmitReport, Event, PluginHost, PluginId};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub const FIXTURES: &[&str] = &[
     "fixture-basic",
@@ -50,6 +51,38 @@ pub fn fixtures_dir() -> &'static Path {
         assert!(status.success(), "building the fixture plugins failed");
         target_dir()
     })
+}
+
+/// The `basic` fixture's source built with tokio 1.38.0 and tokio's `full`
+/// features, from its own workspace and lockfile (once per test binary).
+pub fn compat_fixture() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fixtures/compat-tokio-1-38/Cargo.toml");
+            let target = fixtures_dir().parent().expect("target dir").to_owned();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--quiet", "--locked", "--manifest-path"])
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(&target);
+            if fixtures_dir().ends_with("release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo to build the compat fixture");
+            assert!(
+                status.success(),
+                "building the tokio 1.38 compat fixture failed"
+            );
+            let file = format!(
+                "{}fixture_compat_tokio_1_38{}",
+                std::env::consts::DLL_PREFIX,
+                std::env::consts::DLL_SUFFIX
+            );
+            fixtures_dir().join(file)
+        })
+        .clone()
 }
 
 /// The path of a fixture library, e.g. `fixture("basic")`.
@@ -106,6 +139,11 @@ pub struct Basic {
 
 impl Basic {
     pub async fn load(host: PluginHost) -> Basic {
+        Basic::load_path(host, fresh_copy("basic")).await
+    }
+
+    /// Loads a build of the `basic` fixture's source from `path`.
+    pub async fn load_path(host: PluginHost, path: PathBuf) -> Basic {
         let replies: Arc<Mutex<HashMap<u64, Vec<Value>>>> = Arc::default();
         let sink = Arc::clone(&replies);
         host.on("basic:result", move |event: Event| {
@@ -161,4 +199,74 @@ impl Basic {
         );
         replies.pop().unwrap()
     }
+}
+
+/// Every scenario, with what its reply must be.
+pub async fn all_scenarios(basic: &Basic) {
+    assert_eq!(basic.run("spawn", 21).await, json!(42));
+
+    let slept = basic.run("sleep", 20).await.as_u64().unwrap();
+    assert!(slept >= 20_000, "slept {slept} us for a 20 ms sleep");
+    let slept = basic.run("sleep_until", 15).await.as_u64().unwrap();
+    assert!(
+        slept >= 15_000,
+        "slept {slept} us until a deadline 15 ms away"
+    );
+
+    // 4 ticks of a 5 ms interval: the first is immediate, so >= 15 ms.
+    let ticked = basic.run("interval", 4).await.as_u64().unwrap();
+    assert!(ticked >= 15_000, "4 ticks of 5 ms took {ticked} us");
+
+    assert_eq!(
+        basic.run("timeout", 7).await,
+        json!({ "fired": true, "value": 7 })
+    );
+
+    let blocking = basic.run("blocking", 1).await;
+    assert_eq!(blocking["value"], json!(2));
+
+    assert_eq!(basic.run("nested", 1).await, json!(25));
+    assert_eq!(basic.run("select", 5).await, json!("sleep"));
+
+    let helper = basic.run("helper", 10).await;
+    assert_eq!(helper["spawned"], json!(11));
+    assert!(helper["elapsed_us"].as_u64().unwrap() >= 10_000);
+
+    assert_eq!(basic.run("handle", 4).await, json!(7));
+    assert_eq!(basic.run("yield", 50).await, json!(50));
+
+    let panicked = basic.run("task_panic", 0).await;
+    assert_eq!(panicked["is_panic"], json!(true));
+    assert!(
+        panicked["message"]
+            .as_str()
+            .unwrap()
+            .contains("task went wrong")
+    );
+    assert_eq!(basic.run("abort", 0).await, json!({ "is_cancelled": true }));
+
+    // Every rewritten form (use forms, join!/try_join!, vec!, format!), plus
+    // the forms out of reach of the rewrite (module-level use, nested item)
+    // and routed calls from a plain thread of the plugin.
+    assert_eq!(basic.run("forms", 0).await, json!(36));
+
+    // Tokio IO and a third-party tokio crate (tokio-util codecs) in a helper module.
+    assert_eq!(
+        basic.run("tcp", 3).await,
+        json!(["echo line 0", "echo line 1", "echo line 2"])
+    );
+
+    // Panics at the boundaries: a blocking job, and a future's drop.
+    let panicked = basic.run("blocking_panic", 0).await;
+    assert_eq!(panicked["is_panic"], json!(true));
+    assert!(
+        panicked["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocking job went wrong")
+    );
+    assert_eq!(
+        basic.run("drop_panic", 0).await,
+        json!({ "is_cancelled": true })
+    );
 }
