@@ -6,7 +6,7 @@
 //! between worker threads).
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -91,29 +91,47 @@ pub(crate) fn uninstall() {
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    /// The `install` generation whose private runtime this thread has entered.
-    static ENTERED: Cell<u64> = const { Cell::new(0) };
+    /// The guard of the private runtime this thread has entered, with the
+    /// `install` generation it belongs to. `ManuallyDrop`: at thread exit
+    /// tokio's own thread-local may already be gone, and dropping the guard
+    /// then would panic inside a thread-local destructor; it is dropped
+    /// explicitly only when a later load's runtime replaces it.
+    static ENTERED: RefCell<Option<(u64, ManuallyDrop<tokio::runtime::EnterGuard<'static>>)>> =
+        const { RefCell::new(None) };
 }
 
 /// Makes the private runtime, if any, the current runtime of this plugin's
 /// tokio copy on this thread.
 ///
-/// Entered once per thread and left entered (the guard is forgotten) rather
-/// than entered and left around every poll: entering clones the runtime
-/// handle and writes tokio's thread-local, which cost more than the rest of
-/// a poll crossing. Leaving it entered is harmless: only this plugin's code
-/// reads this copy's thread-local, and it only runs inside plugin calls.
-/// A later load of the same mapping has another generation and re-enters.
+/// Entered once per thread and left entered, rather than entered and left
+/// around every poll: entering clones the runtime handle and writes tokio's
+/// thread-local, which cost more than the rest of a poll crossing. Leaving
+/// it entered is harmless: only this plugin's code reads this copy's
+/// thread-local, and it only runs inside plugin calls. A later load of the
+/// same mapping has another generation: its runtime replaces the old one
+/// (dropping the old guard, so the old runtime's handle is released).
 pub(crate) fn enter_private() {
     let Some(state) = injected() else { return };
     let Some(handle) = state.private_handle.as_ref() else {
         return;
     };
     ENTERED.with(|entered| {
-        if entered.get() != state.generation {
-            std::mem::forget(handle.enter());
-            entered.set(state.generation);
+        let Ok(mut entered) = entered.try_borrow_mut() else {
+            return;
+        };
+        if entered
+            .as_ref()
+            .is_some_and(|(generation, _)| *generation == state.generation)
+        {
+            return;
         }
+        if let Some((_, mut old)) = entered.take() {
+            // SAFETY: taken out of the slot, dropped once. Guards are dropped
+            // in order: polls enter at their start, when no guard of user
+            // code is alive on this thread.
+            unsafe { ManuallyDrop::drop(&mut old) };
+        }
+        *entered = Some((state.generation, ManuallyDrop::new(handle.enter())));
     });
 }
 

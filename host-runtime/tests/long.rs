@@ -1,0 +1,141 @@
+//! The long tests: `#[ignore]`d in the default run, run by `.ci/run`
+//! (`cargo test -- --ignored`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{fresh_copy, multi_thread};
+use horizon_host_runtime::{Event, PluginHost};
+use serde_json::{Value, json};
+
+/// A line of `/proc/self/status`, e.g. `Threads` or `VmRSS` (in kB).
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+#[test]
+#[ignore = "long: 1,000 load/unload cycles"]
+fn thousand_load_unload_cycles_with_timers_and_tasks_in_flight() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let path = fresh_copy("basic");
+    let cycle = |i: u64| {
+        let host = host.clone();
+        let path = path.clone();
+        async move {
+            let id = host.load(&path).await.unwrap();
+            // A detached task with an interval, a task blocked in a long
+            // sleep, and a handler run: all in flight at unload.
+            let run =
+                |scenario: &str, arg: u64| json!({ "id": i, "scenario": scenario, "arg": arg });
+            host.emit("basic:run", &run("ticker", 0)).await.unwrap();
+            host.emit("basic:run", &run("abort", 0)).await.unwrap();
+            host.unload(id).await.unwrap();
+        }
+    };
+    rt.block_on(async {
+        for i in 0..20 {
+            cycle(i).await;
+        }
+    });
+    let (threads_before, rss_before) = (proc_status("Threads"), proc_status("VmRSS"));
+    let started = Instant::now();
+    rt.block_on(async {
+        for i in 0..1000 {
+            cycle(i).await;
+        }
+    });
+    let elapsed = started.elapsed();
+    let (threads_after, rss_after) = (proc_status("Threads"), proc_status("VmRSS"));
+    eprintln!(
+        "1000 load/unload cycles in {elapsed:?}: threads {threads_before} -> {threads_after}, \
+         RSS {rss_before} kB -> {rss_after} kB ({:+} kB, {:+.1} kB per cycle)",
+        rss_after as i64 - rss_before as i64,
+        (rss_after as f64 - rss_before as f64) / 1000.0
+    );
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    names.sort();
+    eprintln!("threads: {names:?}");
+    assert!(
+        threads_after <= threads_before + 2,
+        "threads leaked: {threads_before} -> {threads_after}"
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew by more than 64 MiB over 1000 cycles"
+    );
+}
+
+#[test]
+#[ignore = "long: 100,000 events to 20 plugins"]
+fn twenty_plugins_hundred_thousand_events_each_answered_exactly_once() {
+    const PLUGINS: usize = 20;
+    const EVENTS: u64 = 100_000;
+    const SENDERS: u64 = 4;
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let answers: Arc<Vec<AtomicU32>> = Arc::new((0..EVENTS).map(|_| AtomicU32::new(0)).collect());
+    let sink = Arc::clone(&answers);
+    host.on("basic:result", move |event: Event| {
+        let reply: Value = event.json().unwrap();
+        let id = reply["id"].as_u64().unwrap();
+        assert_eq!(reply["value"], json!(id + 1));
+        sink[id as usize].fetch_add(1, Ordering::Relaxed);
+    });
+    let failures = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    rt.block_on(async {
+        for _ in 0..PLUGINS {
+            host.load(fresh_copy("basic")).await.unwrap();
+        }
+        let mut senders = tokio::task::JoinSet::new();
+        for s in 0..SENDERS {
+            let host = host.clone();
+            let failures = Arc::clone(&failures);
+            senders.spawn(async move {
+                let mut id = s;
+                while id < EVENTS {
+                    let report = host
+                        .emit(
+                            "basic:run",
+                            &json!({ "id": id, "scenario": "stress", "arg": id }),
+                        )
+                        .await
+                        .unwrap();
+                    failures.fetch_add(report.failures.len() as u64, Ordering::Relaxed);
+                    id += SENDERS;
+                }
+            });
+        }
+        let all = async {
+            while let Some(done) = senders.join_next().await {
+                done.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), all)
+            .await
+            .expect("stress test timed out");
+        host.shutdown().await;
+    });
+    eprintln!(
+        "{EVENTS} events x {PLUGINS} plugins in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    for (id, count) in answers.iter().enumerate() {
+        assert_eq!(count.load(Ordering::Relaxed), PLUGINS as u32, "event {id}");
+    }
+}
