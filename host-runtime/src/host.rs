@@ -10,21 +10,19 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use horizon_sdk::Event;
-use horizon_sdk::abi::{
-    ABI_VERSION, DECLARATION_SYMBOL, FfiFuture, HostApi, MAGIC, PluginDeclaration, RStatus, RStr,
-    STATUS_OK, STATUS_PANIC,
-};
+use horizon_sdk::abi::{FfiFuture, HostApi, RStatus, RStr, STATUS_OK, STATUS_PANIC};
 use libloading::Library;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
+use crate::declaration::read_declaration;
 use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
 use crate::report::{EmitReport, FailureKind, HandlerFailure};
 use crate::services::{Services, lock, panic_message};
 
 /// Identifies a loaded plugin for as long as the host runs (ids are never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PluginId(u64);
+pub struct PluginId(pub(crate) u64);
 
 impl fmt::Display for PluginId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,11 +112,11 @@ struct LoadedPlugin {
 
 /// The declaration's entry points, copied out after the header check.
 #[derive(Clone, Copy)]
-struct DeclFns {
-    init: unsafe extern "C" fn(*const HostApi) -> RStatus,
-    on_load: unsafe extern "C" fn() -> FfiFuture<RStatus>,
-    on_unload: unsafe extern "C" fn() -> FfiFuture<RStatus>,
-    shutdown: unsafe extern "C" fn() -> RStatus,
+pub(crate) struct DeclFns {
+    pub(crate) init: unsafe extern "C" fn(*const HostApi) -> RStatus,
+    pub(crate) on_load: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    pub(crate) on_unload: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    pub(crate) shutdown: unsafe extern "C" fn() -> RStatus,
 }
 
 struct ApiBox(Box<HostApi>);
@@ -442,135 +440,6 @@ async fn run_lifecycle(
         )),
         Err(e) if e.is_panic() => Err((panic_message(&*e.into_panic()), true)),
         Err(_) => Err(("cancelled".to_owned(), false)),
-    }
-}
-
-/// Checks the header of the library's declaration and copies out what the
-/// host needs. Calls none of the plugin's functions.
-fn read_declaration(library: &Library, path: &Path) -> Result<(DeclFns, PluginInfo), LoadError> {
-    // SAFETY: we only take the symbol's address here; it is read below only
-    // after the header check.
-    let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
-    let ptr: *const PluginDeclaration = match symbol {
-        Ok(sym) => *sym,
-        Err(_) => {
-            return Err(LoadError::NotAPlugin {
-                path: path.to_owned(),
-            });
-        }
-    };
-    if ptr.is_null() {
-        return Err(LoadError::NotAPlugin {
-            path: path.to_owned(),
-        });
-    }
-    let symbol_size = symbol_size(ptr.cast());
-    if let Some(n) = symbol_size.filter(|n| *n < HEADER_SIZE) {
-        return Err(LoadError::Malformed {
-            path: path.to_owned(),
-            reason: format!(
-                "its declaration is truncated: the symbol is {n} bytes, shorter than the {HEADER_SIZE}-byte header"
-            ),
-        });
-    }
-    // SAFETY: the symbol is at least `HEADER_SIZE` bytes (checked above where
-    // the loader knows symbol sizes; every Horizon declaration starts with
-    // the header); the reads are unaligned-safe and copy plain integers.
-    let (magic, abi_version, size) = unsafe {
-        let header = ptr.cast::<u8>();
-        (
-            std::ptr::read_unaligned(header.cast::<u64>()),
-            std::ptr::read_unaligned(header.add(8).cast::<u32>()),
-            std::ptr::read_unaligned(header.add(12).cast::<u32>()),
-        )
-    };
-    if magic != MAGIC {
-        return Err(LoadError::BadMagic {
-            path: path.to_owned(),
-            found: magic,
-        });
-    }
-    if abi_version != ABI_VERSION {
-        return Err(LoadError::AbiMismatch {
-            path: path.to_owned(),
-            plugin: abi_version,
-            host: ABI_VERSION,
-        });
-    }
-    if (size as usize) != size_of::<PluginDeclaration>() {
-        return Err(LoadError::Malformed {
-            path: path.to_owned(),
-            reason: format!(
-                "its declaration says it is {size} bytes, boundary version {ABI_VERSION} declares {} bytes",
-                size_of::<PluginDeclaration>()
-            ),
-        });
-    }
-    if let Some(actual) = symbol_size.filter(|n| *n < size_of::<PluginDeclaration>()) {
-        return Err(LoadError::Malformed {
-            path: path.to_owned(),
-            reason: format!(
-                "its declaration is truncated: the symbol is {actual} bytes, the declaration {} bytes",
-                size_of::<PluginDeclaration>()
-            ),
-        });
-    }
-    // SAFETY: magic, version and size match this host's, so the object is a
-    // `PluginDeclaration` of this layout, immutable and `'static` in the
-    // library, which outlives this borrow.
-    let decl = unsafe { &*ptr };
-    // SAFETY: the declaration's strings point to `'static` data of the library.
-    let text = |s: &RStr<'static>, what: &str| match unsafe { s.to_str() } {
-        Some(s) => Ok(s.to_owned()),
-        None => Err(LoadError::Malformed {
-            path: path.to_owned(),
-            reason: format!("its {what} is not UTF-8"),
-        }),
-    };
-    let info = PluginInfo {
-        id: PluginId(0),
-        name: text(&decl.name, "name")?,
-        sdk_version: text(&decl.sdk_version, "SDK version")?,
-        rustc_version: text(&decl.rustc_version, "rustc version")?,
-        path: path.to_owned(),
-        quarantined: false,
-    };
-    let fns = DeclFns {
-        init: decl.init,
-        on_load: decl.on_load,
-        on_unload: decl.on_unload,
-        shutdown: decl.shutdown,
-    };
-    Ok((fns, info))
-}
-
-/// Magic (8 bytes), boundary version (4) and declared size (4).
-const HEADER_SIZE: usize = 16;
-
-/// The size the dynamic loader records for the symbol at `addr`, where the
-/// platform says (glibc's `dladdr1`); `None` elsewhere or when unknown.
-fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        /// `RTLD_DL_SYMENT` from glibc's `<dlfcn.h>`.
-        const RTLD_DL_SYMENT: std::ffi::c_int = 1;
-        let mut info = std::mem::MaybeUninit::<libc::Dl_info>::uninit();
-        let mut sym: *mut std::ffi::c_void = std::ptr::null_mut();
-        // SAFETY: `addr` is a symbol address returned by `dlsym`; glibc
-        // writes `info` and a pointer to the symbol's `ElfW(Sym)` entry.
-        let found = unsafe { libc::dladdr1(addr, info.as_mut_ptr(), &mut sym, RTLD_DL_SYMENT) };
-        if found == 0 || sym.is_null() {
-            return None;
-        }
-        // SAFETY: with `RTLD_DL_SYMENT`, `sym` points to the symbol's
-        // `Elf64_Sym` in the loaded object's (mapped, read-only) symbol table.
-        let size = unsafe { (*sym.cast::<libc::Elf64_Sym>()).st_size };
-        usize::try_from(size).ok().filter(|n| *n > 0)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        let _ = addr;
-        None
     }
 }
 

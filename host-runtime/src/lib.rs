@@ -35,6 +35,7 @@
 //! rebuilt plugin from a fresh path, never over the file of a loaded one.
 #![warn(missing_docs)]
 
+mod declaration;
 mod error;
 mod host;
 mod report;

@@ -1,0 +1,253 @@
+//! Reading a plugin's exported declaration: header check first (magic,
+//! boundary version, size, and the symbol's size where the loader knows it),
+//! then the rest. No plugin function is called here.
+
+use std::path::Path;
+
+use horizon_sdk::abi::{ABI_VERSION, DECLARATION_SYMBOL, MAGIC, PluginDeclaration, RStr};
+use libloading::Library;
+
+use crate::error::LoadError;
+use crate::host::{DeclFns, PluginId, PluginInfo};
+
+/// Magic (8 bytes), boundary version (4) and declared size (4).
+pub(crate) const HEADER_SIZE: usize = 16;
+
+/// The size the dynamic loader records for the symbol at `addr`, where the
+/// platform says (glibc's `dladdr1`); `None` elsewhere or when unknown.
+fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// `RTLD_DL_SYMENT` from glibc's `<dlfcn.h>`.
+        const RTLD_DL_SYMENT: std::ffi::c_int = 1;
+        let mut info = std::mem::MaybeUninit::<libc::Dl_info>::uninit();
+        let mut sym: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: `addr` is a symbol address returned by `dlsym`; glibc
+        // writes `info` and a pointer to the symbol's `ElfW(Sym)` entry.
+        let found = unsafe { libc::dladdr1(addr, info.as_mut_ptr(), &mut sym, RTLD_DL_SYMENT) };
+        if found == 0 || sym.is_null() {
+            return None;
+        }
+        // SAFETY: with `RTLD_DL_SYMENT`, `sym` points to the symbol's
+        // `Elf64_Sym` in the loaded object's (mapped, read-only) symbol table.
+        let size = unsafe { (*sym.cast::<libc::Elf64_Sym>()).st_size };
+        usize::try_from(size).ok().filter(|n| *n > 0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = addr;
+        None
+    }
+}
+
+/// Checks a declaration's header (and the symbol's size, where known)
+/// against this host's boundary. Pure, so it can be property-tested.
+pub(crate) fn check_header(
+    header: [u8; HEADER_SIZE],
+    symbol_size: Option<usize>,
+    path: &Path,
+) -> Result<(), LoadError> {
+    let [
+        m0,
+        m1,
+        m2,
+        m3,
+        m4,
+        m5,
+        m6,
+        m7,
+        v0,
+        v1,
+        v2,
+        v3,
+        s0,
+        s1,
+        s2,
+        s3,
+    ] = header;
+    let magic = u64::from_le_bytes([m0, m1, m2, m3, m4, m5, m6, m7]);
+    let abi_version = u32::from_le_bytes([v0, v1, v2, v3]);
+    let size = u32::from_le_bytes([s0, s1, s2, s3]);
+    let expected = size_of::<PluginDeclaration>();
+    if magic != MAGIC {
+        return Err(LoadError::BadMagic {
+            path: path.to_owned(),
+            found: magic,
+        });
+    }
+    if abi_version != ABI_VERSION {
+        return Err(LoadError::AbiMismatch {
+            path: path.to_owned(),
+            plugin: abi_version,
+            host: ABI_VERSION,
+        });
+    }
+    if size as usize != expected {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration says it is {size} bytes, boundary version {ABI_VERSION} declares {expected} bytes"
+            ),
+        });
+    }
+    if let Some(actual) = symbol_size.filter(|n| *n < expected) {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration is truncated: the symbol is {actual} bytes, the declaration {expected} bytes"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the header of the library's declaration and copies out what the
+/// host needs. Calls none of the plugin's functions.
+pub(crate) fn read_declaration(
+    library: &Library,
+    path: &Path,
+) -> Result<(DeclFns, PluginInfo), LoadError> {
+    // SAFETY: we only take the symbol's address here; it is read below only
+    // after the header check.
+    let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
+    let ptr: *const PluginDeclaration = match symbol {
+        Ok(sym) => *sym,
+        Err(_) => {
+            return Err(LoadError::NotAPlugin {
+                path: path.to_owned(),
+            });
+        }
+    };
+    if ptr.is_null() {
+        return Err(LoadError::NotAPlugin {
+            path: path.to_owned(),
+        });
+    }
+    let symbol_size = symbol_size(ptr.cast());
+    if let Some(n) = symbol_size.filter(|n| *n < HEADER_SIZE) {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration is truncated: the symbol is {n} bytes, shorter than the {HEADER_SIZE}-byte header"
+            ),
+        });
+    }
+    let mut header = [0u8; HEADER_SIZE];
+    // SAFETY: the symbol is at least `HEADER_SIZE` bytes (checked above where
+    // the loader knows symbol sizes; every Horizon declaration starts with
+    // the header); bytes are copied, no alignment is assumed.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), header.as_mut_ptr(), HEADER_SIZE) };
+    check_header(header, symbol_size, path)?;
+    // SAFETY: magic, version and size match this host's, so the object is a
+    // `PluginDeclaration` of this layout, immutable and `'static` in the
+    // library, which outlives this borrow.
+    let decl = unsafe { &*ptr };
+    // SAFETY: the declaration's strings point to `'static` data of the library.
+    let text = |s: &RStr<'static>, what: &str| match unsafe { s.to_str() } {
+        Some(s) => Ok(s.to_owned()),
+        None => Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!("its {what} is not UTF-8"),
+        }),
+    };
+    let info = PluginInfo {
+        id: PluginId(0),
+        name: text(&decl.name, "name")?,
+        sdk_version: text(&decl.sdk_version, "SDK version")?,
+        rustc_version: text(&decl.rustc_version, "rustc version")?,
+        path: path.to_owned(),
+        quarantined: false,
+    };
+    let fns = DeclFns {
+        init: decl.init,
+        on_load: decl.on_load,
+        on_unload: decl.on_unload,
+        shutdown: decl.shutdown,
+    };
+    Ok((fns, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use horizon_sdk::Event;
+    use horizon_sdk::abi::{ABI_VERSION, MAGIC, PluginDeclaration, RStr};
+    use proptest::prelude::*;
+
+    use super::{HEADER_SIZE, check_header};
+    use crate::LoadError;
+
+    fn header(magic: u64, version: u32, size: u32) -> [u8; HEADER_SIZE] {
+        let mut h = [0u8; HEADER_SIZE];
+        h[..8].copy_from_slice(&magic.to_le_bytes());
+        h[8..12].copy_from_slice(&version.to_le_bytes());
+        h[12..].copy_from_slice(&size.to_le_bytes());
+        h
+    }
+
+    const DECL: u32 = size_of::<PluginDeclaration>() as u32;
+
+    #[test]
+    fn the_real_header_passes() {
+        assert!(check_header(header(MAGIC, ABI_VERSION, DECL), None, Path::new("p")).is_ok());
+        assert!(
+            check_header(
+                header(MAGIC, ABI_VERSION, DECL),
+                Some(DECL as usize),
+                Path::new("p")
+            )
+            .is_ok()
+        );
+    }
+
+    proptest! {
+        /// Any 16 bytes and any symbol size: an error or success, never a
+        /// panic; success exactly for this host's magic, version and size.
+        #[test]
+        fn arbitrary_headers_never_panic(bytes in any::<[u8; 16]>(), symbol in proptest::option::of(0usize..4096)) {
+            let result = check_header(bytes, symbol, Path::new("p"));
+            let valid = bytes[..8] == MAGIC.to_le_bytes()
+                && bytes[8..12] == ABI_VERSION.to_le_bytes()
+                && bytes[12..] == DECL.to_le_bytes()
+                && symbol.is_none_or(|n| n >= DECL as usize);
+            prop_assert_eq!(result.is_ok(), valid);
+        }
+
+        /// A near miss of each field is refused with the matching error.
+        #[test]
+        fn near_misses_are_refused(version in any::<u32>(), size in any::<u32>(), magic in any::<u64>()) {
+            if magic != MAGIC {
+                let refused = matches!(check_header(header(magic, ABI_VERSION, DECL), None, Path::new("p")), Err(LoadError::BadMagic { .. }));
+                prop_assert!(refused);
+            }
+            if version != ABI_VERSION {
+                let refused = matches!(check_header(header(MAGIC, version, DECL), None, Path::new("p")), Err(LoadError::AbiMismatch { .. }));
+                prop_assert!(refused);
+            }
+            if size != DECL {
+                let refused = matches!(check_header(header(MAGIC, ABI_VERSION, size), None, Path::new("p")), Err(LoadError::Malformed { .. }));
+                prop_assert!(refused);
+            }
+        }
+
+        /// Malformed payloads give an error, never a panic.
+        #[test]
+        fn arbitrary_payloads_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let event = Event::from_json_bytes("e", bytes.clone());
+            let decoded = event.json::<serde_json::Value>();
+            prop_assert_eq!(decoded.is_ok(), serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
+            let _ = event.json::<u64>();
+            let _ = event.json::<Vec<String>>();
+        }
+
+        /// Strings crossing the boundary are checked as UTF-8.
+        #[test]
+        fn boundary_strings_are_utf8_checked(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let s = RStr::from_bytes(&bytes);
+            // SAFETY: `bytes` outlives `s`.
+            let text = unsafe { s.to_str() };
+            prop_assert_eq!(text, std::str::from_utf8(&bytes).ok());
+        }
+    }
+}
