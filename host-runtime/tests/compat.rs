@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Basic, all_scenarios, compat_fixture, current_thread, multi_thread};
+use common::{Basic, all_scenarios, compat_fixture, current_thread, fresh_copy_of, multi_thread};
 use horizon_host_runtime::PluginHost;
 use serde_json::json;
 
@@ -18,9 +18,15 @@ fn a_plugin_built_with_tokio_1_38_full_runs_100_rounds_on_a_parking_lot_host() {
     let rt = multi_thread();
     let host = PluginHost::new(rt.handle().clone());
     rt.block_on(async {
-        let basic = Basic::load_path(host.clone(), compat_fixture()).await;
+        let basic =
+            Basic::load_path(host.clone(), fresh_copy_of(&compat_fixture(), "compat")).await;
         let info = &host.plugins()[0];
         assert_eq!(info.sdk_version, env!("CARGO_PKG_VERSION"));
+        assert!(
+            info.path.to_string_lossy().contains("compat"),
+            "{:?}",
+            info.path
+        );
         for round in 0..ROUNDS {
             let run = tokio::spawn({
                 let basic = basic.clone();
@@ -41,7 +47,8 @@ fn a_plugin_built_with_tokio_1_38_runs_on_a_current_thread_host() {
     let rt = current_thread();
     let host = PluginHost::new(rt.handle().clone());
     rt.block_on(async {
-        let basic = Basic::load_path(host.clone(), compat_fixture()).await;
+        let basic =
+            Basic::load_path(host.clone(), fresh_copy_of(&compat_fixture(), "compat")).await;
         all_scenarios(&basic).await;
         assert_eq!(basic.run("spawn", 8).await, json!(16));
         host.shutdown().await;

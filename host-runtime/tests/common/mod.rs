@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use horizon_host_runtime::{EmitReport, Event, PluginHost, PluginId};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 pub const FIXTURES: &[&str] = &[
     "fixture-basic",
@@ -99,6 +98,11 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A private copy of a fixture library: a library's statics are shared by
 /// every load of the same file, so each test loads its own copy.
 pub fn fresh_copy(name: &str) -> PathBuf {
+    fresh_copy_of(&fixture(name), name)
+}
+
+/// A private copy of the library at `source`, named after `name`.
+pub fn fresh_copy_of(source: &Path, name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = fixtures_dir().join("fixture-copies");
     std::fs::create_dir_all(&dir).unwrap();
@@ -108,7 +112,7 @@ pub fn fresh_copy(name: &str) -> PathBuf {
         std::process::id(),
         std::env::consts::DLL_SUFFIX
     ));
-    std::fs::copy(fixture(name), &dest).unwrap();
+    std::fs::copy(source, &dest).unwrap();
     dest
 }
 
@@ -155,10 +159,7 @@ impl Basic {
                 .or_default()
                 .push(reply["value"].clone());
         });
-        let id = host
-            .load(fresh_copy("basic"))
-            .await
-            .expect("load the basic fixture");
+        let id = host.load(&path).await.expect("load the basic fixture");
         Basic {
             host,
             id,
