@@ -121,9 +121,9 @@ impl PluginContext {
         let bytes = serde_json::to_vec(payload)?;
         // SAFETY: `api` is the live host table; `emit` copies the borrowed
         // strings before it returns and never unwinds.
-        let fut = unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(&bytes)) };
+        let mut fut = unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(&bytes)) };
         drop(bytes);
-        status_to_result(fut.await)
+        status_to_result(std::future::poll_fn(|cx| injected::poll_host(&mut fut, cx)).await)
     }
 }
 

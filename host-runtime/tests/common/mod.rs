@@ -270,4 +270,9 @@ pub async fn all_scenarios(basic: &Basic) {
         basic.run("drop_panic", 0).await,
         json!({ "is_cancelled": true })
     );
+    // A plugin-made waker that panics when the host or the SDK wakes it.
+    assert_eq!(
+        basic.run("custom_waker", 0).await,
+        json!({ "pending": true, "value": 5 })
+    );
 }

@@ -13,7 +13,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, RawWakerVTable, Wake, Waker};
+
+use async_ffi::ContextExt;
 
 use crate::abi::{HostApi, RStr};
 
@@ -170,6 +173,56 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         }
         msg
     })
+}
+
+/// A waker that catches a panic of the waker it wraps: async-ffi aborts the
+/// process when a waker panics inside its `extern "C"` vtable, and the SDK
+/// wakes joiners itself.
+struct CatchingWaker(Waker);
+
+impl Wake for CatchingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        wake_caught(&self.0);
+    }
+}
+
+/// Wakes `waker`, turning a panic into a log line.
+pub(crate) fn wake_caught(waker: &Waker) {
+    if let Err(msg) = catch(|| waker.wake_by_ref()) {
+        host_log(
+            crate::abi::level::ERROR,
+            "horizon_sdk::rt",
+            &format!("a waker panicked when woken: {msg}"),
+        );
+    }
+}
+
+/// The vtable of the wakers async-ffi makes for plugin code out of a host
+/// waker: those call only host (tokio) code and never panic.
+fn bridged_waker_vtable() -> *const RawWakerVTable {
+    static VTABLE: OnceLock<usize> = OnceLock::new();
+    let addr = *VTABLE.get_or_init(|| {
+        let mut cx = Context::from_waker(Waker::noop());
+        cx.with_ffi_context(|fcx| {
+            fcx.with_context(|cx| std::ptr::from_ref(cx.waker().vtable()) as usize)
+        })
+    });
+    addr as *const RawWakerVTable
+}
+
+/// Polls a host future (an async-ffi future) from plugin code. When the
+/// context's waker is not a bridged host waker (plugin code built its own),
+/// it is wrapped so that the host calling it can never see a panic.
+pub(crate) fn poll_host<F: Future + Unpin>(fut: &mut F, cx: &mut Context<'_>) -> Poll<F::Output> {
+    if std::ptr::eq(cx.waker().vtable(), bridged_waker_vtable()) {
+        return Pin::new(fut).poll(cx);
+    }
+    let waker = Waker::from(Arc::new(CatchingWaker(cx.waker().clone())));
+    Pin::new(fut).poll(&mut Context::from_waker(&waker))
 }
 
 /// Wraps a plugin future before it crosses the boundary: enters the private

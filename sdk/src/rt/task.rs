@@ -53,7 +53,10 @@ impl<T> Shared<T> {
         // reader does not touch `output` until it sees `finished`.
         unsafe { *self.output.get() = output };
         self.finished.store(true, Ordering::Release);
-        self.waker.wake();
+        if let Some(waker) = self.waker.take() {
+            // The joiner's waker may be plugin-made: it must not unwind here.
+            injected::wake_caught(&waker);
+        }
     }
 
     fn is_finished(&self) -> bool {

@@ -82,7 +82,7 @@ impl Future for Sleep {
             match &mut this.state {
                 SleepState::Elapsed => return Poll::Ready(()),
                 SleepState::Host(fut) => {
-                    ready!(Pin::new(fut).poll(cx));
+                    ready!(injected::poll_host(fut, cx));
                     this.state = SleepState::Elapsed;
                 }
                 SleepState::Native(fut) => {
