@@ -38,6 +38,7 @@
 mod declaration;
 mod error;
 mod host;
+mod plugin_log;
 mod report;
 mod services;
 

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use horizon_sdk::Event;
 use horizon_sdk::abi::{
-    self, ABI_VERSION, BlockingJob, FfiFuture, HostApi, RStatus, RStr, RawFuture, RawHandler,
-    RawTask,
+    ABI_VERSION, BlockingJob, FfiFuture, HostApi, RStatus, RStr, RawFuture, RawHandler, RawTask,
 };
 use slab::Slab;
 use tokio::runtime::Handle;
@@ -26,6 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::host::{Inner, PluginId, Subscriber};
+use crate::plugin_log;
 
 /// Locks a mutex, ignoring poisoning (every critical section here leaves
 /// the data consistent).
@@ -359,8 +359,9 @@ impl Services {
             sleep: host_sleep,
             emit: host_emit,
             subscribe: host_subscribe,
-            log_enabled: host_log_enabled,
-            log: host_log,
+            max_level: plugin_log::max_level(),
+            log_enabled: plugin_log::enabled,
+            log: plugin_log::log,
         }
     }
 }
@@ -392,7 +393,7 @@ impl Drop for OwnedJob {
 /// `data` must be the `HostApi::data` of a live plugin: an `Arc<Services>`
 /// pointer that the plugin's `LoadedPlugin` keeps alive until after the
 /// plugin's `shutdown` returned.
-unsafe fn services<'a>(data: *const c_void) -> &'a Services {
+pub(crate) unsafe fn services<'a>(data: *const c_void) -> &'a Services {
     // SAFETY: forwarded to the caller.
     unsafe { &*data.cast::<Services>() }
 }
@@ -512,38 +513,4 @@ unsafe extern "C" fn host_subscribe(
         Ok(Err(msg)) => RStatus::error(msg),
         Err(payload) => RStatus::panic(panic_message(&*payload)),
     }
-}
-
-unsafe extern "C" fn host_log_enabled(_data: *const c_void, level: u32, _target: RStr<'_>) -> bool {
-    match level {
-        abi::level::ERROR => tracing::enabled!(tracing::Level::ERROR),
-        abi::level::WARN => tracing::enabled!(tracing::Level::WARN),
-        abi::level::INFO => tracing::enabled!(tracing::Level::INFO),
-        abi::level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
-        _ => tracing::enabled!(tracing::Level::TRACE),
-    }
-}
-
-unsafe extern "C" fn host_log(
-    data: *const c_void,
-    level: u32,
-    target: RStr<'_>,
-    message: RStr<'_>,
-) {
-    // SAFETY: the plugin passes back the `data` of its live table; the
-    // strings are alive for this call.
-    let (services, target, message) =
-        unsafe { (services(data), target.as_bytes(), message.as_bytes()) };
-    let (target, message) = (
-        String::from_utf8_lossy(target),
-        String::from_utf8_lossy(message),
-    );
-    let plugin = services.name.as_str();
-    let _ = catch_unwind(AssertUnwindSafe(|| match level {
-        abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
-        abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),
-        abi::level::INFO => tracing::info!(plugin, target = %target, "{message}"),
-        abi::level::DEBUG => tracing::debug!(plugin, target = %target, "{message}"),
-        _ => tracing::trace!(plugin, target = %target, "{message}"),
-    }));
 }

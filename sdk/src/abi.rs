@@ -330,6 +330,9 @@ pub struct HostApi {
     pub emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
     /// Subscribes a handler to an event name.
     pub subscribe: unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus,
+    /// The most verbose [`level`] the host records (0: none), read when the
+    /// plugin was loaded; the plugin drops more verbose records without a call.
+    pub max_level: u32,
     /// Whether a record of this level and target would be recorded by the host.
     pub log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
     /// Records a log line (level, target, message) tagged with the plugin's name.

@@ -99,6 +99,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
                     .to_owned(),
             );
         }
+        crate::log_bridge::install(api.max_level);
         let instance = {
             injected::enter_private();
             catch(T::default)

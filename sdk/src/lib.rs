@@ -42,6 +42,7 @@
 pub mod abi;
 mod error;
 mod event;
+mod log_bridge;
 mod plugin;
 pub mod rt;
 

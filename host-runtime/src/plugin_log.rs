@@ -1,0 +1,62 @@
+//! Where a plugin's log records land: `tracing` events of this module's
+//! target (`horizon_host_runtime::plugin_log`), with the plugin's name in
+//! the `plugin` field and the plugin-side target in `target`. The host's
+//! subscriber filters them like any other event of this target.
+
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use horizon_sdk::abi::{self, RStr};
+
+use crate::services::services;
+
+/// The host's most verbose enabled level, as a boundary [`abi::level`].
+pub(crate) fn max_level() -> u32 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => abi::level::ERROR,
+        LevelFilter::WARN => abi::level::WARN,
+        LevelFilter::INFO => abi::level::INFO,
+        LevelFilter::DEBUG => abi::level::DEBUG,
+        _ => abi::level::TRACE,
+    }
+}
+
+pub(crate) unsafe extern "C" fn enabled(
+    _data: *const c_void,
+    level: u32,
+    _target: RStr<'_>,
+) -> bool {
+    match level {
+        abi::level::ERROR => tracing::enabled!(tracing::Level::ERROR),
+        abi::level::WARN => tracing::enabled!(tracing::Level::WARN),
+        abi::level::INFO => tracing::enabled!(tracing::Level::INFO),
+        abi::level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
+        _ => tracing::enabled!(tracing::Level::TRACE),
+    }
+}
+
+pub(crate) unsafe extern "C" fn log(
+    data: *const c_void,
+    level: u32,
+    target: RStr<'_>,
+    message: RStr<'_>,
+) {
+    // SAFETY: the plugin passes back the `data` of its live table; the
+    // strings are alive for this call.
+    let (services, target, message) =
+        unsafe { (services(data), target.as_bytes(), message.as_bytes()) };
+    let (target, message) = (
+        String::from_utf8_lossy(target),
+        String::from_utf8_lossy(message),
+    );
+    let plugin = services.name.as_str();
+    let _ = catch_unwind(AssertUnwindSafe(|| match level {
+        abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
+        abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),
+        abi::level::INFO => tracing::info!(plugin, target = %target, "{message}"),
+        abi::level::DEBUG => tracing::debug!(plugin, target = %target, "{message}"),
+        _ => tracing::trace!(plugin, target = %target, "{message}"),
+    }));
+}
