@@ -10,6 +10,55 @@ use libloading::Library;
 use crate::error::LoadError;
 use crate::host::{DeclFns, PluginId, PluginInfo};
 
+/// What a plugin library declares, read without initializing it
+/// ([`inspect`]).
+#[derive(Debug, Clone)]
+pub struct Declaration {
+    /// The plugin's name, when its declaration could be read.
+    pub name: Option<String>,
+    /// The SDK version it was built with, when readable.
+    pub sdk_version: Option<String>,
+    /// The rustc that built it, when readable.
+    pub rustc_version: Option<String>,
+    /// Its boundary version, when it has a Horizon header.
+    pub abi_version: Option<u32>,
+}
+
+/// Opens the library at `path` and reads its declaration without calling
+/// any of its functions (the dynamic loader still runs its initializers).
+/// `Ok` when this host would load it; otherwise the [`LoadError`] that
+/// `load` would give, with what could be read.
+pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
+    let path = path.as_ref();
+    let mut found = Declaration {
+        name: None,
+        sdk_version: None,
+        rustc_version: None,
+        abi_version: None,
+    };
+    // SAFETY: as in `PluginHost::load`: opening runs the library's initializers.
+    let library = match unsafe { Library::new(path) } {
+        Ok(library) => library,
+        Err(source) => {
+            let err = LoadError::Open {
+                path: path.to_owned(),
+                source,
+            };
+            return (found, Err(err));
+        }
+    };
+    let result = read_declaration(&library, path).map(|(_, info)| {
+        found.name = Some(info.name);
+        found.sdk_version = Some(info.sdk_version);
+        found.rustc_version = Some(info.rustc_version);
+        found.abi_version = Some(ABI_VERSION);
+    });
+    if let Err(LoadError::AbiMismatch { plugin, .. }) = &result {
+        found.abi_version = Some(*plugin);
+    }
+    (found, result.map(|_| ()))
+}
+
 /// Magic (8 bytes), boundary version (4) and declared size (4).
 pub(crate) const HEADER_SIZE: usize = 16;
 

@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     handle: Handle,
     plugins: Mutex<HashMap<PluginId, Arc<LoadedPlugin>>>,
     subscribers: RwLock<HashMap<String, Vec<Subscriber>>>,
+    /// Host handlers of every event (`on_any`).
+    any: RwLock<Vec<HostHandler>>,
     next_id: AtomicU64,
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
@@ -159,6 +161,7 @@ impl HostBuilder {
                 handle: self.handle,
                 plugins: Mutex::new(HashMap::new()),
                 subscribers: RwLock::new(HashMap::new()),
+                any: RwLock::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 unload_timeout: self.unload_timeout,
                 quarantine_after: self.quarantine_after,
@@ -223,6 +226,19 @@ impl PluginHost {
     {
         self.inner
             .add_subscriber(event, Subscriber::Host(Arc::new(handler)));
+    }
+
+    /// Registers a host handler for every event, whatever its name (for
+    /// example to print them all). Runs like [`PluginHost::on`] handlers.
+    pub fn on_any<F>(&self, handler: F)
+    where
+        F: Fn(Event) + Send + Sync + 'static,
+    {
+        self.inner
+            .any
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(handler));
     }
 
     /// Loads the plugin library at `path`: checks its declaration, injects the
@@ -500,13 +516,21 @@ impl Inner {
 
     /// Delivers one event to every subscriber and waits for all of them.
     pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
-        let subscribers = self
+        let mut subscribers: Vec<Subscriber> = self
+            .any
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|h| Subscriber::Host(Arc::clone(h)))
+            .collect();
+        if let Some(named) = self
             .subscribers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(event.name())
-            .cloned()
-            .unwrap_or_default();
+        {
+            subscribers.extend(named.iter().cloned());
+        }
         let mut report = EmitReport::new(event.name());
         let mut running = Vec::new();
         for subscriber in subscribers {

@@ -42,6 +42,7 @@ mod plugin_log;
 mod report;
 mod services;
 
+pub use declaration::{Declaration, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_sdk::Event;
 pub use host::{HostBuilder, PluginHost, PluginId, PluginInfo};

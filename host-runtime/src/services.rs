@@ -468,7 +468,7 @@ unsafe extern "C" fn host_emit(
             "event name is not UTF-8",
         )));
     };
-    let event = Event::from_json_bytes(name, payload);
+    let event = Event::from_json_bytes(name, payload).with_source(&services.name);
     let from = services.name.clone();
     FfiFuture::new(async move {
         let report = inner.dispatch(event).await;

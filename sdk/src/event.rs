@@ -21,6 +21,7 @@ use crate::PluginError;
 pub struct Event {
     name: Arc<str>,
     payload: Arc<[u8]>,
+    source: Option<Arc<str>>,
 }
 
 impl Event {
@@ -35,7 +36,20 @@ impl Event {
         Event {
             name: Arc::from(name),
             payload: payload.into(),
+            source: None,
         }
+    }
+
+    /// The same event, marked as sent by `source` (the host marks events
+    /// plugins emit with the plugin's name).
+    pub fn with_source(mut self, source: &str) -> Event {
+        self.source = Some(Arc::from(source));
+        self
+    }
+
+    /// Who sent the event: a plugin's name, or `None` for the host.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// The event's name.

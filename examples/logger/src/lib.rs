@@ -44,6 +44,7 @@ impl Plugin for LoggerPlugin {
             async move {
                 let Tick { tick } = event.json()?;
                 let seen = ticks_seen.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::info!(tick, seen, "logging activity");
                 // Some async work: flush a buffer in the background, wait a little.
                 let flushed = tokio::spawn(async move { seen * 64 }).await?;
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -1,0 +1,222 @@
+//! The `horizon` command, end to end: `check`, `run` on a plugin crate, and
+//! `run --watch` rebuilding and reloading an edited plugin while a broken
+//! edit leaves the previous build serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{fixture, fixtures_dir};
+
+const HORIZON: &str = env!("CARGO_BIN_EXE_horizon");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn horizon(args: &[&str]) -> Output {
+    Command::new(HORIZON)
+        .args(args)
+        .output()
+        .expect("run horizon")
+}
+
+#[test]
+fn check_prints_the_declaration_and_the_verdict() {
+    let ok = horizon(&["check", fixture("basic").to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("plugin: basic") && stdout.contains("loadable: yes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rustc 1.") && stdout.contains("boundary: 1 (this host: 1)"),
+        "{stdout}"
+    );
+
+    let wrong = horizon(&["check", fixture("wrong-abi").to_str().unwrap()]);
+    assert!(!wrong.status.success());
+    let stdout = String::from_utf8_lossy(&wrong.stdout);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stdout.contains("boundary: 999 (this host: 1)") && stdout.contains("loadable: no"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("error:") && stderr.contains("version 999"),
+        "{stderr}"
+    );
+
+    let not_plugin = horizon(&["check", fixture("no-sdk").to_str().unwrap()]);
+    assert!(!not_plugin.status.success());
+    assert!(String::from_utf8_lossy(&not_plugin.stderr).contains("is not a Horizon plugin"));
+
+    let usage = horizon(&["frobnicate"]);
+    assert!(!usage.status.success());
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage: horizon run"));
+}
+
+#[test]
+fn run_builds_a_plugin_crate_and_prints_its_events_and_logs() {
+    let logger = workspace().join("examples/logger");
+    let out = horizon(&[
+        "run",
+        logger.to_str().unwrap(),
+        "--seconds",
+        "2",
+        "--tick-ms",
+        "200",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Loaded logger"), "{stderr}");
+    assert!(
+        stdout.contains("[logger] logger:activity_logged"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[host] server_tick"), "{stdout}");
+    // The plugin's `tracing::info!` arrives in the host's log, with its name.
+    assert!(
+        stderr.contains("logging activity") && stderr.contains("plugin=logger"),
+        "{stderr}"
+    );
+}
+
+/// A running `horizon` whose output lines are collected as they come.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(args: &[&str], envs: &[(&str, &Path)]) -> Running {
+        let mut cmd = Command::new(HORIZON);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start horizon");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Running { child, lines }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    fn wait_for(&self, needle: &str, at_least: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.count(needle) < at_least {
+            assert!(
+                start.elapsed() < timeout,
+                "no `{needle}` (x{at_least}) within {timeout:?}; output:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn run_watch_reloads_an_edited_plugin_and_survives_a_broken_edit() {
+    // A plugin crate outside the workspace, as a plugin author has: the
+    // logger example, depending on this SDK by path.
+    let dir = fixtures_dir()
+        .join("fixture-copies")
+        .join(format!("watch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let sdk = workspace().join("sdk");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "watched"
+version = "0.0.0"
+edition = "2024"
+
+[workspace]
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+horizon-sdk = {{ path = {sdk:?} }}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+tokio = {{ version = "1", features = ["time", "sync"] }}
+tracing = "0.1"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let source = std::fs::read_to_string(workspace().join("examples/logger/src/lib.rs")).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), &source).unwrap();
+
+    // Share the workspace's target directory so dependencies are built once.
+    let target = fixtures_dir().parent().unwrap().to_owned();
+    let running = Running::start(
+        &["run", dir.to_str().unwrap(), "--watch", "--tick-ms", "100"],
+        &[("CARGO_TARGET_DIR", &target)],
+    );
+    running.wait_for("Logger active", 1, Duration::from_secs(300));
+
+    // Edit: the reloaded build's events show the change.
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        source.replace("Logger active", "Logger edited"),
+    )
+    .unwrap();
+    running.wait_for("Reloaded logger", 1, Duration::from_secs(300));
+    running.wait_for("Logger edited", 1, Duration::from_secs(30));
+
+    // A broken edit: a clear error, and the previous build keeps serving.
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        format!("{source}\nthis does not compile"),
+    )
+    .unwrap();
+    running.wait_for(
+        "keeps running its previous build",
+        1,
+        Duration::from_secs(300),
+    );
+    let served = running.count("Logger edited");
+    running.wait_for("Logger edited", served + 3, Duration::from_secs(30));
+    assert_eq!(running.count("Reloaded logger"), 1);
+}
