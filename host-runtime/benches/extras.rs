@@ -122,23 +122,24 @@ fn main() {
         host.on("bench:elapsed", move |e: Event| *sink.lock().unwrap() = Some(e.json().unwrap()));
         host.load(common::fresh_copy("bench")).await.unwrap();
         let n = scale(100_000);
-        let before = rss_kib();
-        host.emit("bench:run", &json!({ "kind": "hold", "iters": n })).await.unwrap();
-        let held = rss_kib();
-        host.emit("bench:run", &json!({ "kind": "release", "iters": 0 })).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        println!(
-            "{n} pending routed tasks: RSS +{} KiB, {:.0} bytes per task (task cell, host task, a oneshot)",
-            held.saturating_sub(before),
-            held.saturating_sub(before) as f64 * 1024.0 / n as f64
-        );
+        // Handlers first: freed task memory would be reused by the allocator
+        // and hide what handlers take.
         let before = rss_kib();
         host.emit("bench:run", &json!({ "kind": "subscribe", "iters": n })).await.unwrap();
         let subscribed = rss_kib();
         println!(
-            "{n} registered handlers: RSS +{} KiB, {:.0} bytes per handler",
+            "{n} registered handlers: RSS +{} KiB, {:.0} bytes per handler (boxed closure, host subscription)",
             subscribed.saturating_sub(before),
             subscribed.saturating_sub(before) as f64 * 1024.0 / n as f64
+        );
+        let before = rss_kib();
+        host.emit("bench:run", &json!({ "kind": "hold", "iters": n })).await.unwrap();
+        let held = rss_kib();
+        host.emit("bench:run", &json!({ "kind": "release", "iters": 0 })).await.unwrap();
+        println!(
+            "{n} pending routed tasks: RSS +{} KiB, {:.0} bytes per task (task cell, host task, registry slot, a oneshot)",
+            held.saturating_sub(before),
+            held.saturating_sub(before) as f64 * 1024.0 / n as f64
         );
         host.shutdown().await;
     });

@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fmt;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use horizon_sdk::Event;
@@ -88,6 +91,16 @@ impl Subscriber {
             Subscriber::Plugin(h) => Some(h.services.id),
         }
     }
+}
+
+/// How a plugin handler's run for one event went, or is going.
+enum HandlerRun {
+    /// The plugin is being unloaded; the handler did not run.
+    Refused,
+    /// It finished on its first poll.
+    Done(RStatus),
+    /// It runs as a task of its plugin.
+    Task(tokio::task::JoinHandle<RStatus>),
 }
 
 /// State shared by every clone of a [`PluginHost`].
@@ -547,40 +560,33 @@ impl Inner {
                     }
                 }
                 Subscriber::Plugin(handler) => {
-                    let ev = event.clone();
-                    let h = Arc::clone(&handler);
-                    let running_handler = handler.services.handler_started();
-                    let task = handler.services.spawn(async move {
-                        let _running = running_handler;
-                        // SAFETY: the handler is alive: its `drop` runs only
-                        // after every task of its plugin is gone, and this
-                        // is one. `ev` outlives the call (the plugin copies).
-                        let fut = unsafe {
-                            (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload()))
-                        };
-                        fut.await
-                    });
-                    running.push((handler, task));
+                    let outcome = self.start_handler(&handler, &event).await;
+                    running.push((handler, outcome));
                 }
             }
         }
-        for (handler, task) in running {
+        for (handler, outcome) in running {
             let services = &handler.services;
-            let kind = match task {
-                None => Some(FailureKind::Cancelled(
+            let status = match outcome {
+                HandlerRun::Refused => Err(FailureKind::Cancelled(
                     "the plugin is being unloaded".to_owned(),
                 )),
-                Some(task) => match task.await {
-                    Ok(status) if status.code == STATUS_OK => None,
-                    Ok(status) if status.code == STATUS_PANIC => {
-                        Some(FailureKind::Panicked(status.message.to_string_lossy()))
-                    }
-                    Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
+                HandlerRun::Done(status) => Ok(status),
+                HandlerRun::Task(task) => match task.await {
+                    Ok(status) => Ok(status),
                     Err(e) if e.is_panic() => {
-                        Some(FailureKind::Panicked(panic_message(&*e.into_panic())))
+                        Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
                     }
-                    Err(_) => Some(FailureKind::Cancelled("the plugin was unloaded".to_owned())),
+                    Err(_) => Err(FailureKind::Cancelled("the plugin was unloaded".to_owned())),
                 },
+            };
+            let kind = match status {
+                Ok(status) if status.code == STATUS_OK => None,
+                Ok(status) if status.code == STATUS_PANIC => {
+                    Some(FailureKind::Panicked(status.message.to_string_lossy()))
+                }
+                Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
+                Err(kind) => Some(kind),
             };
             let counts = matches!(
                 kind,
@@ -607,6 +613,67 @@ impl Inner {
             }
         }
         report
+    }
+
+    /// Starts one plugin handler for `event`.
+    ///
+    /// From a task of the runtime, the handler is polled once right here:
+    /// most handlers finish on their first poll, and then no task is needed
+    /// (a task per handler costs more than the rest of the dispatch). A
+    /// handler still pending after that poll moves into a task of its
+    /// plugin, so unload can abort it. From a plain thread, the handler runs
+    /// as a task from the start, so plugin code only runs on runtime threads.
+    /// Either way the call is registered with the plugin, so unload waits
+    /// for it before releasing the handler.
+    async fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
+        let services = &handler.services;
+        if tokio::task::try_id().is_none() {
+            let ev = event.clone();
+            let h = Arc::clone(handler);
+            let running = services.handler_started();
+            let task = services.spawn(async move {
+                let _running = running;
+                // SAFETY: the handler is alive: its `drop` runs only after
+                // every task of its plugin is gone, and this is one. `ev`
+                // outlives the call (the plugin copies what it needs).
+                let fut = unsafe {
+                    (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload()))
+                };
+                fut.await
+            });
+            return task.map_or(HandlerRun::Refused, HandlerRun::Task);
+        }
+        let Some(inline) = services.register_inline() else {
+            return HandlerRun::Refused;
+        };
+        let running = services.handler_started();
+        // SAFETY: `inline` registers this call with the plugin, so the
+        // handler is not released (nor the library closed) until it is
+        // dropped, after the future below is polled and moved or dropped.
+        let mut fut = unsafe {
+            (handler.call)(
+                handler.data,
+                RStr::new(event.name()),
+                RStr::from_bytes(event.payload()),
+            )
+        };
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+        let run = match first {
+            Poll::Ready(status) => {
+                drop(fut);
+                drop(running);
+                HandlerRun::Done(status)
+            }
+            Poll::Pending => {
+                let task = services.spawn(async move {
+                    let _running = running;
+                    fut.await
+                });
+                task.map_or(HandlerRun::Refused, HandlerRun::Task)
+            }
+        };
+        drop(inline);
+        run
     }
 
     /// Stops a plugin for good: no new tasks or events, every task aborted

@@ -205,6 +205,24 @@ impl Services {
         self.quarantined.load(Ordering::Acquire)
     }
 
+    /// Registers a call into the plugin made outside any task (a handler's
+    /// first poll), so unload waits for it; `None` once unloading.
+    pub(crate) fn register_inline(&self) -> Option<impl Drop + use<'_>> {
+        let mut reg = lock(&self.registry);
+        if reg.closed {
+            return None;
+        }
+        reg.generation += 1;
+        let generation = reg.generation;
+        let key = reg.tasks.insert((generation, None));
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Some(TaskGuard {
+            services: self,
+            key,
+            generation,
+        })
+    }
+
     /// Registers a task and spawns it with `spawn`, under one lock, so the
     /// abort handle is in the registry before the task can finish. `None`
     /// once the plugin is being unloaded.
