@@ -219,4 +219,6 @@ tracing = "0.1"
     let served = running.count("Logger edited");
     running.wait_for("Logger edited", served + 3, Duration::from_secs(30));
     assert_eq!(running.count("Reloaded logger"), 1);
+    drop(running);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Basic, current_thread, fixture, fixtures_dir, fresh_copy, multi_thread};
+use common::{Basic, current_thread, fixture, fresh_copy, multi_thread};
 use horizon_host_runtime::{FailureKind, LoadError, PluginHost, UnloadError};
 use serde_json::json;
 
@@ -50,10 +50,7 @@ fn control_plain_tokio_in_a_cdylib_has_no_reactor_but_the_sdk_works() {
 fn a_file_that_is_not_a_library_is_refused() {
     let rt = current_thread();
     let host = PluginHost::new(rt.handle().clone());
-    let path = fixtures_dir()
-        .join("fixture-copies")
-        .join("not-a-library.so");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let path = fresh_copy("basic").with_file_name("not-a-library.so");
     std::fs::write(&path, b"this is text, not ELF").unwrap();
     let err = rt.block_on(host.load(&path)).unwrap_err();
     assert!(matches!(err, LoadError::Open { .. }), "{err:?}");

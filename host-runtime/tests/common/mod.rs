@@ -101,17 +101,36 @@ pub fn fresh_copy(name: &str) -> PathBuf {
     fresh_copy_of(&fixture(name), name)
 }
 
+/// This process's directory of library copies. Copies of processes that
+/// are gone (earlier test runs) are removed on first use, so they do not
+/// pile up in the target directory.
+fn copies_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = fixtures_dir().join("fixture-copies");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let alive = name
+                    .parse::<u32>()
+                    .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if !alive {
+                    let _ = std::fs::remove_dir_all(entry.path())
+                        .or_else(|_| std::fs::remove_file(entry.path()));
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
 /// A private copy of the library at `source`, named after `name`.
 pub fn fresh_copy_of(source: &Path, name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = fixtures_dir().join("fixture-copies");
-    std::fs::create_dir_all(&dir).unwrap();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dest = dir.join(format!(
-        "{name}-{}-{n}{}",
-        std::process::id(),
-        std::env::consts::DLL_SUFFIX
-    ));
+    let dest = copies_dir().join(format!("{name}-{n}{}", std::env::consts::DLL_SUFFIX));
     std::fs::copy(source, &dest).unwrap();
     dest
 }
