@@ -93,6 +93,20 @@ impl Subscriber {
     }
 }
 
+/// Removes every subscription of plugin `id`.
+fn remove_plugin(subs: &mut HashMap<String, Arc<[Subscriber]>>, id: PluginId) {
+    for list in subs.values_mut() {
+        if list.iter().any(|s| s.plugin_id() == Some(id)) {
+            *list = list
+                .iter()
+                .filter(|s| s.plugin_id() != Some(id))
+                .cloned()
+                .collect();
+        }
+    }
+    subs.retain(|_, list| !list.is_empty());
+}
+
 /// How a plugin handler's run for one event went, or is going.
 enum HandlerRun {
     /// The plugin is being unloaded; the handler did not run.
@@ -107,7 +121,9 @@ enum HandlerRun {
 pub(crate) struct Inner {
     handle: Handle,
     plugins: Mutex<HashMap<PluginId, Arc<LoadedPlugin>>>,
-    subscribers: RwLock<HashMap<String, Vec<Subscriber>>>,
+    /// Per event name, an immutable list replaced on every change, so a
+    /// dispatch takes a snapshot by cloning one `Arc`.
+    subscribers: RwLock<HashMap<String, Arc<[Subscriber]>>>,
     /// Host handlers of every event (`on_any`).
     any: RwLock<Vec<HostHandler>>,
     next_id: AtomicU64,
@@ -497,53 +513,52 @@ impl Inner {
     }
 
     pub(crate) fn add_subscriber(&self, event: &str, subscriber: Subscriber) {
-        self.subscribers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(event.to_owned())
-            .or_default()
-            .push(subscriber);
+        self.swap_subscribers(None, vec![(event.to_owned(), subscriber)]);
     }
 
     /// Removes `old`'s subscriptions and adds `new` ones under one write lock.
     pub(crate) fn swap_subscribers(&self, old: Option<PluginId>, new: Vec<(String, Subscriber)>) {
         let mut subs = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = old {
-            for list in subs.values_mut() {
-                list.retain(|s| s.plugin_id() != Some(old));
-            }
-            subs.retain(|_, list| !list.is_empty());
+            remove_plugin(&mut subs, old);
         }
         for (event, subscriber) in new {
-            subs.entry(event).or_default().push(subscriber);
+            let list = subs.entry(event).or_default();
+            *list = list
+                .iter()
+                .cloned()
+                .chain(std::iter::once(subscriber))
+                .collect();
         }
     }
 
     pub(crate) fn remove_subscribers(&self, id: PluginId) {
-        let mut subs = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
-        for list in subs.values_mut() {
-            list.retain(|s| s.plugin_id() != Some(id));
-        }
-        subs.retain(|_, list| !list.is_empty());
+        remove_plugin(
+            &mut self.subscribers.write().unwrap_or_else(|e| e.into_inner()),
+            id,
+        );
     }
 
     /// Delivers one event to every subscriber and waits for all of them.
     pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
-        let mut subscribers: Vec<Subscriber> = self
-            .any
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|h| Subscriber::Host(Arc::clone(h)))
-            .collect();
-        if let Some(named) = self
+        let any: Vec<HostHandler> = {
+            let any = self.any.read().unwrap_or_else(|e| e.into_inner());
+            if any.is_empty() {
+                Vec::new()
+            } else {
+                any.clone()
+            }
+        };
+        let named: Option<Arc<[Subscriber]>> = self
             .subscribers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(event.name())
-        {
-            subscribers.extend(named.iter().cloned());
-        }
+            .cloned();
+        let subscribers = any
+            .into_iter()
+            .map(Subscriber::Host)
+            .chain(named.iter().flat_map(|list| list.iter().cloned()));
         let mut report = EmitReport::new(event.name());
         let mut running = Vec::new();
         for subscriber in subscribers {

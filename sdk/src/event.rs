@@ -40,6 +40,15 @@ impl Event {
         }
     }
 
+    /// An event whose name is already shared (no copy of the name).
+    pub(crate) fn from_shared(name: Arc<str>, payload: &[u8]) -> Event {
+        Event {
+            name,
+            payload: Arc::from(payload),
+            source: None,
+        }
+    }
+
     /// The same event, marked as sent by `source` (the host marks events
     /// plugins emit with the plugin's name).
     pub fn with_source(mut self, source: &str) -> Event {

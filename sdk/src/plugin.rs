@@ -3,7 +3,7 @@
 
 use std::ffi::c_void;
 use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 
 use async_ffi::FfiFuture;
 use serde::Serialize;
@@ -68,9 +68,12 @@ pub struct PluginContext {
     name: &'static str,
 }
 
-type BoxedHandler = Box<
-    dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>> + Send + Sync,
->;
+/// A registered handler: the closure and its event's name (shared by every
+/// `Event` it receives, so a call copies only the payload).
+struct Handler<F> {
+    event: Arc<str>,
+    f: F,
+}
 
 impl PluginContext {
     pub(crate) fn new(name: &'static str) -> Self {
@@ -93,11 +96,14 @@ impl PluginContext {
         Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
     {
         let api = injected::host().ok_or_else(|| no_host("on"))?;
-        let boxed: BoxedHandler = Box::new(move |event| Box::pin(handler(event)));
+        let handler = Box::new(Handler {
+            event: Arc::from(event),
+            f: handler,
+        });
         let raw = RawHandler {
-            data: Box::into_raw(Box::new(boxed)).cast_const().cast(),
-            call: call_handler,
-            drop: drop_handler,
+            data: Box::into_raw(handler).cast_const().cast(),
+            call: call_handler::<F, Fut>,
+            drop: drop_handler::<F>,
         };
         // SAFETY: `api` is the live host table; `subscribe` never unwinds and
         // takes ownership of `raw` whatever it returns.
@@ -150,20 +156,31 @@ pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) 
     }
 }
 
-unsafe extern "C" fn call_handler(
+/// Starts one call of a handler. Monomorphized per handler type, so the
+/// handler's future is stored inline in the one allocation of the
+/// `FfiFuture` that crosses back to the host.
+unsafe extern "C" fn call_handler<F, Fut>(
     data: *const c_void,
     name: RStr<'_>,
     payload: RStr<'_>,
-) -> FfiFuture<RStatus> {
+) -> FfiFuture<RStatus>
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
+{
     let started = catch(|| {
-        // SAFETY: `data` is the `Box<BoxedHandler>` made in `on`, alive until
+        // SAFETY: `data` is the `Box<Handler<F>>` made in `on`, alive until
         // `drop_handler`, which the host calls only after its last call.
-        let handler = unsafe { &*data.cast::<BoxedHandler>() };
+        let handler = unsafe { &*data.cast::<Handler<F>>() };
         // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.
         let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
-        let event = Event::from_json_bytes(&String::from_utf8_lossy(name), payload);
+        let event = if name == handler.event.as_bytes() {
+            Event::from_shared(Arc::clone(&handler.event), payload)
+        } else {
+            Event::from_json_bytes(&String::from_utf8_lossy(name), payload)
+        };
         injected::enter_private();
-        handler(event)
+        (handler.f)(event)
     });
     match started {
         Ok(fut) => FfiFuture::new(async move { result_to_status(Guarded::new(fut).await) }),
@@ -171,9 +188,9 @@ unsafe extern "C" fn call_handler(
     }
 }
 
-unsafe extern "C" fn drop_handler(data: *const c_void) {
+unsafe extern "C" fn drop_handler<F>(data: *const c_void) {
     // SAFETY: as in `call_handler`; the host calls this exactly once.
-    let handler = unsafe { Box::from_raw(data.cast_mut().cast::<BoxedHandler>()) };
+    let handler = unsafe { Box::from_raw(data.cast_mut().cast::<Handler<F>>()) };
     injected::enter_private();
     let _ = catch(move || drop(handler));
 }
