@@ -304,12 +304,7 @@ async fn run(options: RunOptions) -> ExitCode {
         };
         match loaded {
             Ok(id) => {
-                let name = host
-                    .plugins()
-                    .into_iter()
-                    .find(|p| p.id == id)
-                    .map(|p| p.name)
-                    .unwrap_or_default();
+                let name = plugin_name(&host, id);
                 status(
                     "Loaded",
                     format!("{name} ({id}) from {}", target.library.display()),
@@ -359,6 +354,15 @@ async fn run(options: RunOptions) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The name of a loaded plugin (empty if it is gone).
+fn plugin_name(host: &PluginHost, id: PluginId) -> String {
+    host.plugins()
+        .into_iter()
+        .find(|p| p.id == id)
+        .map(|p| p.name)
+        .unwrap_or_default()
+}
+
 async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
     let (Some(dir), Some(id)) = (target.crate_dir.clone(), target.id) else {
         return;
@@ -373,12 +377,7 @@ async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);
-    let name = host
-        .plugins()
-        .into_iter()
-        .find(|p| p.id == id)
-        .map(|p| p.name)
-        .unwrap_or_default();
+    let name = plugin_name(host, id);
     let library = match built.and_then(|library| fresh_copy(&library).map(|copy| (library, copy))) {
         Ok(pair) => pair,
         Err(e) => {
