@@ -28,6 +28,13 @@ pub struct Declaration {
 /// any of its functions (the dynamic loader still runs its initializers).
 /// `Ok` when this host would load it; otherwise the [`LoadError`] that
 /// `load` would give, with what could be read.
+///
+/// # Examples
+/// ```
+/// let (declaration, verdict) = horizon_host_runtime::inspect("/no/such/libplugin.so");
+/// assert!(declaration.name.is_none());
+/// assert!(verdict.unwrap_err().to_string().contains("could not open"));
+/// ```
 pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
     let path = path.as_ref();
     let mut found = Declaration {

@@ -239,6 +239,20 @@ impl PluginHost {
     }
 
     /// Configures a host: unload deadline, quarantine policy.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use horizon_host_runtime::PluginHost;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::builder(tokio::runtime::Handle::current())
+    ///     .unload_timeout(Duration::from_secs(2))
+    ///     .quarantine_after(5)
+    ///     .build();
+    /// assert!(host.plugins().is_empty());
+    /// # }
+    /// ```
     pub fn builder(handle: Handle) -> HostBuilder {
         HostBuilder {
             handle,
@@ -249,6 +263,23 @@ impl PluginHost {
 
     /// Registers a host handler for events named `event`. It runs on the task
     /// that emits the event; a panic in it is caught and reported.
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_host_runtime::{Event, FailureKind, PluginHost};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::new(tokio::runtime::Handle::current());
+    /// host.on("score", |event: Event| assert_eq!(event.json::<u32>().unwrap(), 7));
+    /// host.on("boom", |_| panic!("host handler failed"));
+    ///
+    /// let report = host.emit("score", &7u32).await.unwrap();
+    /// assert_eq!((report.delivered, report.is_ok()), (1, true));
+    ///
+    /// let report = host.emit("boom", &()).await.unwrap();
+    /// assert!(matches!(&report.failures[0].kind, FailureKind::Panicked(m) if m.contains("failed")));
+    /// # }
+    /// ```
     pub fn on<F>(&self, event: &str, handler: F)
     where
         F: Fn(Event) + Send + Sync + 'static,
@@ -259,6 +290,23 @@ impl PluginHost {
 
     /// Registers a host handler for every event, whatever its name (for
     /// example to print them all). Runs like [`PluginHost::on`] handlers.
+    /// [`Event::source`] says which plugin sent an event.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use horizon_host_runtime::{Event, PluginHost};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::new(tokio::runtime::Handle::current());
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// host.on_any(move |event: Event| log.lock().unwrap().push(event.name().to_owned()));
+    /// host.emit("a", &1).await.unwrap();
+    /// host.emit("b", &2).await.unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
+    /// # }
+    /// ```
     pub fn on_any<F>(&self, handler: F)
     where
         F: Fn(Event) + Send + Sync + 'static,
@@ -275,6 +323,17 @@ impl PluginHost {
     ///
     /// # Errors
     /// See [`LoadError`]; the host is unaffected by a failed load.
+    ///
+    /// ```
+    /// use horizon_host_runtime::{LoadError, PluginHost};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::new(tokio::runtime::Handle::current());
+    /// let err = host.load("/no/such/libplugin.so").await.unwrap_err();
+    /// assert!(matches!(err, LoadError::Open { .. }));
+    /// assert!(err.to_string().contains("/no/such/libplugin.so"));
+    /// # }
+    /// ```
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<PluginId, LoadError> {
         let plugin = self.load_inactive(path.as_ref()).await?;
         let id = plugin.info.id;

@@ -85,11 +85,42 @@ impl PluginContext {
         self.name
     }
 
-    /// Registers an async handler for events named `event`. Each event runs
-    /// the handler as a task on the host's runtime.
+    /// Registers an async handler for events named `event`. The host runs it
+    /// on its runtime for every such event; a handler still pending after
+    /// its first poll continues as a task of the plugin.
     ///
     /// # Errors
     /// When no host is attached or the host refuses the subscription.
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_sdk::prelude::*;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Join {
+    ///     player: String,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// pub struct Lobby;
+    ///
+    /// #[horizon_plugin]
+    /// impl Plugin for Lobby {
+    ///     const NAME: &'static str = "lobby";
+    ///
+    ///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+    ///         let out = ctx.clone();
+    ///         ctx.on("player:join", move |event: Event| {
+    ///             let out = out.clone();
+    ///             async move {
+    ///                 let join: Join = event.json()?;
+    ///                 out.emit("lobby:welcome", &format!("welcome, {}", join.player)).await
+    ///             }
+    ///         })
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     pub fn on<F, Fut>(&self, event: &str, handler: F) -> Result<(), PluginError>
     where
         F: Fn(Event) -> Fut + Send + Sync + 'static,
