@@ -1,5 +1,6 @@
 //! [`PluginHost`]: loads plugins, dispatches events, unloads.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fmt;
@@ -105,6 +106,14 @@ fn remove_plugin(subs: &mut HashMap<String, Arc<[Subscriber]>>, id: PluginId) {
         }
     }
     subs.retain(|_, list| !list.is_empty());
+}
+
+/// How many handler polls may nest inline on one thread (see `start_handler`).
+const MAX_INLINE_DEPTH: u32 = 16;
+
+thread_local! {
+    /// Handler polls nested inline on this thread right now.
+    static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
 /// How a plugin handler's run for one event went, or is going.
@@ -701,7 +710,11 @@ impl Inner {
     /// for it before releasing the handler.
     async fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
         let services = &handler.services;
-        if tokio::task::try_id().is_none() {
+        // A handler that emits polls the next handlers inline too; past a
+        // bounded depth (a chain, or a cycle, of events) handlers run as
+        // tasks instead, so a plugin cannot overflow the emitter's stack.
+        let depth = INLINE_DEPTH.with(Cell::get);
+        if tokio::task::try_id().is_none() || depth >= MAX_INLINE_DEPTH {
             let ev = event.clone();
             let h = Arc::clone(handler);
             let running = services.handler_started();
@@ -731,7 +744,13 @@ impl Inner {
                 RStr::from_bytes(event.payload()),
             )
         };
-        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+        let first = std::future::poll_fn(|cx| {
+            INLINE_DEPTH.with(|d| d.set(depth + 1));
+            let polled = Pin::new(&mut fut).poll(cx);
+            INLINE_DEPTH.with(|d| d.set(depth));
+            Poll::Ready(polled)
+        })
+        .await;
         let run = match first {
             Poll::Ready(status) => {
                 drop(fut);

@@ -289,6 +289,9 @@ pub async fn all_scenarios(basic: &Basic) {
         basic.run("drop_panic", 0).await,
         json!({ "is_cancelled": true })
     );
+    // A chain of 2,000 events, each emitted by the previous one's handler:
+    // handlers nest inline only to a bounded depth, so no stack overflows.
+    assert_eq!(basic.run("chain", 2000).await, json!("bottom"));
     // A plugin-made waker that panics when the host or the SDK wakes it.
     assert_eq!(
         basic.run("custom_waker", 0).await,
