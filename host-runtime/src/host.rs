@@ -147,7 +147,29 @@ struct LoadedPlugin {
     /// The table handed to the plugin at `init`; must outlive its `shutdown`.
     api: ApiBox,
     decl: DeclFns,
+    /// `None` once closed by `teardown` (or deliberately leaked).
     library: Mutex<Option<Library>>,
+}
+
+impl Drop for LoadedPlugin {
+    /// A plugin dropped without `unload` (its host dropped without
+    /// `shutdown`) may still have tasks on the runtime, which call into its
+    /// code and into the host state: keep both alive for good rather than
+    /// unmap code or free memory under them.
+    fn drop(&mut self) {
+        if let Some(library) = lock(&self.library).take() {
+            tracing::warn!(
+                plugin = %self.info.name,
+                "plugin host dropped without `shutdown`: the plugin stays loaded (leaked) because its tasks may still run"
+            );
+            std::mem::forget(library);
+            std::mem::forget(Arc::clone(&self.services));
+            std::mem::forget(std::mem::replace(
+                &mut self.api.0,
+                Box::new(self.services.api()),
+            ));
+        }
+    }
 }
 
 /// The declaration's entry points, copied out after the header check.

@@ -181,3 +181,25 @@ fn a_plugin_whose_handlers_keep_failing_is_quarantined() {
         host.shutdown().await;
     });
 }
+
+#[test]
+fn dropping_the_host_without_shutdown_leaks_plugins_instead_of_crashing() {
+    for rt in [multi_thread(), current_thread()] {
+        rt.block_on(async {
+            let host = PluginHost::new(tokio::runtime::Handle::current());
+            let ticks = count_ticks(&host);
+            let basic = Basic::load(host.clone()).await;
+            basic.run("ticker", 0).await;
+            basic.run("abort", 0).await;
+            drop(basic);
+            drop(host);
+            // The plugin's ticker task keeps running on the runtime, calling
+            // into a host that is gone: its emits fail, nothing crashes.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(ticks.load(Ordering::SeqCst) > 0);
+        });
+        // Dropping the runtime drops the plugin's remaining tasks: plugin
+        // code runs one last time, in a library that is still mapped.
+        drop(rt);
+    }
+}
