@@ -35,6 +35,22 @@ pub mod runtime {
     /// `#[horizon_plugin]` impl is rewritten to. It offers `spawn` and
     /// `spawn_blocking`; it cannot `block_on` (that would block a host
     /// worker thread) and cannot be `enter`ed.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use horizon_sdk::rt::runtime::Handle;
+    /// let handle = Handle::current();
+    /// let a = handle.spawn(async { 20 });
+    /// let b = handle.spawn_blocking(|| 22);
+    /// assert_eq!(a.await.unwrap() + b.await.unwrap(), 42);
+    /// # }
+    /// ```
+    ///
+    /// Outside a host and a runtime, `try_current` says so:
+    /// ```
+    /// assert!(horizon_sdk::rt::runtime::Handle::try_current().is_err());
+    /// ```
     #[derive(Clone, Copy)]
     pub struct Handle {
         _private: (),

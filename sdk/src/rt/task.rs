@@ -329,6 +329,23 @@ pub async fn yield_now() {
 /// An owned permission to await a spawned task, like `tokio::task::JoinHandle`.
 ///
 /// Dropping it detaches the task, which keeps running (until the plugin is unloaded).
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use horizon_sdk::rt::{self, time::Duration};
+///
+/// let slow = rt::spawn(rt::sleep(Duration::from_secs(60)));
+/// slow.abort();
+/// let err = slow.await.unwrap_err();
+/// assert!(err.is_cancelled());
+///
+/// let quick = rt::spawn(async { 1 });
+/// rt::sleep(Duration::from_millis(5)).await;
+/// assert!(quick.is_finished());
+/// assert_eq!(quick.await.unwrap(), 1);
+/// # }
+/// ```
 pub struct JoinHandle<T>(Repr<T>);
 
 enum Repr<T> {
@@ -393,6 +410,15 @@ impl<T> fmt::Debug for JoinHandle<T> {
 }
 
 /// Why a task did not produce its output, like `tokio::task::JoinError`.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let err = horizon_sdk::rt::spawn(async { panic!("boom") }).await.unwrap_err();
+/// assert!(err.is_panic());
+/// assert_eq!(err.panic_message(), Some("boom"));
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum JoinError {
     /// The task was aborted, or dropped because its plugin was unloaded.

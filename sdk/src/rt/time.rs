@@ -32,7 +32,18 @@ pub fn sleep(duration: Duration) -> Sleep {
     sleep_until(Instant::now() + duration)
 }
 
-/// Waits until `deadline`, on the host's timer.
+/// Waits until `deadline`, on the host's timer. A deadline that has passed
+/// completes at once, without crossing to the host.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use horizon_sdk::rt::time::{sleep_until, Duration, Instant};
+/// let deadline = Instant::now() + Duration::from_millis(3);
+/// sleep_until(deadline).await;
+/// assert!(Instant::now() >= deadline);
+/// # }
+/// ```
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
@@ -66,6 +77,15 @@ impl Sleep {
     }
 
     /// Moves the deadline, like `tokio::time::Sleep::reset`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use horizon_sdk::rt::time::{sleep, Duration, Instant};
+    /// let mut s = Box::pin(sleep(Duration::from_secs(60)));
+    /// s.as_mut().reset(Instant::now());
+    /// s.await; // at once
+    /// # }
+    /// ```
     pub fn reset(self: Pin<&mut Self>, deadline: Instant) {
         let this = self.get_mut();
         this.deadline = deadline;
@@ -162,6 +182,15 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 }
 
 /// Requires `future` to complete before `deadline`.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use horizon_sdk::rt::time::{timeout_at, Duration, Instant};
+/// let deadline = Instant::now() + Duration::from_secs(1);
+/// assert_eq!(timeout_at(deadline, async { "done" }).await, Ok("done"));
+/// # }
+/// ```
 pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
     Timeout {
         value: future,
@@ -235,6 +264,17 @@ pub fn interval(period: Duration) -> Interval {
 ///
 /// # Panics
 /// If `period` is zero.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use horizon_sdk::rt::time::{interval_at, Duration, Instant, MissedTickBehavior};
+/// let start = Instant::now() + Duration::from_millis(2);
+/// let mut ticks = interval_at(start, Duration::from_millis(2));
+/// ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+/// assert_eq!(ticks.tick().await, start);
+/// # }
+/// ```
 #[track_caller]
 pub fn interval_at(start: Instant, period: Duration) -> Interval {
     assert!(period > Duration::ZERO, "`period` must be non-zero.");
