@@ -62,6 +62,9 @@ pub(crate) const HANDLE_STORAGE: &str = "a runtime handle stored in a `thread_lo
 pub(crate) const BLOCK_ON: &str = "`futures::executor::block_on` blocks a host worker thread until the future completes; \
      `.await` the future instead";
 
+pub(crate) const METHOD_BLOCK_ON: &str = "`block_on` inside a plugin blocks the host worker thread that runs this code (and a runtime handle from \
+     another copy of tokio is undefined behaviour to use); `.await` the future instead";
+
 pub(crate) const TOKIO_GLOB: &str = "`use tokio::*` would hide `tokio::spawn` and friends from the attribute; \
      import the items by name (`use tokio::time::sleep;`)";
 

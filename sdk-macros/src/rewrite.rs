@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use proc_macro2::{Group, Ident, Spacing, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote_spanned};
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Block, ImplItemFn, Item, ItemUse, Macro, Path, PathSegment, Stmt, UseTree};
+use syn::{
+    Attribute, Block, Expr, ImplItemFn, Item, ItemUse, Macro, Path, PathSegment, Stmt, UseTree,
+};
 
 use crate::paths::{self, Class};
 
@@ -379,6 +381,28 @@ impl VisitMut for Rewriter {
     fn visit_path_mut(&mut self, path: &mut Path) {
         visit_mut::visit_path_mut(self, path);
         self.route_path(path);
+    }
+
+    fn visit_expr_mut(&mut self, expr: &mut Expr) {
+        // `x.block_on(fut)` blocks the host worker that polls this code,
+        // whatever `x` is (the SDK's handle, a `tokio::runtime::Handle`
+        // obtained some other way, an executor). The call is replaced by one
+        // of the same type that never runs, so this error is the only one.
+        if let Expr::MethodCall(call) = expr {
+            if call.method == "block_on" && call.args.len() == 1 {
+                self.errors.push(syn::Error::new_spanned(
+                    &call.method,
+                    paths::METHOD_BLOCK_ON,
+                ));
+                let span = call.method.span();
+                let (receiver, future) = (&call.receiver, &call.args[0]);
+                *expr = syn::parse_quote_spanned!(span=>
+                    ::horizon_sdk::__private::refused_block_on(&#receiver, #future)
+                );
+                return;
+            }
+        }
+        visit_mut::visit_expr_mut(self, expr);
     }
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {

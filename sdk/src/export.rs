@@ -19,6 +19,13 @@ use crate::plugin::result_to_status;
 use crate::rt::injected::{self, Guarded, Injected, catch};
 use crate::{Plugin, PluginContext, PluginError};
 
+/// What `#[horizon_plugin]` replaces a refused `x.block_on(fut)` call with,
+/// after reporting the error: the call's type, so no other error follows.
+/// Never runs (the crate does not compile).
+pub fn refused_block_on<R: ?Sized, F: Future>(_receiver: &R, _future: F) -> F::Output {
+    unreachable!("`block_on` is refused by `#[horizon_plugin]`")
+}
+
 /// Re-exported so that generated code needs no dependency of the plugin crate.
 pub use tokio;
 

@@ -70,7 +70,7 @@ pub use event::Event;
 ///    host worker: `Runtime::new`, `runtime::Builder`, `#[tokio::main]` and
 ///    `#[tokio::test]` on plugin methods, `tokio::task::block_in_place`,
 ///    `spawn_local`, `LocalSet`, `futures::executor::block_on`,
-///    `Handle::block_on`, `Handle::enter`, and a runtime handle stored in a
+///    `.block_on(..)` on any receiver, `Handle::enter`, and a runtime handle stored in a
 ///    `thread_local!` or `static`;
 /// 3. emits the exported declaration the host looks up.
 ///
