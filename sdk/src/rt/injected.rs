@@ -168,8 +168,10 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let msg = panic_message(&*payload);
-        if catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
-            // A payload whose drop panics twice is leaked rather than aborting.
+        if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            // The payload's drop panicked; that panic's payload is leaked
+            // rather than dropped, since its drop could panic again.
+            std::mem::forget(second);
         }
         msg
     })
