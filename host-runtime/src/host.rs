@@ -122,8 +122,8 @@ enum HandlerRun {
     Refused,
     /// It finished on its first poll.
     Done(RStatus),
-    /// It runs as a task of its plugin.
-    Task(tokio::task::JoinHandle<RStatus>),
+    /// It runs as a task of its plugin (`None`: cancelled by unload).
+    Task(tokio::task::JoinHandle<Option<RStatus>>),
 }
 
 /// State shared by every clone of a [`PluginHost`].
@@ -568,13 +568,13 @@ async fn run_lifecycle(
         None => task.await,
     };
     match joined {
-        Ok(status) if status.code == STATUS_OK => Ok(()),
-        Ok(status) => Err((
+        Ok(Some(status)) if status.code == STATUS_OK => Ok(()),
+        Ok(Some(status)) => Err((
             status.message.to_string_lossy(),
             status.code == STATUS_PANIC,
         )),
         Err(e) if e.is_panic() => Err((panic_message(&*e.into_panic()), true)),
-        Err(_) => Err(("cancelled".to_owned(), false)),
+        Ok(None) | Err(_) => Err(("cancelled".to_owned(), false)),
     }
 }
 
@@ -678,11 +678,13 @@ impl Inner {
                 )),
                 HandlerRun::Done(status) => Ok(status),
                 HandlerRun::Task(task) => match task.await {
-                    Ok(status) => Ok(status),
+                    Ok(Some(status)) => Ok(status),
                     Err(e) if e.is_panic() => {
                         Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
                     }
-                    Err(_) => Err(FailureKind::Cancelled("the plugin was unloaded".to_owned())),
+                    Ok(None) | Err(_) => {
+                        Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
+                    }
                 },
             };
             let kind = match status {
@@ -755,7 +757,6 @@ impl Inner {
         let Some(inline) = services.register_inline() else {
             return HandlerRun::Refused;
         };
-        let running = services.handler_started();
         // SAFETY: `inline` registers this call with the plugin, so the
         // handler is not released (nor the library closed) until it is
         // dropped, after the future below is polled and moved or dropped.
@@ -776,10 +777,10 @@ impl Inner {
         let run = match first {
             Poll::Ready(status) => {
                 drop(fut);
-                drop(running);
                 HandlerRun::Done(status)
             }
             Poll::Pending => {
+                let running = services.handler_started();
                 let task = services.spawn(async move {
                     let _running = running;
                     fut.await

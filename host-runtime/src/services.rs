@@ -7,22 +7,23 @@
 //! including threads outside the runtime, and reports failure in its return
 //! value.
 
-use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use horizon_sdk::Event;
 use horizon_sdk::abi::{
-    ABI_VERSION, BlockingJob, FfiFuture, HostApi, RStatus, RStr, RawFuture, RawHandler, RawTask,
+    ABI_VERSION, BlockingJob, FfiFuture, HostApi, RStatus, RStr, RawFuture, RawHandler,
 };
-use slab::Slab;
+use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::host::{Inner, PluginId, Subscriber};
 use crate::plugin_log;
@@ -50,18 +51,24 @@ pub(crate) struct Services {
     pub(crate) handle: Handle,
     pub(crate) id: PluginId,
     pub(crate) name: String,
-    registry: Mutex<Registry>,
-    /// Tasks whose future has not been dropped yet.
-    live: AtomicUsize,
+    /// Once set, no task or subscription is accepted and every task drops
+    /// its future at its next poll. Set under `parked`'s lock.
+    closed: AtomicBool,
+    /// The wakers of this plugin's tasks that are waiting (returned
+    /// `Pending`), by task key, so that unload can wake them to drop. Also
+    /// the lock that orders subscriptions against `close`.
+    parked: Mutex<FxHashMap<usize, Waker>>,
+    /// Low 32 bits: tasks and inline calls whose plugin future is alive
+    /// ([`LIVE`]); high 32 bits: handler invocations running ([`HANDLER`]).
+    counts: AtomicU64,
+    /// Notified when the last live task goes, once `closed`.
     drained: Notify,
     /// Handlers the plugin registered; their `drop` is called at unload, once
     /// no task of the plugin is left.
     handlers: Mutex<Vec<RawHandler>>,
     /// Until `activate`, subscriptions wait here instead of receiving events
-    /// (so a reload can swap old and new in one step). Guarded by `registry`'s lock order.
+    /// (so a reload can swap old and new in one step). Taken under `parked`'s lock.
     pending: Mutex<Option<Vec<(String, Subscriber)>>>,
-    /// Handler invocations running now.
-    handlers_running: AtomicUsize,
     consecutive_failures: AtomicU32,
     quarantined: AtomicBool,
 }
@@ -71,7 +78,22 @@ pub(crate) struct HandlerRunning(Arc<Services>);
 
 impl Drop for HandlerRunning {
     fn drop(&mut self) {
-        self.0.handlers_running.fetch_sub(1, Ordering::AcqRel);
+        self.0.leave(HANDLER);
+    }
+}
+
+/// One unit of [`Services::counts`] for a live task or inline call.
+const LIVE: u64 = 1;
+/// One unit of [`Services::counts`] for a running handler invocation.
+const HANDLER: u64 = 1 << 32;
+
+/// A handler's first poll, made by the emitter outside any task: counted as
+/// live (so unload waits for it) and as a running handler.
+pub(crate) struct InlineCall<'a>(&'a Services);
+
+impl Drop for InlineCall<'_> {
+    fn drop(&mut self) {
+        self.0.leave(LIVE | HANDLER);
     }
 }
 
@@ -81,67 +103,123 @@ unsafe impl Send for Services {}
 // SAFETY: as above.
 unsafe impl Sync for Services {}
 
-/// The tasks of one plugin, so that unload can abort them all.
-///
-/// A slab rather than a map: a task's key is reserved before it is spawned
-/// and its abort handle filled in after, and the generation tells a late
-/// fill-in from a reused key (the task may finish, and its key be reused by
-/// another spawn, before the first fill-in runs).
-#[derive(Default)]
-struct Registry {
-    closed: bool,
-    generation: u64,
-    tasks: Slab<(u64, Option<AbortHandle>)>,
-}
+/// Keeps a plugin's `Services` counted as in use by a blocking job.
+struct LiveGuard(*const Services);
 
-/// Removes a task from its plugin's registry when its future is dropped
-/// (completed or aborted).
-struct TaskGuard {
-    services: *const Services,
-    key: usize,
-    generation: u64,
-}
+// SAFETY: `Services` is `Sync`, and outlives every task (see `PluginTask`).
+unsafe impl Send for LiveGuard {}
 
-// SAFETY: `Services` is `Sync`, and outlives every task (see `services`).
-unsafe impl Send for TaskGuard {}
-
-impl TaskGuard {
-    fn services(&self) -> &Services {
-        // SAFETY: `Services` outlives every task of its plugin: `teardown`
-        // waits until no task is left before the `Services` can be dropped,
-        // and leaks it when tasks do not stop.
-        unsafe { &*self.services }
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        // SAFETY: as for `PluginTask::services`.
+        unsafe { &*self.0 }.leave(LIVE);
     }
 }
 
-thread_local! {
-    /// The `Services` this thread is spawning a task for, under its registry
-    /// lock (0: none), and the guards of that plugin dropped meanwhile.
+pin_project_lite::pin_project! {
+    /// A task of a plugin as the host's runtime runs it: the plugin's future
+    /// (or a host future calling into the plugin) plus what unload needs.
     ///
-    /// `spawn` drops the new task's future at once when the runtime is
-    /// shutting down; its guard must then not take the lock this thread
-    /// holds, so it leaves its key here for `spawn_registered` to remove.
-    static SPAWNING: Cell<usize> = const { Cell::new(0) };
-    static DROPPED_WHILE_SPAWNING: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Spawning takes no lock: a task is counted in [`Services::counts`] (one
+    /// atomic), and only a task that returns `Pending` registers its waker in
+    /// [`Services::parked`] (most tasks finish on their first poll and never
+    /// do). Before each poll it checks `closed` and its `cancelled` flag, so
+    /// unload (which sets `closed`, then wakes every parked task) and
+    /// `JoinHandle::abort` (which sets the flag, then wakes the task if
+    /// parked) make it drop its future. A task registers under the `parked`
+    /// lock and checks both flags again there, so an abort or unload that
+    /// looked for it a moment before it registered is not missed.
+    ///
+    /// The output is `None` when the task was cancelled this way.
+    pub(crate) struct PluginTask<F> {
+        #[pin]
+        fut: Option<F>,
+        services: *const Services,
+        // The plugin's `RawFuture::cancelled` (null for host futures).
+        cancelled: *const AtomicBool,
+        // Key in `parked`: the plugin's `RawFuture::data`, or this task's
+        // address for host futures (0 until registered).
+        key: usize,
+        parked: bool,
+    }
+
+    impl<F> PinnedDrop for PluginTask<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Plugin code: before the task stops counting as live.
+            this.fut.set(None);
+            // SAFETY: see `PluginTask::services`.
+            let services = unsafe { &**this.services };
+            if *this.parked {
+                let waker = lock(&services.parked).remove(this.key);
+                drop(waker);
+            }
+            services.leave(LIVE);
+        }
+    }
 }
 
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        let services = self.services();
-        if SPAWNING.with(Cell::get) == self.services as usize {
-            DROPPED_WHILE_SPAWNING.with(|d| d.borrow_mut().push((self.key, self.generation)));
-        } else {
-            let mut reg = lock(&services.registry);
-            if reg
-                .tasks
-                .get(self.key)
-                .is_some_and(|(g, _)| *g == self.generation)
-            {
-                reg.tasks.remove(self.key);
-            }
+// SAFETY: `services` is `Sync`; `cancelled` points to an atomic in the
+// plugin's task cell; `F: Send` moves the future.
+unsafe impl<F: Send> Send for PluginTask<F> {}
+
+impl<F> PluginTask<F> {
+    /// Counts a new task of `services` as live.
+    fn new(services: &Services, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
+        services.counts.fetch_add(LIVE, Ordering::SeqCst);
+        PluginTask {
+            fut: Some(fut),
+            services,
+            cancelled,
+            key,
+            parked: false,
         }
-        if services.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            services.drained.notify_waiters();
+    }
+}
+
+impl<F: Future> Future for PluginTask<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let address = std::ptr::from_ref::<Self>(&self) as usize;
+        let mut this = self.project();
+        // SAFETY: `Services` outlives every task of its plugin: `teardown`
+        // waits until no task is live before the `Services` can be dropped,
+        // and leaks it when tasks do not stop.
+        let services = unsafe { &**this.services };
+        let cancelled = *this.cancelled;
+        // SAFETY: `cancelled` is in the plugin's task cell, alive while the
+        // plugin's `RawFuture` (our `fut`) is; read only while `fut` is `Some`.
+        let is_cancelled = || !cancelled.is_null() && unsafe { &*cancelled }.load(Ordering::SeqCst);
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        if services.closed.load(Ordering::Acquire) || is_cancelled() {
+            this.fut.set(None);
+            return Poll::Ready(None);
+        }
+        match fut.poll(cx) {
+            Poll::Ready(out) => {
+                this.fut.set(None);
+                Poll::Ready(Some(out))
+            }
+            Poll::Pending if *this.parked => Poll::Pending,
+            Poll::Pending => {
+                if *this.key == 0 {
+                    *this.key = address;
+                }
+                let mut parked = lock(&services.parked);
+                if services.closed.load(Ordering::Relaxed) || is_cancelled() {
+                    drop(parked);
+                    this.fut.set(None);
+                    return Poll::Ready(None);
+                }
+                // The waker of a tokio task's root future is that task's, the
+                // same at every poll: registering it once is enough.
+                parked.insert(*this.key, cx.waker().clone());
+                *this.parked = true;
+                Poll::Pending
+            }
         }
     }
 }
@@ -153,12 +231,12 @@ impl Services {
             handle,
             id,
             name,
-            registry: Mutex::new(Registry::default()),
-            live: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            parked: Mutex::new(FxHashMap::default()),
+            counts: AtomicU64::new(0),
             drained: Notify::new(),
             handlers: Mutex::new(Vec::new()),
             pending: Mutex::new(Some(Vec::new())),
-            handlers_running: AtomicUsize::new(0),
             consecutive_failures: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
         }
@@ -169,20 +247,38 @@ impl Services {
     /// (under the subscribers' write lock), so every event goes to exactly
     /// one of the two.
     pub(crate) fn activate(&self, inner: &Inner, replacing: Option<PluginId>) {
-        let _reg = lock(&self.registry);
+        let _order = lock(&self.parked);
         let pending = lock(&self.pending).take().unwrap_or_default();
         inner.swap_subscribers(replacing, pending);
     }
 
     pub(crate) fn handler_started(self: &Arc<Self>) -> HandlerRunning {
-        self.handlers_running.fetch_add(1, Ordering::AcqRel);
+        self.counts.fetch_add(HANDLER, Ordering::AcqRel);
         HandlerRunning(Arc::clone(self))
+    }
+
+    /// Tasks and inline calls whose plugin future is alive.
+    fn live(&self) -> u64 {
+        self.counts.load(Ordering::SeqCst) & (HANDLER - 1)
+    }
+
+    /// Takes `amount` off [`Services::counts`]; wakes `abort_all` when the
+    /// last live task goes after `close`.
+    fn leave(&self, amount: u64) {
+        let before = self.counts.fetch_sub(amount, Ordering::SeqCst);
+        let live = amount & (HANDLER - 1);
+        // `close` stores `closed` before `abort_all` reads the count (both
+        // SeqCst): either this sees `closed`, or `abort_all` sees the count
+        // already without this task.
+        if live != 0 && (before & (HANDLER - 1)) == live && self.closed.load(Ordering::SeqCst) {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Waits until no handler invocation of this plugin runs, or `deadline`.
     pub(crate) async fn wait_handlers_idle(&self, deadline: Duration) {
         let wait = async {
-            while self.handlers_running.load(Ordering::Acquire) > 0 {
+            while self.counts.load(Ordering::Acquire) >= HANDLER {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
@@ -205,153 +301,114 @@ impl Services {
         self.quarantined.load(Ordering::Acquire)
     }
 
-    /// Registers a call into the plugin made outside any task (a handler's
+    /// Counts a call into the plugin made outside any task (a handler's
     /// first poll), so unload waits for it; `None` once unloading.
-    pub(crate) fn register_inline(&self) -> Option<impl Drop + use<'_>> {
-        let mut reg = lock(&self.registry);
-        if reg.closed {
-            return None;
-        }
-        reg.generation += 1;
-        let generation = reg.generation;
-        let key = reg.tasks.insert((generation, None));
-        self.live.fetch_add(1, Ordering::AcqRel);
-        Some(TaskGuard {
-            services: self,
-            key,
-            generation,
-        })
-    }
-
-    /// Registers a task and spawns it with `spawn`, under one lock, so the
-    /// abort handle is in the registry before the task can finish. `None`
-    /// once the plugin is being unloaded.
-    fn spawn_registered<T>(
-        &self,
-        spawn: impl FnOnce(TaskGuard) -> (AbortHandle, T),
-    ) -> Option<(RawTask, T)> {
-        let mut reg = lock(&self.registry);
-        if reg.closed {
-            return None;
-        }
-        reg.generation += 1;
-        let generation = reg.generation;
-        let key = reg.tasks.vacant_key();
-        self.live.fetch_add(1, Ordering::AcqRel);
-        let guard = TaskGuard {
-            services: self,
-            key,
-            generation,
-        };
-        SPAWNING.with(|s| s.set(std::ptr::from_ref(self) as usize));
-        let spawned = catch_unwind(AssertUnwindSafe(|| spawn(guard)));
-        SPAWNING.with(|s| s.set(0));
-        let dropped = DROPPED_WHILE_SPAWNING.with(|d| std::mem::take(&mut *d.borrow_mut()));
-        let (abort, out) = match spawned {
-            Ok(spawned) => spawned,
-            Err(payload) => std::panic::resume_unwind(payload),
-        };
-        if !dropped.contains(&(key, generation)) {
-            let inserted = reg.tasks.insert((generation, Some(abort)));
-            debug_assert_eq!(inserted, key);
-        }
-        Some((
-            RawTask {
-                key: key as u64,
-                generation,
-            },
-            out,
-        ))
+    pub(crate) fn register_inline(&self) -> Option<InlineCall<'_>> {
+        self.counts.fetch_add(LIVE | HANDLER, Ordering::SeqCst);
+        let call = InlineCall(self);
+        // After counting (both SeqCst, see `leave`): either unload's
+        // `abort_all` sees this call, or this sees `closed`.
+        (!self.closed.load(Ordering::SeqCst)).then_some(call)
     }
 
     /// Spawns a future on the host runtime as a task of this plugin, or
-    /// `None` once the plugin is being unloaded.
-    pub(crate) fn spawn<F>(&self, fut: F) -> Option<JoinHandle<F::Output>>
+    /// `None` once the plugin is being unloaded. The task's output is `None`
+    /// if unload cancelled it.
+    pub(crate) fn spawn<F>(&self, fut: F) -> Option<JoinHandle<Option<F::Output>>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (_, handle) = self.spawn_registered(|guard| {
-            let handle = self.handle.spawn(async move {
-                let _guard = guard;
-                fut.await
-            });
-            (handle.abort_handle(), handle)
-        })?;
-        Some(handle)
+        self.spawn_task(PluginTask::new(self, fut, 0, std::ptr::null()))
+    }
+
+    fn spawn_task<F>(&self, task: PluginTask<F>) -> Option<JoinHandle<Option<F::Output>>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        // After `PluginTask::new` counted it (see `register_inline`). A task
+        // spawned while `close` runs is still counted, and drops its future
+        // at its first poll.
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(self.handle.spawn(task))
     }
 
     /// Runs a plugin future as a detached task of this plugin; the plugin
-    /// keeps its join state. Returns how to abort it.
-    fn spawn_raw(&self, fut: RawFuture) -> RawTask {
-        // Dropping `fut` when refused tells the plugin its task was cancelled.
-        let spawned = self.spawn_registered(|guard| {
-            let handle = self.handle.spawn(async move {
-                let _guard = guard;
-                fut.await
-            });
-            (handle.abort_handle(), ())
-        });
-        spawned.map_or(RawTask::REFUSED, |(task, ())| task)
+    /// keeps its join state. False (and the future dropped) if refused.
+    fn spawn_raw(&self, fut: RawFuture) -> bool {
+        let (key, cancelled) = (fut.data as usize, fut.cancelled);
+        // Dropping the task when refused tells the plugin its task was cancelled.
+        self.spawn_task(PluginTask::new(self, fut, key, cancelled))
+            .is_some()
     }
 
-    fn spawn_blocking(&self, job: BlockingJob) -> RawTask {
+    fn spawn_blocking(&self, job: BlockingJob) -> bool {
         let job = OwnedJob(job);
-        let spawned = self.spawn_registered(|guard| {
-            let handle = self.handle.spawn_blocking(move || {
-                let _guard = guard;
+        self.counts.fetch_add(LIVE, Ordering::SeqCst);
+        let guard = LiveGuard(self);
+        if self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let closed = std::ptr::from_ref(&self.closed) as usize;
+        drop(self.handle.spawn_blocking(move || {
+            let _guard = guard;
+            // SAFETY: `closed` is in the `Services`, alive while `_guard` counts.
+            if unsafe { &*(closed as *const AtomicBool) }.load(Ordering::Acquire) {
+                // Unloading before it started: dropped, like an aborted blocking task.
+                drop(job);
+            } else {
                 job.run();
-            });
-            (handle.abort_handle(), ())
-        });
-        spawned.map_or(RawTask::REFUSED, |(task, ())| task)
+            }
+        }));
+        true
     }
 
-    /// Aborts one task, if it is still registered.
-    fn abort(&self, task: RawTask) {
-        let Ok(key) = usize::try_from(task.key) else {
-            return;
-        };
-        if let Some((generation, Some(abort))) = lock(&self.registry).tasks.get(key) {
-            if *generation == task.generation {
-                abort.abort();
-            }
+    /// Wakes a task the plugin marked cancelled, if it is parked; it then
+    /// drops its future. (A task not parked checks the flag itself.)
+    fn abort(&self, key: usize) {
+        if let Some(waker) = lock(&self.parked).get(&key) {
+            waker.wake_by_ref();
         }
     }
 
     /// Refuses new tasks and subscriptions and removes this plugin's
     /// subscriptions, under one lock so none slips in between.
     pub(crate) fn close(&self, inner: &Inner) {
-        let mut reg = lock(&self.registry);
-        reg.closed = true;
+        let parked = lock(&self.parked);
+        self.closed.store(true, Ordering::SeqCst);
         inner.remove_subscribers(self.id);
         // Subscriptions never activated hold `Arc<Services>`: drop them.
         drop(lock(&self.pending).take());
-        drop(reg);
+        drop(parked);
     }
 
     /// Aborts every task of this plugin and waits until their futures are
     /// dropped, or `deadline` passes (a blocking job cannot be aborted once
     /// it runs). Returns how many tasks are still alive.
+    /// Only after `close`.
     pub(crate) async fn abort_all(&self, deadline: Duration) -> usize {
-        for (_, (_, abort)) in lock(&self.registry).tasks.iter() {
-            if let Some(abort) = abort {
-                abort.abort();
-            }
+        debug_assert!(self.closed.load(Ordering::SeqCst));
+        // Tasks not parked are running or scheduled, and see `closed` at
+        // their next poll (or when they try to park).
+        for waker in lock(&self.parked).values() {
+            waker.wake_by_ref();
         }
         let wait = async {
             loop {
                 let notified = self.drained.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.live.load(Ordering::Acquire) == 0 {
+                if self.live() == 0 {
                     return;
                 }
                 notified.await;
             }
         };
         let _ = tokio::time::timeout(deadline, wait).await;
-        self.live.load(Ordering::Acquire)
+        usize::try_from(self.live()).unwrap_or(usize::MAX)
     }
 
     /// Calls the plugin's `drop` for every handler it registered. Only once no
@@ -430,22 +487,22 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
     }
 }
 
-unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> RawTask {
+unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {
     // SAFETY: the plugin passes back the `data` of its live table.
     let services = unsafe { services(data) };
-    catch_unwind(AssertUnwindSafe(|| services.spawn_raw(fut))).unwrap_or(RawTask::REFUSED)
+    catch_unwind(AssertUnwindSafe(|| services.spawn_raw(fut))).unwrap_or(false)
 }
 
-unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> RawTask {
+unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> bool {
     // SAFETY: as in `host_spawn`.
     let services = unsafe { services(data) };
-    catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(RawTask::REFUSED)
+    catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(false)
 }
 
-unsafe extern "C" fn host_task_abort(data: *const c_void, task: RawTask) {
+unsafe extern "C" fn host_task_abort(data: *const c_void, task: *const c_void) {
     // SAFETY: as in `host_spawn`.
     let services = unsafe { services(data) };
-    let _ = catch_unwind(AssertUnwindSafe(|| services.abort(task)));
+    let _ = catch_unwind(AssertUnwindSafe(|| services.abort(task as usize)));
 }
 
 unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> FfiFuture<()> {
@@ -512,8 +569,8 @@ unsafe extern "C" fn host_subscribe(
         let Some(inner) = services.host.upgrade() else {
             return Err("the host has shut down");
         };
-        let reg = lock(&services.registry);
-        if reg.closed {
+        let order = lock(&services.parked);
+        if services.closed.load(Ordering::SeqCst) {
             return Err("the plugin is being unloaded");
         }
         let subscriber = Subscriber::plugin(Arc::clone(&services), handler.data, handler.call);
@@ -523,7 +580,7 @@ unsafe extern "C" fn host_subscribe(
             None if services.is_quarantined() => {}
             None => inner.add_subscriber(name, subscriber),
         }
-        drop(reg);
+        drop(order);
         Ok(())
     }));
     match result {

@@ -12,6 +12,7 @@
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
 
 pub use async_ffi::{FfiContext, FfiFuture, FfiPoll};
 
@@ -195,26 +196,6 @@ impl RStatus {
     }
 }
 
-/// A task the host runs for a plugin, as the plugin refers to it: only to
-/// abort it. Its completion and output live in plugin memory (see
-/// [`RawFuture`]), so awaiting a task never crosses the boundary.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawTask {
-    /// Host-defined slot of the task (meaningless to the plugin).
-    pub key: u64,
-    /// Host-defined generation of the slot (meaningless to the plugin).
-    pub generation: u64,
-}
-
-impl RawTask {
-    /// A task the host refused to run (the plugin is being unloaded).
-    pub const REFUSED: RawTask = RawTask {
-        key: u64::MAX,
-        generation: 0,
-    };
-}
-
 /// A plugin future handed to the host to run as a task: `poll` and `drop`
 /// are plugin functions over plugin-owned `data`.
 ///
@@ -228,6 +209,10 @@ pub struct RawFuture {
     pub poll: unsafe extern "C" fn(*const c_void, *mut FfiContext<'_>) -> FfiPoll<()>,
     /// Releases `data` (dropping the future if it has not completed). Never unwinds.
     pub drop: unsafe extern "C" fn(*const c_void),
+    /// Set by the plugin to cancel the task (`JoinHandle::abort`); the host
+    /// reads it before each poll and then drops the future instead. Plugin
+    /// memory, valid until `drop` is called.
+    pub cancelled: *const AtomicBool,
 }
 
 // SAFETY: the SDK builds `RawFuture`s only from `Send` futures (`rt::spawn`
@@ -314,15 +299,17 @@ pub struct HostApi {
     pub size: u32,
     /// Host-owned state passed back as the first argument of every call.
     pub data: *const c_void,
-    /// Runs a future on the host runtime as a task owned by this plugin. If
-    /// the host refuses (the plugin is being unloaded), it drops the future
-    /// and returns [`RawTask::REFUSED`].
-    pub spawn: unsafe extern "C" fn(*const c_void, RawFuture) -> RawTask,
-    /// Runs a job on the host's blocking pool as a task owned by this plugin.
-    /// If the host refuses, it calls the job's `drop` and returns [`RawTask::REFUSED`].
-    pub spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> RawTask,
-    /// Requests cancellation of a task (no effect once it finished).
-    pub task_abort: unsafe extern "C" fn(*const c_void, RawTask),
+    /// Runs a future on the host runtime as a task owned by this plugin;
+    /// false if the host refused (the plugin is being unloaded), after
+    /// dropping the future.
+    pub spawn: unsafe extern "C" fn(*const c_void, RawFuture) -> bool,
+    /// Runs a job on the host's blocking pool as a task owned by this plugin;
+    /// false if the host refused, after calling the job's `drop`.
+    pub spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> bool,
+    /// Wakes the task whose [`RawFuture::data`] is the second argument, after
+    /// the plugin set its [`RawFuture::cancelled`], so the host drops it even
+    /// if nothing else would wake it (no effect on tasks that are gone).
+    pub task_abort: unsafe extern "C" fn(*const c_void, *const c_void),
     /// A future that completes `nanos` nanoseconds from now, on the host's timer.
     pub sleep: unsafe extern "C" fn(*const c_void, u64) -> FfiFuture<()>,
     /// Sends an event (JSON payload) to the host and every subscribed plugin;

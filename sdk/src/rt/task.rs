@@ -16,11 +16,11 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 
 use super::injected::{self, catch};
-use crate::abi::{self, BlockingJob, FfiContext, FfiPoll, HostApi, RawFuture, RawTask};
+use crate::abi::{self, BlockingJob, FfiContext, FfiPoll, HostApi, RawFuture};
 
 /// What a task's [`JoinHandle`] waits on: the output, whether the task has
-/// finished, and the waker of whoever awaits it. Lives in plugin memory, so
-/// awaiting a task never crosses the boundary.
+/// finished, and the waker of whoever awaits it; and whether it was aborted.
+/// Lives in plugin memory, so awaiting a task never crosses the boundary.
 ///
 /// One writer (`finish`, called once) and one reader (the `JoinHandle`):
 /// the writer stores the output, then publishes `finished` (release); the
@@ -29,6 +29,9 @@ struct Shared<T> {
     output: UnsafeCell<Option<Result<T, String>>>,
     finished: AtomicBool,
     waker: AtomicWaker,
+    /// Set by `JoinHandle::abort`; read by the host before each poll (it is
+    /// [`RawFuture::cancelled`]) and by a blocking job before it starts.
+    cancelled: AtomicBool,
 }
 
 impl<T> Default for Shared<T> {
@@ -37,6 +40,7 @@ impl<T> Default for Shared<T> {
             output: UnsafeCell::new(None),
             finished: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            cancelled: AtomicBool::new(false),
         }
     }
 }
@@ -216,15 +220,22 @@ where
             future: UnsafeCell::new(Some(future)),
             shared: Shared::default(),
         });
+        let data: *const c_void = Arc::into_raw(Arc::clone(&cell)).cast();
         let raw = RawFuture {
-            data: Arc::into_raw(Arc::clone(&cell)).cast(),
+            data,
             poll: poll_task::<F>,
             drop: drop_task::<F>,
+            cancelled: &raw const cell.shared.cancelled,
         };
         // SAFETY: `api` is the live host table; `spawn` never unwinds and
-        // owns `raw` from here on (dropping it if it refuses the task).
-        let task = unsafe { (api.spawn)(api.data, raw) };
-        JoinHandle(Repr::Host { api, task, cell })
+        // owns `raw` from here on (dropping it if it refuses the task, which
+        // then reads as cancelled).
+        unsafe { (api.spawn)(api.data, raw) };
+        JoinHandle(Repr::Host {
+            api,
+            task: data as usize,
+            cell,
+        })
     } else if tokio::runtime::Handle::try_current().is_ok() {
         JoinHandle(Repr::Native(tokio::spawn(future)))
     } else {
@@ -263,8 +274,8 @@ where
         };
         // SAFETY: `api` is the live host table; `spawn_blocking` never unwinds
         // and calls the job's `run` or `drop` exactly once.
-        let task = unsafe { (api.spawn_blocking)(api.data, job) };
-        JoinHandle(Repr::Host { api, task, cell })
+        unsafe { (api.spawn_blocking)(api.data, job) };
+        JoinHandle(Repr::Host { api, task: 0, cell })
     } else if tokio::runtime::Handle::try_current().is_ok() {
         JoinHandle(Repr::Native(tokio::task::spawn_blocking(f)))
     } else {
@@ -282,6 +293,12 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
     // calls `run` or `drop` exactly once.
     let job = unsafe { Box::from_raw(data.cast::<Job<F, R>>()) };
     let Job { f, out } = *job;
+    if out.cancelled.load(Ordering::Acquire) {
+        // Aborted before it started, like tokio's blocking tasks.
+        let _ = catch(move || drop(f));
+        out.finish(None);
+        return;
+    }
     let result = {
         injected::enter_private();
         catch(f)
@@ -351,7 +368,8 @@ pub struct JoinHandle<T>(Repr<T>);
 enum Repr<T> {
     Host {
         api: &'static HostApi,
-        task: RawTask,
+        /// The task's `RawFuture::data`, the host's key for it (0: a blocking job).
+        task: usize,
         cell: Arc<dyn JoinCell<T>>,
     },
     Native(tokio::task::JoinHandle<T>),
@@ -364,9 +382,18 @@ impl<T> JoinHandle<T> {
     /// (unless the task finished first).
     pub fn abort(&self) {
         match &self.0 {
-            // SAFETY: `api` is the live host table; `task_abort` never unwinds
-            // and ignores tasks that are gone.
-            Repr::Host { api, task, .. } => unsafe { (api.task_abort)(api.data, *task) },
+            Repr::Host { api, task, cell } => {
+                let shared = cell.shared();
+                // Before the host is asked to wake it: the host reads the flag
+                // under the lock its `task_abort` takes (see `PluginTask`).
+                shared.cancelled.store(true, Ordering::SeqCst);
+                if *task != 0 && !shared.is_finished() {
+                    // SAFETY: `api` is the live host table; `task_abort`
+                    // never unwinds and ignores tasks that are gone. `cell`
+                    // keeps the key's allocation alive, so it names no other task.
+                    unsafe { (api.task_abort)(api.data, *task as *const c_void) }
+                }
+            }
             Repr::Native(h) => h.abort(),
         }
     }
