@@ -6,95 +6,15 @@
 //! `scripts/bench-table` turns criterion's estimates into the table of
 //! `BENCHMARKS.md`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+mod support;
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use horizon_host_runtime::{Event, PluginHost};
-use serde::Serialize;
-use serde_json::json;
+use horizon_host_runtime::PluginHost;
+use support::{Loaded, Small, common, native, small};
 use tokio::runtime::Runtime;
-
-/// Same shape as the bench plugin's `Small`.
-#[derive(Serialize, serde::Deserialize)]
-struct Small {
-    player: u64,
-    x: f32,
-    y: f32,
-    name: String,
-}
-
-fn small() -> Small {
-    Small {
-        player: 42,
-        x: 1.5,
-        y: -3.25,
-        name: "alice".to_owned(),
-    }
-}
-
-struct Loaded {
-    rt: Runtime,
-    host: PluginHost,
-    elapsed: Arc<Mutex<Option<u64>>>,
-}
-
-impl Loaded {
-    fn new(rt: Runtime, copies: usize) -> Loaded {
-        let host = PluginHost::new(rt.handle().clone());
-        let elapsed: Arc<Mutex<Option<u64>>> = Arc::default();
-        let sink = Arc::clone(&elapsed);
-        host.on("bench:elapsed", move |e: Event| {
-            *sink.lock().unwrap() = Some(e.json().unwrap());
-        });
-        rt.block_on(async {
-            for _ in 0..copies {
-                host.load(common::fresh_copy("bench")).await.unwrap();
-            }
-        });
-        Loaded { rt, host, elapsed }
-    }
-
-    /// Runs a loop of `iters` routed calls inside the plugin; returns the time
-    /// the plugin measured around the loop.
-    fn routed(&self, kind: &str, iters: u64) -> Duration {
-        self.rt.block_on(async {
-            let report = self
-                .host
-                .emit("bench:run", &json!({ "kind": kind, "iters": iters }))
-                .await
-                .unwrap();
-            assert!(report.is_ok(), "{:?}", report.failures);
-        });
-        Duration::from_nanos(
-            self.elapsed
-                .lock()
-                .unwrap()
-                .take()
-                .expect("bench plugin replied"),
-        )
-    }
-}
-
-/// Runs `body` as a task on `rt` (like the plugin's handler task) and times it.
-fn native<F>(rt: &Runtime, body: impl FnOnce() -> F + Send + 'static) -> Duration
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    rt.block_on(async {
-        tokio::spawn(async move {
-            let start = Instant::now();
-            body().await;
-            start.elapsed()
-        })
-        .await
-        .unwrap()
-    })
-}
 
 /// A future that wakes itself `n` times (the plugin's `YieldN`).
 struct YieldN(u64);
@@ -130,13 +50,7 @@ fn spawn_await(c: &mut Criterion) {
         let loaded = Loaded::new(make(), 1);
         let mut g = c.benchmark_group(format!("spawn_await/{flavour}"));
         g.bench_function("native", |b| {
-            b.iter_custom(|iters| {
-                native(&loaded.rt, move || async move {
-                    for i in 0..iters {
-                        black_box(tokio::spawn(async move { i }).await.unwrap());
-                    }
-                })
-            })
+            b.iter_custom(|iters| native(&loaded.rt, move || support::native_spawn_loop(iters)))
         });
         g.bench_function("routed", |b| {
             b.iter_custom(|iters| loaded.routed("spawn", iters))
@@ -187,11 +101,6 @@ fn poll_crossing(c: &mut Criterion) {
     }
 }
 
-async fn in_process_handler(event: Event) {
-    let small: Small = event.json().unwrap();
-    black_box(small);
-}
-
 fn emit(c: &mut Criterion) {
     for (flavour, make) in flavours() {
         let rt = make();
@@ -200,14 +109,7 @@ fn emit(c: &mut Criterion) {
         // the handler's task: serialize, build the event, decode in the
         // handler. Looped inside a task, like the routed case.
         g.bench_function("in_process", |b| {
-            b.iter_custom(|iters| {
-                native(&rt, move || async move {
-                    for _ in 0..iters {
-                        let bytes = serde_json::to_vec(&small()).unwrap();
-                        in_process_handler(Event::from_json_bytes("bench:noop", bytes)).await;
-                    }
-                })
-            })
+            b.iter_custom(|iters| native(&rt, move || support::in_process_emit_loop(iters)))
         });
         g.bench_function("json_only", |b| {
             b.iter(|| {
@@ -218,32 +120,14 @@ fn emit(c: &mut Criterion) {
         // The handler run as a task of its own (what the host does for every
         // plugin handler, so it can abort it at unload), still in-process.
         g.bench_function("in_process_task", |b| {
-            b.iter_custom(|iters| {
-                native(&rt, move || async move {
-                    for _ in 0..iters {
-                        let bytes = serde_json::to_vec(&small()).unwrap();
-                        let event = Event::from_json_bytes("bench:noop", bytes);
-                        tokio::spawn(in_process_handler(event)).await.unwrap();
-                    }
-                })
-            })
+            b.iter_custom(|iters| native(&rt, move || support::in_process_task_emit_loop(iters)))
         });
         for plugins in [1usize, 4, 16] {
             let loaded = Loaded::new(make(), plugins);
             g.bench_with_input(
                 BenchmarkId::new("plugins", plugins),
                 &plugins,
-                |b, &plugins| {
-                    b.iter_custom(|iters| {
-                        let host = loaded.host.clone();
-                        native(&loaded.rt, move || async move {
-                            for _ in 0..iters {
-                                let report = host.emit("bench:noop", &small()).await.unwrap();
-                                debug_assert_eq!(report.delivered, plugins);
-                            }
-                        })
-                    })
-                },
+                |b, &plugins| b.iter_custom(|iters| loaded.emit_loop(iters, plugins)),
             );
             loaded.rt.block_on(loaded.host.shutdown());
         }

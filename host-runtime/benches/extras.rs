@@ -1,19 +1,22 @@
-//! Measurements criterion's per-iteration model does not fit: 1 ms sleep
-//! lateness percentiles (routed vs native), load and unload times, 100
-//! plugins loaded one after another, and memory per plugin, per routed task
-//! and per registered handler (RSS deltas).
+//! Measurements criterion's per-iteration model does not fit: the routed /
+//! native ratios of spawn + await and emit measured in alternating rounds
+//! (robust to this VM's drift between criterion's separate runs), 1 ms
+//! sleep lateness percentiles (routed vs native, also in alternating
+//! rounds), load and unload times, 100 plugins loaded one after another,
+//! and memory per plugin, per routed task and per registered handler (RSS
+//! deltas).
 //!
 //! `cargo bench -p horizon-host-runtime --bench extras`; with `-- --test`
 //! (as in the test command) it runs a tiny smoke version.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use horizon_host_runtime::{Event, PluginHost};
 use serde_json::json;
+use support::{Loaded, common, native};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -29,9 +32,87 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `native` and `routed` (each timing `iters` iterations) in
+/// alternating rounds; prints the median time per iteration of each and the
+/// median and spread of the per-round ratios.
+fn interleaved(
+    what: &str,
+    rounds: usize,
+    iters: u64,
+    mut native: impl FnMut(u64) -> Duration,
+    mut routed: impl FnMut(u64) -> Duration,
+) {
+    let (mut n, mut r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so neither always runs on a warmer cache.
+        let (tn, tr) = if round % 2 == 0 {
+            let tn = native(iters);
+            (tn, routed(iters))
+        } else {
+            let tr = routed(iters);
+            (native(iters), tr)
+        };
+        let (tn, tr) = (
+            tn.as_nanos() as f64 / iters as f64,
+            tr.as_nanos() as f64 / iters as f64,
+        );
+        n.push(tn);
+        r.push(tr);
+        ratios.push(tr / tn);
+    }
+    let spread = {
+        let mut s = ratios.clone();
+        s.sort_by(f64::total_cmp);
+        (s[0], s[s.len() - 1])
+    };
+    println!(
+        "{what}: native {:.1} ns, routed {:.1} ns, ratio {:.2}x (median of {rounds} alternating rounds of {iters}; min {:.2}x, max {:.2}x)",
+        median(n),
+        median(r),
+        median(ratios),
+        spread.0,
+        spread.1,
+    );
+}
+
 fn main() {
     let smoke = std::env::args().any(|a| a == "--test");
     let scale = |full: u64| if smoke { (full / 100).max(2) } else { full };
+    let rounds = if smoke { 2 } else { 21 };
+
+    for (flavour, make) in [
+        (
+            "multi-thread",
+            common::multi_thread as fn() -> tokio::runtime::Runtime,
+        ),
+        ("current-thread", common::current_thread),
+    ] {
+        let loaded = Loaded::new(make(), 1);
+        let rt = &loaded.rt;
+        // Warm both paths up once.
+        native(rt, || support::native_spawn_loop(1000));
+        loaded.routed("spawn", 1000);
+        interleaved(
+            &format!("spawn_await {flavour}"),
+            rounds,
+            scale(20_000),
+            |n| native(rt, move || support::native_spawn_loop(n)),
+            |n| loaded.routed("spawn", n),
+        );
+        interleaved(
+            &format!("emit to one plugin vs in-process {flavour}"),
+            rounds,
+            scale(20_000),
+            |n| native(rt, move || support::in_process_emit_loop(n)),
+            |n| loaded.emit_loop(n, 1),
+        );
+        rt.block_on(loaded.host.shutdown());
+    }
 
     for (flavour, rt) in [
         ("multi-thread", common::multi_thread()),
@@ -43,33 +124,41 @@ fn main() {
         host.on("bench:lateness", move |e: Event| {
             *sink.lock().unwrap() = e.json().unwrap();
         });
-        let samples = scale(500);
+        // 500 samples each, in alternating rounds of 50.
+        let per_round = scale(500).min(50);
+        let samples = scale(500) / per_round * per_round;
         let (mut routed, mut native) = rt.block_on(async {
             host.load(common::fresh_copy("bench")).await.unwrap();
-            host.emit(
-                "bench:run",
-                &json!({ "kind": "sleep_1ms", "iters": samples }),
-            )
-            .await
-            .unwrap();
-            let native = tokio::spawn(async move {
-                let mut v = Vec::new();
-                for _ in 0..samples {
-                    let t = Instant::now();
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    v.push(t.elapsed().as_nanos() as u64 - 1_000_000);
-                }
-                v
-            })
-            .await
-            .unwrap();
+            let (mut routed, mut native) = (Vec::new(), Vec::new());
+            for _ in 0..samples / per_round {
+                host.emit(
+                    "bench:run",
+                    &json!({ "kind": "sleep_1ms", "iters": per_round }),
+                )
+                .await
+                .unwrap();
+                routed.append(&mut lateness.lock().unwrap());
+                native.extend(
+                    tokio::spawn(async move {
+                        let mut v = Vec::new();
+                        for _ in 0..per_round {
+                            let t = Instant::now();
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            v.push(t.elapsed().as_nanos() as u64 - 1_000_000);
+                        }
+                        v
+                    })
+                    .await
+                    .unwrap(),
+                );
+            }
             host.shutdown().await;
-            (lateness.lock().unwrap().clone(), native)
+            (routed, native)
         });
         routed.sort_unstable();
         native.sort_unstable();
         println!(
-            "sleep(1 ms) lateness, {flavour}, {samples} samples: native p50 {:.1} µs p99 {:.1} µs | routed p50 {:.1} µs p99 {:.1} µs",
+            "sleep(1 ms) lateness, {flavour}, {samples} samples in alternating rounds of {per_round}: native p50 {:.1} µs p99 {:.1} µs | routed p50 {:.1} µs p99 {:.1} µs",
             percentile(&native, 0.5) as f64 / 1e3,
             percentile(&native, 0.99) as f64 / 1e3,
             percentile(&routed, 0.5) as f64 / 1e3,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use horizon_sdk::Event;
 use horizon_sdk::abi::{FfiFuture, HostApi, RStatus, RStr, STATUS_OK, STATUS_PANIC};
 use libloading::Library;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
@@ -94,8 +95,18 @@ impl Subscriber {
     }
 }
 
+/// Every subscription, read by each dispatch under one read lock.
+#[derive(Default)]
+struct Subscriptions {
+    /// Per event name, an immutable list replaced on every change, so a
+    /// dispatch takes a snapshot by cloning one `Arc`.
+    named: FxHashMap<String, Arc<[Subscriber]>>,
+    /// Host handlers of every event (`on_any`), replaced the same way.
+    any: Option<Arc<[HostHandler]>>,
+}
+
 /// Removes every subscription of plugin `id`.
-fn remove_plugin(subs: &mut HashMap<String, Arc<[Subscriber]>>, id: PluginId) {
+fn remove_plugin(subs: &mut FxHashMap<String, Arc<[Subscriber]>>, id: PluginId) {
     for list in subs.values_mut() {
         if list.iter().any(|s| s.plugin_id() == Some(id)) {
             *list = list
@@ -106,6 +117,19 @@ fn remove_plugin(subs: &mut HashMap<String, Arc<[Subscriber]>>, id: PluginId) {
         }
     }
     subs.retain(|_, list| !list.is_empty());
+}
+
+/// Calls a host handler, turning a panic into a failure in `report`.
+fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut EmitReport) {
+    match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
+        Ok(()) => report.delivered += 1,
+        Err(payload) => report.failures.push(HandlerFailure {
+            plugin: None,
+            subscriber: "host".to_owned(),
+            event: event.name().to_owned(),
+            kind: FailureKind::Panicked(panic_message(&*payload)),
+        }),
+    }
 }
 
 /// How many handler polls may nest inline on one thread (see `start_handler`).
@@ -130,11 +154,7 @@ enum HandlerRun {
 pub(crate) struct Inner {
     handle: Handle,
     plugins: Mutex<HashMap<PluginId, Arc<LoadedPlugin>>>,
-    /// Per event name, an immutable list replaced on every change, so a
-    /// dispatch takes a snapshot by cloning one `Arc`.
-    subscribers: RwLock<HashMap<String, Arc<[Subscriber]>>>,
-    /// Host handlers of every event (`on_any`).
-    any: RwLock<Vec<HostHandler>>,
+    subscribers: RwLock<Subscriptions>,
     next_id: AtomicU64,
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
@@ -220,8 +240,7 @@ impl HostBuilder {
             inner: Arc::new(Inner {
                 handle: self.handle,
                 plugins: Mutex::new(HashMap::new()),
-                subscribers: RwLock::new(HashMap::new()),
-                any: RwLock::new(Vec::new()),
+                subscribers: RwLock::default(),
                 next_id: AtomicU64::new(1),
                 unload_timeout: self.unload_timeout,
                 quarantine_after: self.quarantine_after,
@@ -342,11 +361,15 @@ impl PluginHost {
     where
         F: Fn(Event) + Send + Sync + 'static,
     {
-        self.inner
-            .any
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(handler));
+        let mut subs = self.inner.subscribers_mut();
+        let handler: HostHandler = Arc::new(handler);
+        subs.any = Some(
+            subs.any
+                .iter()
+                .flat_map(|any| any.iter().cloned())
+                .chain(std::iter::once(handler))
+                .collect(),
+        );
     }
 
     /// Loads the plugin library at `path`: checks its declaration, injects the
@@ -607,13 +630,17 @@ impl Inner {
     }
 
     /// Removes `old`'s subscriptions and adds `new` ones under one write lock.
+    fn subscribers_mut(&self) -> std::sync::RwLockWriteGuard<'_, Subscriptions> {
+        self.subscribers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn swap_subscribers(&self, old: Option<PluginId>, new: Vec<(String, Subscriber)>) {
-        let mut subs = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
+        let mut subs = self.subscribers_mut();
         if let Some(old) = old {
-            remove_plugin(&mut subs, old);
+            remove_plugin(&mut subs.named, old);
         }
         for (event, subscriber) in new {
-            let list = subs.entry(event).or_default();
+            let list = subs.named.entry(event).or_default();
             *list = list
                 .iter()
                 .cloned()
@@ -623,103 +650,93 @@ impl Inner {
     }
 
     pub(crate) fn remove_subscribers(&self, id: PluginId) {
-        remove_plugin(
-            &mut self.subscribers.write().unwrap_or_else(|e| e.into_inner()),
-            id,
-        );
+        remove_plugin(&mut self.subscribers_mut().named, id);
     }
 
     /// Delivers one event to every subscriber and waits for all of them.
     pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
-        let any: Vec<HostHandler> = {
-            let any = self.any.read().unwrap_or_else(|e| e.into_inner());
-            if any.is_empty() {
-                Vec::new()
-            } else {
-                any.clone()
-            }
+        let (any, named) = {
+            let subs = self.subscribers.read().unwrap_or_else(|e| e.into_inner());
+            (subs.any.clone(), subs.named.get(event.name()).cloned())
         };
-        let named: Option<Arc<[Subscriber]>> = self
-            .subscribers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(event.name())
-            .cloned();
-        let subscribers = any
-            .into_iter()
-            .map(Subscriber::Host)
-            .chain(named.iter().flat_map(|list| list.iter().cloned()));
-        let mut report = EmitReport::new(event.name());
+        let mut report = EmitReport::new(event.name_shared());
+        for handler in any.iter().flat_map(|any| any.iter()) {
+            call_host_handler(handler, &event, &mut report);
+        }
+        // Handlers still running after their first poll, awaited once every
+        // handler has started.
         let mut running = Vec::new();
-        for subscriber in subscribers {
+        for subscriber in named.iter().flat_map(|list| list.iter()) {
             match subscriber {
-                Subscriber::Host(handler) => {
-                    match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
-                        Ok(()) => report.delivered += 1,
-                        Err(payload) => report.failures.push(HandlerFailure {
-                            plugin: None,
-                            subscriber: "host".to_owned(),
-                            event: event.name().to_owned(),
-                            kind: FailureKind::Panicked(panic_message(&*payload)),
-                        }),
-                    }
-                }
-                Subscriber::Plugin(handler) => {
-                    let outcome = self.start_handler(&handler, &event).await;
-                    running.push((handler, outcome));
-                }
+                Subscriber::Host(handler) => call_host_handler(handler, &event, &mut report),
+                Subscriber::Plugin(handler) => match self.start_handler(handler, &event).await {
+                    HandlerRun::Task(task) => running.push((handler, task)),
+                    HandlerRun::Done(status) => self.record(handler, Ok(status), &mut report),
+                    HandlerRun::Refused => self.record(
+                        handler,
+                        Err(FailureKind::Cancelled(
+                            "the plugin is being unloaded".to_owned(),
+                        )),
+                        &mut report,
+                    ),
+                },
             }
         }
-        for (handler, outcome) in running {
-            let services = &handler.services;
-            let status = match outcome {
-                HandlerRun::Refused => Err(FailureKind::Cancelled(
-                    "the plugin is being unloaded".to_owned(),
-                )),
-                HandlerRun::Done(status) => Ok(status),
-                HandlerRun::Task(task) => match task.await {
-                    Ok(Some(status)) => Ok(status),
-                    Err(e) if e.is_panic() => {
-                        Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
-                    }
-                    Ok(None) | Err(_) => {
-                        Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
-                    }
-                },
-            };
-            let kind = match status {
-                Ok(status) if status.code == STATUS_OK => None,
-                Ok(status) if status.code == STATUS_PANIC => {
-                    Some(FailureKind::Panicked(status.message.to_string_lossy()))
+        for (handler, task) in running {
+            let status = match task.await {
+                Ok(Some(status)) => Ok(status),
+                Err(e) if e.is_panic() => {
+                    Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
                 }
-                Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
-                Err(kind) => Some(kind),
+                Ok(None) | Err(_) => {
+                    Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
+                }
             };
-            let counts = matches!(
-                kind,
-                Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
-            );
-            if services.record_outcome(counts, self.quarantine_after) {
-                self.remove_subscribers(services.id);
-                tracing::warn!(
-                    plugin = %services.name,
-                    id = %services.id,
-                    "plugin quarantined: its handlers failed {} times in a row; it gets no more events",
-                    self.quarantine_after.unwrap_or_default()
-                );
-                report.quarantined.push(services.id);
-            }
-            match kind {
-                None => report.delivered += 1,
-                Some(kind) => report.failures.push(HandlerFailure {
-                    plugin: Some(services.id),
-                    subscriber: services.name.clone(),
-                    event: event.name().to_owned(),
-                    kind,
-                }),
-            }
+            self.record(handler, status, &mut report);
         }
         report
+    }
+
+    /// Adds one plugin handler's outcome to `report`, and quarantines its
+    /// plugin if that was one failure too many.
+    fn record(
+        &self,
+        handler: &PluginHandler,
+        status: Result<RStatus, FailureKind>,
+        report: &mut EmitReport,
+    ) {
+        let services = &handler.services;
+        let kind = match status {
+            Ok(status) if status.code == STATUS_OK => None,
+            Ok(status) if status.code == STATUS_PANIC => {
+                Some(FailureKind::Panicked(status.message.to_string_lossy()))
+            }
+            Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
+            Err(kind) => Some(kind),
+        };
+        let counts = matches!(
+            kind,
+            Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
+        );
+        if services.record_outcome(counts, self.quarantine_after) {
+            self.remove_subscribers(services.id);
+            tracing::warn!(
+                plugin = %services.name,
+                id = %services.id,
+                "plugin quarantined: its handlers failed {} times in a row; it gets no more events",
+                self.quarantine_after.unwrap_or_default()
+            );
+            report.quarantined.push(services.id);
+        }
+        match kind {
+            None => report.delivered += 1,
+            Some(kind) => report.failures.push(HandlerFailure {
+                plugin: Some(services.id),
+                subscriber: services.name.clone(),
+                event: report.event.to_string(),
+                kind,
+            }),
+        }
     }
 
     /// Starts one plugin handler for `event`.

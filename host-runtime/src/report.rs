@@ -1,6 +1,7 @@
 //! [`EmitReport`]: what happened to one emitted event.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::PluginId;
 
@@ -8,7 +9,7 @@ use crate::PluginId;
 #[derive(Debug, Clone)]
 pub struct EmitReport {
     /// The event's name.
-    pub event: String,
+    pub event: Arc<str>,
     /// How many handlers finished successfully.
     pub delivered: usize,
     /// The handlers that failed, panicked or were cancelled.
@@ -19,9 +20,9 @@ pub struct EmitReport {
 }
 
 impl EmitReport {
-    pub(crate) fn new(event: &str) -> Self {
+    pub(crate) fn new(event: Arc<str>) -> Self {
         EmitReport {
-            event: event.to_owned(),
+            event,
             delivered: 0,
             failures: Vec::new(),
             quarantined: Vec::new(),

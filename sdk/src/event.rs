@@ -66,6 +66,11 @@ impl Event {
         &self.name
     }
 
+    /// The event's name as a shared string (a reference count, no copy).
+    pub fn name_shared(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
     /// The payload decoded from JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
         Ok(serde_json::from_slice(&self.payload)?)
