@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use horizon_sdk::Event;
-use horizon_sdk::abi::{FfiFuture, HostApi, RStatus, RStr, STATUS_OK, STATUS_PANIC};
+use horizon_sdk::abi::{FfiFuture, HostApi, RStatus, RStr, RawFuture, STATUS_OK, STATUS_PANIC};
 use libloading::Library;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -66,7 +66,7 @@ pub(crate) enum Subscriber {
 pub(crate) struct PluginHandler {
     services: Arc<Services>,
     data: *const c_void,
-    call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+    call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
 }
 
 // SAFETY: `data` is a plugin `Box<dyn Fn + Send + Sync>`; `call` is a plain function.
@@ -78,7 +78,7 @@ impl Subscriber {
     pub(crate) fn plugin(
         services: Arc<Services>,
         data: *const c_void,
-        call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+        call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
     ) -> Self {
         Subscriber::Plugin(Arc::new(PluginHandler {
             services,

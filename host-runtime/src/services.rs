@@ -13,12 +13,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
 use horizon_sdk::Event;
 use horizon_sdk::abi::{
-    ABI_VERSION, BlockingJob, FfiFuture, HostApi, RStatus, RStr, RawFuture, RawHandler,
+    ABI_VERSION, BlockingJob, FfiFuture, HostApi, HostWaker, RStatus, RStr, RawFuture, RawHandler,
+    WakerFns,
 };
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
@@ -431,6 +432,7 @@ impl Services {
             spawn: host_spawn,
             spawn_blocking: host_spawn_blocking,
             task_abort: host_task_abort,
+            waker: WAKER_FNS,
             sleep: host_sleep,
             emit: host_emit,
             subscribe: host_subscribe,
@@ -485,6 +487,59 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
         Arc::increment_strong_count(ptr);
         Arc::from_raw(ptr)
     }
+}
+
+/// The host's functions over the wakers it lends plugins ([`RawFuture`]'s
+/// `poll` gets `cx.waker()` taken apart): each rebuilds the host `Waker`
+/// from its parts and calls it. A panic in a host waker is swallowed (it
+/// would abort the process at the `extern "C"` boundary).
+const WAKER_FNS: WakerFns = WakerFns {
+    clone: waker_clone,
+    wake: waker_wake,
+    wake_by_ref: waker_wake_by_ref,
+    drop: waker_drop,
+};
+
+/// # Safety
+/// `w` is a host waker's parts: a data pointer and a pointer to this
+/// process's `RawWakerVTable` for it, taken from a live `Waker`.
+unsafe fn rebuild(w: HostWaker) -> Waker {
+    // SAFETY: the caller's guarantee.
+    unsafe { Waker::from_raw(RawWaker::new(w.data, &*w.vtable.cast::<RawWakerVTable>())) }
+}
+
+fn parts(waker: &Waker) -> HostWaker {
+    HostWaker {
+        data: waker.data(),
+        vtable: std::ptr::from_ref(waker.vtable()).cast(),
+    }
+}
+
+unsafe extern "C" fn waker_clone(w: HostWaker) -> HostWaker {
+    // SAFETY: `w` is a live host waker (the plugin got it from `RawFuture::poll`
+    // or from this function); it is borrowed here, not consumed.
+    let waker = std::mem::ManuallyDrop::new(unsafe { rebuild(w) });
+    let clone = catch_unwind(AssertUnwindSafe(|| (*waker).clone()))
+        .unwrap_or_else(|_| Waker::noop().clone());
+    parts(&std::mem::ManuallyDrop::new(clone))
+}
+
+unsafe extern "C" fn waker_wake(w: HostWaker) {
+    // SAFETY: `w` is an owned host waker, consumed here.
+    let waker = unsafe { rebuild(w) };
+    let _ = catch_unwind(AssertUnwindSafe(move || waker.wake()));
+}
+
+unsafe extern "C" fn waker_wake_by_ref(w: HostWaker) {
+    // SAFETY: `w` is a live host waker, borrowed here.
+    let waker = std::mem::ManuallyDrop::new(unsafe { rebuild(w) });
+    let _ = catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()));
+}
+
+unsafe extern "C" fn waker_drop(w: HostWaker) {
+    // SAFETY: `w` is an owned host waker, released here.
+    let waker = unsafe { rebuild(w) };
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(waker)));
 }
 
 unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {

@@ -196,50 +196,85 @@ impl RStatus {
     }
 }
 
-/// A plugin future handed to the host to run as a task: `poll` and `drop`
-/// are plugin functions over plugin-owned `data`.
-///
-/// Like async-ffi's `FfiFuture<()>`, but the plugin chooses `data`, so one
-/// refcounted allocation holds the future, its output and its join waker.
+/// A host waker lent across the boundary: the host's own `std::task::Waker`
+/// taken apart (`Waker::data`, `Waker::vtable`). Only the host interprets
+/// `vtable` (through [`WakerFns`]); the plugin builds a `Waker` over `data`
+/// whose functions call back into the host, so a waker crosses without an
+/// allocation, and cloning one costs what the host waker's clone costs.
 #[repr(C)]
-pub struct RawFuture {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostWaker {
+    /// The host waker's data pointer.
+    pub data: *const (),
+    /// The host waker's vtable, opaque to the plugin.
+    pub vtable: *const c_void,
+}
+
+/// The host's functions over a [`HostWaker`], like a `RawWakerVTable`. All
+/// may be called from any thread and never unwind.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WakerFns {
+    /// Clones the waker (the result is owned by the caller).
+    pub clone: unsafe extern "C" fn(HostWaker) -> HostWaker,
+    /// Wakes the task and releases this owned waker.
+    pub wake: unsafe extern "C" fn(HostWaker),
+    /// Wakes the task; the waker stays valid.
+    pub wake_by_ref: unsafe extern "C" fn(HostWaker),
+    /// Releases an owned waker.
+    pub drop: unsafe extern "C" fn(HostWaker),
+}
+
+/// A plugin future handed to the host: `poll` and `drop` are plugin
+/// functions over plugin-owned `data`. Like async-ffi's `FfiFuture<T>`, but
+/// the plugin chooses `data` (a spawned task's one refcounted allocation
+/// holds the future, its output and its join waker) and the waker crosses
+/// as a [`HostWaker`], without an allocation.
+#[repr(C)]
+pub struct RawFuture<T = ()> {
     /// Plugin-owned state.
     pub data: *const c_void,
-    /// Polls the future. Never unwinds.
-    pub poll: unsafe extern "C" fn(*const c_void, *mut FfiContext<'_>) -> FfiPoll<()>,
+    /// Polls the future with the host's waker (borrowed for the call). On
+    /// completion it writes the output to the third argument and returns
+    /// true. Never unwinds (a panic completes it with an error output).
+    pub poll: unsafe extern "C" fn(*const c_void, *const HostWaker, *mut T) -> bool,
     /// Releases `data` (dropping the future if it has not completed). Never unwinds.
     pub drop: unsafe extern "C" fn(*const c_void),
-    /// Set by the plugin to cancel the task (`JoinHandle::abort`); the host
-    /// reads it before each poll and then drops the future instead. Plugin
-    /// memory, valid until `drop` is called.
+    /// For a spawned task: set by the plugin to cancel it
+    /// (`JoinHandle::abort`); the host reads it before each poll and then
+    /// drops the future instead. Plugin memory, valid until `drop` is
+    /// called. Null for other futures.
     pub cancelled: *const AtomicBool,
 }
 
 // SAFETY: the SDK builds `RawFuture`s only from `Send` futures (`rt::spawn`
-// requires `F: Send`), and `data` is reached only through `poll` and `drop`.
-unsafe impl Send for RawFuture {}
+// and handlers require `Send`), and `data` is reached only through `poll`
+// and `drop`.
+unsafe impl<T: Send> Send for RawFuture<T> {}
 
-impl std::future::Future for RawFuture {
-    type Output = ();
+impl<T> std::future::Future for RawFuture<T> {
+    type Output = T;
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        use async_ffi::ContextExt;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let waker = cx.waker();
+        let host = HostWaker {
+            data: waker.data(),
+            vtable: std::ptr::from_ref(waker.vtable()).cast(),
+        };
+        let mut out = std::mem::MaybeUninit::<T>::uninit();
         // SAFETY: `poll` is the plugin's poll function for `data`, which is
-        // alive until `drop`; the context is borrowed only for the call.
-        let polled = cx.with_ffi_context(|fcx| unsafe { (self.poll)(self.data, fcx) });
-        match polled {
-            FfiPoll::Pending => std::task::Poll::Pending,
-            // A panic is caught and recorded on the plugin side; `Panicked`
-            // only means the future finished abnormally.
-            FfiPoll::Ready(()) | FfiPoll::Panicked => std::task::Poll::Ready(()),
+        // alive until `drop`; the waker is borrowed only for the call; `out`
+        // is written when (and only when) it returns true.
+        if unsafe { (self.poll)(self.data, &raw const host, out.as_mut_ptr()) } {
+            // SAFETY: see above.
+            std::task::Poll::Ready(unsafe { out.assume_init() })
+        } else {
+            std::task::Poll::Pending
         }
     }
 }
 
-impl Drop for RawFuture {
+impl<T> Drop for RawFuture<T> {
     fn drop(&mut self) {
         // SAFETY: `drop` is the plugin's release function for `data`, called once.
         unsafe { (self.drop)(self.data) }
@@ -266,7 +301,7 @@ pub struct RawHandler {
     /// Plugin-owned handler state.
     pub data: *const c_void,
     /// Starts the handler for one event (`name`, JSON `payload`). Never unwinds.
-    pub call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
+    pub call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
     /// Frees `data`. Never unwinds.
     pub drop: unsafe extern "C" fn(*const c_void),
 }
@@ -310,6 +345,8 @@ pub struct HostApi {
     /// the plugin set its [`RawFuture::cancelled`], so the host drops it even
     /// if nothing else would wake it (no effect on tasks that are gone).
     pub task_abort: unsafe extern "C" fn(*const c_void, *const c_void),
+    /// The functions over the host wakers the plugin's futures are polled with.
+    pub waker: WakerFns,
     /// A future that completes `nanos` nanoseconds from now, on the host's timer.
     pub sleep: unsafe extern "C" fn(*const c_void, u64) -> FfiFuture<()>,
     /// Sends an event (JSON payload) to the host and every subscribed plugin;

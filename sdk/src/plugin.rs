@@ -3,13 +3,15 @@
 
 use std::ffi::c_void;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use async_ffi::FfiFuture;
 use serde::Serialize;
 
-use crate::abi::{RStatus, RStr, RawHandler, STATUS_OK};
+use crate::abi::{HostWaker, RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
 use crate::rt::injected::{self, Guarded, catch};
+use crate::rt::waker;
 use crate::{Event, PluginError};
 
 /// A plugin: implement it on a `Default` type and annotate the impl with
@@ -187,14 +189,57 @@ pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) 
     }
 }
 
+/// Boxes a plugin future whose output is a status, for the host to poll.
+fn raw_future<G>(fut: G) -> RawFuture<RStatus>
+where
+    G: Future<Output = RStatus> + Send + 'static,
+{
+    RawFuture {
+        data: Box::into_raw(Box::new(fut)).cast_const().cast(),
+        poll: poll_raw::<G>,
+        drop: drop_raw::<G>,
+        cancelled: std::ptr::null(),
+    }
+}
+
+unsafe extern "C" fn poll_raw<G: Future<Output = RStatus>>(
+    data: *const c_void,
+    waker: *const HostWaker,
+    out: *mut RStatus,
+) -> bool {
+    // SAFETY: `data` is the `Box<G>` made in `raw_future`, alive until
+    // `drop_raw`; the host polls it from one thread at a time and never
+    // after completion; it stays in its box, so it is pinned; `waker` and
+    // `out` are valid for this call.
+    let polled = catch(|| unsafe {
+        let fut = Pin::new_unchecked(&mut *data.cast_mut().cast::<G>());
+        waker::with_context(&*waker, |cx| fut.poll(cx))
+    });
+    let status = match polled {
+        Ok(Poll::Pending) => return false,
+        Ok(Poll::Ready(status)) => status,
+        Err(panic) => RStatus::panic(panic),
+    };
+    // SAFETY: `out` is valid for a write (see above).
+    unsafe { out.write(status) };
+    true
+}
+
+unsafe extern "C" fn drop_raw<G>(data: *const c_void) {
+    // SAFETY: as in `poll_raw`; the host calls `drop` exactly once.
+    let fut = unsafe { Box::from_raw(data.cast_mut().cast::<G>()) };
+    injected::enter_private();
+    let _ = catch(move || drop(fut));
+}
+
 /// Starts one call of a handler. Monomorphized per handler type, so the
 /// handler's future is stored inline in the one allocation of the
-/// `FfiFuture` that crosses back to the host.
+/// `RawFuture` that crosses back to the host.
 unsafe extern "C" fn call_handler<F, Fut>(
     data: *const c_void,
     name: RStr<'_>,
     payload: RStr<'_>,
-) -> FfiFuture<RStatus>
+) -> RawFuture<RStatus>
 where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
@@ -214,8 +259,8 @@ where
         (handler.f)(event)
     });
     match started {
-        Ok(fut) => FfiFuture::new(async move { result_to_status(Guarded::new(fut).await) }),
-        Err(panic) => FfiFuture::new(std::future::ready(RStatus::panic(panic))),
+        Ok(fut) => raw_future(async move { result_to_status(Guarded::new(fut).await) }),
+        Err(panic) => raw_future(std::future::ready(RStatus::panic(panic))),
     }
 }
 

@@ -204,7 +204,8 @@ pub(crate) fn wake_caught(waker: &Waker) {
 }
 
 /// The vtable of the wakers async-ffi makes for plugin code out of a host
-/// waker: those call only host (tokio) code and never panic.
+/// waker (lifecycle futures are async-ffi futures): those call only host
+/// (tokio) code and never panic.
 fn bridged_waker_vtable() -> *const RawWakerVTable {
     static VTABLE: OnceLock<usize> = OnceLock::new();
     let addr = *VTABLE.get_or_init(|| {
@@ -217,10 +218,12 @@ fn bridged_waker_vtable() -> *const RawWakerVTable {
 }
 
 /// Polls a host future (an async-ffi future) from plugin code. When the
-/// context's waker is not a bridged host waker (plugin code built its own),
+/// context's waker is not a host waker (plugin code built its own),
 /// it is wrapped so that the host calling it can never see a panic.
 pub(crate) fn poll_host<F: Future + Unpin>(fut: &mut F, cx: &mut Context<'_>) -> Poll<F::Output> {
-    if std::ptr::eq(cx.waker().vtable(), bridged_waker_vtable()) {
+    if super::waker::is_host_waker(cx.waker())
+        || std::ptr::eq(cx.waker().vtable(), bridged_waker_vtable())
+    {
         return Pin::new(fut).poll(cx);
     }
     let waker = Waker::from(Arc::new(CatchingWaker(cx.waker().clone())));

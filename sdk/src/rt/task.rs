@@ -16,7 +16,8 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 
 use super::injected::{self, catch};
-use crate::abi::{self, BlockingJob, FfiContext, FfiPoll, HostApi, RawFuture};
+use super::waker;
+use crate::abi::{self, BlockingJob, HostApi, HostWaker, RawFuture};
 
 /// What a task's [`JoinHandle`] waits on: the output, whether the task has
 /// finished, and the waker of whoever awaits it; and whether it was aborted.
@@ -129,28 +130,35 @@ fn drop_future<F>(slot: &mut Option<F>) {
     }
 }
 
-unsafe extern "C" fn poll_task<F>(data: *const c_void, fcx: *mut FfiContext<'_>) -> FfiPoll<()>
+unsafe extern "C" fn poll_task<F>(
+    data: *const c_void,
+    waker: *const HostWaker,
+    _out: *mut (),
+) -> bool
 where
     F: Future + Send,
     F::Output: Send,
 {
     // SAFETY: `data` is the `Arc<TaskCell<F>>` leaked in `spawn`, alive until
     // `drop_task`; the host polls its task from one thread at a time, so the
-    // access to `future` is exclusive; `fcx` is valid for this call.
-    let (cell, slot, fcx) = unsafe {
+    // access to `future` is exclusive; `waker` is valid for this call.
+    let (cell, slot, waker) = unsafe {
         let cell = &*data.cast::<TaskCell<F>>();
-        (cell, &mut *cell.future.get(), &mut *fcx)
+        (cell, &mut *cell.future.get(), &*waker)
     };
     let Some(fut) = slot.as_mut() else {
-        return FfiPoll::Ready(());
+        return true;
     };
-    let polled = fcx.with_context(|cx| {
-        injected::enter_private();
-        // SAFETY: the future is pinned in the cell: never moved, dropped in place.
-        catch(|| unsafe { Pin::new_unchecked(fut) }.poll(cx))
-    });
+    injected::enter_private();
+    // SAFETY: the host's waker is alive for this call.
+    let polled = unsafe {
+        waker::with_context(waker, |cx| {
+            // SAFETY: the future is pinned in the cell: never moved, dropped in place.
+            catch(|| Pin::new_unchecked(fut).poll(cx))
+        })
+    };
     let output = match polled {
-        Ok(Poll::Pending) => return FfiPoll::Pending,
+        Ok(Poll::Pending) => return false,
         Ok(Poll::Ready(v)) => Ok(v),
         Err(msg) => {
             injected::host_log(
@@ -163,7 +171,8 @@ where
     };
     drop_future(slot);
     cell.shared.finish(Some(output));
-    FfiPoll::Ready(())
+    // The output is `()`: nothing to write.
+    true
 }
 
 unsafe extern "C" fn drop_task<F>(data: *const c_void)
