@@ -192,6 +192,17 @@ impl Wake for CatchingWaker {
     }
 }
 
+/// Wakes `waker` and drops it, turning a panic into a log line.
+pub(crate) fn wake_owned_caught(waker: Waker) {
+    if let Err(msg) = catch(move || waker.wake()) {
+        host_log(
+            crate::abi::level::ERROR,
+            "horizon_sdk::rt",
+            &format!("a waker panicked when woken: {msg}"),
+        );
+    }
+}
+
 /// Wakes `waker`, turning a panic into a log line.
 pub(crate) fn wake_caught(waker: &Waker) {
     if let Err(msg) = catch(|| waker.wake_by_ref()) {

@@ -9,112 +9,173 @@ use std::ffi::c_void;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-
-use atomic_waker::AtomicWaker;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
+use std::task::{Context, Poll, Waker};
 
 use super::injected::{self, catch};
 use super::waker;
 use crate::abi::{self, BlockingJob, HostApi, HostWaker, RawFuture};
 
-/// What a task's [`JoinHandle`] waits on: the output, whether the task has
-/// finished, and the waker of whoever awaits it; and whether it was aborted.
-/// Lives in plugin memory, so awaiting a task never crosses the boundary.
+/// `Shared::state`: the outcome is written.
+const COMPLETE: u8 = 1;
+/// `Shared::state`: the joiner's waker is in `Shared::waker`.
+const JOIN_WAKER: u8 = 2;
+
+/// The header of a task's cell: what its [`JoinHandle`] waits on. Lives in
+/// plugin memory, so awaiting a task never crosses the boundary.
 ///
-/// One writer (`finish`, called once) and one reader (the `JoinHandle`):
-/// the writer stores the output, then publishes `finished` (release); the
-/// reader takes the output only after seeing `finished` (acquire).
+/// One allocation per task holds this header and the future (or blocking
+/// closure), counted by hand (`refs`: the `JoinHandle` and the host's
+/// `RawFuture` or `BlockingJob`), with one state word for completion and
+/// the join waker, as tokio does, so a spawn + join costs few atomics.
+///
+/// Protocol: the task (one writer) stores the outcome, then sets
+/// `COMPLETE`; if `JOIN_WAKER` was set, it takes and wakes the waker. The
+/// joiner (one reader) writes `waker` only while `JOIN_WAKER` is clear,
+/// then sets it; it reads the outcome only after seeing `COMPLETE`.
 struct Shared<T> {
-    output: UnsafeCell<Option<Result<T, String>>>,
-    finished: AtomicBool,
-    waker: AtomicWaker,
+    refs: AtomicUsize,
+    state: AtomicU8,
     /// Set by `JoinHandle::abort`; read by the host before each poll (it is
     /// [`RawFuture::cancelled`]) and by a blocking job before it starts.
     cancelled: AtomicBool,
+    waker: UnsafeCell<Option<Waker>>,
+    output: UnsafeCell<Option<Result<T, String>>>,
+    /// Frees the whole cell this header starts.
+    free: unsafe fn(NonNull<Shared<T>>),
 }
-
-impl<T> Default for Shared<T> {
-    fn default() -> Self {
-        Shared {
-            output: UnsafeCell::new(None),
-            finished: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
-            cancelled: AtomicBool::new(false),
-        }
-    }
-}
-
-// SAFETY: `output` is written once before `finished` is published and read
-// only after, by the single `JoinHandle`; `T: Send` moves between threads.
-unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
+    /// A header with two references (the join handle's and the host's),
+    /// for a cell of type `C` that starts with it.
+    fn new<C>() -> Self {
+        Shared {
+            refs: AtomicUsize::new(2),
+            state: AtomicU8::new(0),
+            cancelled: AtomicBool::new(false),
+            waker: UnsafeCell::new(None),
+            output: UnsafeCell::new(None),
+            free: free_cell::<C, T>,
+        }
+    }
+
     /// Records the outcome (`None`: cancelled) and wakes the joiner. Called
     /// at most once per task.
     fn finish(&self, output: Option<Result<T, String>>) {
-        // SAFETY: the single writer, before `finished` is published; the
-        // reader does not touch `output` until it sees `finished`.
+        // SAFETY: the single writer, before `COMPLETE` is published; the
+        // joiner does not touch `output` until it sees `COMPLETE`.
         unsafe { *self.output.get() = output };
-        self.finished.store(true, Ordering::Release);
-        if let Some(waker) = self.waker.take() {
-            // The joiner's waker may be plugin-made: it must not unwind here.
-            injected::wake_caught(&waker);
+        let before = self.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        if before & JOIN_WAKER != 0 {
+            // SAFETY: `JOIN_WAKER` was set before `COMPLETE`: the joiner
+            // stored its waker and will not touch the slot again.
+            if let Some(waker) = unsafe { (*self.waker.get()).take() } {
+                // The joiner's waker may be plugin-made: it must not unwind here.
+                injected::wake_owned_caught(waker);
+            }
         }
     }
 
     fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & COMPLETE != 0
     }
 
-    /// Takes the outcome once finished, else registers `cx`'s waker.
+    /// Takes the outcome once finished, else registers `cx`'s waker. Only
+    /// the join handle calls this.
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Option<Result<T, String>>> {
-        if !self.is_finished() {
-            self.waker.register(cx.waker());
-            if !self.is_finished() {
+        let state = self.state.load(Ordering::Acquire);
+        if state & COMPLETE == 0 {
+            if state & JOIN_WAKER != 0 {
+                // Take the waker slot back (only the task changes the state
+                // meanwhile, and only to set `COMPLETE`).
+                if self
+                    .state
+                    .compare_exchange(
+                        state,
+                        state & !JOIN_WAKER,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_err()
+                {
+                    return Poll::Ready(self.take_output());
+                }
+            }
+            // SAFETY: `JOIN_WAKER` is clear, so the task does not read the slot.
+            let slot = unsafe { &mut *self.waker.get() };
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+            if self.state.fetch_or(JOIN_WAKER, Ordering::AcqRel) & COMPLETE == 0 {
                 return Poll::Pending;
             }
+            // Completed meanwhile, without seeing the waker: read the outcome.
         }
-        // SAFETY: `finished` was published (acquire), so the writer is done;
-        // the `JoinHandle` is the only reader and holds `&mut self`.
-        Poll::Ready(unsafe { (*self.output.get()).take() })
+        Poll::Ready(self.take_output())
+    }
+
+    fn take_output(&self) -> Option<Result<T, String>> {
+        // SAFETY: `COMPLETE` was seen (acquire), so the writer is done; the
+        // join handle is the only reader and takes the output once.
+        unsafe { (*self.output.get()).take() }
     }
 }
 
-/// The join side of a task cell, with the future's type erased.
-trait JoinCell<T>: Send + Sync {
-    fn shared(&self) -> &Shared<T>;
-}
+/// A counted reference to a task's cell, through its header.
+struct CellRef<T>(NonNull<Shared<T>>);
 
-impl<T: Send> JoinCell<T> for Shared<T> {
+// SAFETY: the header's shared state is synchronized as described on
+// `Shared`; `T: Send` outputs move to the joiner's thread.
+unsafe impl<T: Send> Send for CellRef<T> {}
+// SAFETY: as above; `&CellRef` only reads atomics.
+unsafe impl<T: Send> Sync for CellRef<T> {}
+
+impl<T> CellRef<T> {
     fn shared(&self) -> &Shared<T> {
-        self
+        // SAFETY: the reference keeps the cell alive.
+        unsafe { self.0.as_ref() }
     }
 }
 
-/// One refcounted allocation per spawned task: the future (polled and
-/// dropped only by the host's task, through [`RawFuture`]) and the join
-/// state (read by the [`JoinHandle`]).
+impl<T> Drop for CellRef<T> {
+    fn drop(&mut self) {
+        // SAFETY: this reference is counted and given up here, once.
+        unsafe { release(self.0) }
+    }
+}
+
+/// Gives up one reference to a cell; the last one frees it.
+///
+/// # Safety
+/// `header` is a cell's header and the caller owns one of its references.
+unsafe fn release<T>(header: NonNull<Shared<T>>) {
+    // SAFETY: the caller's reference keeps the cell alive until this decrement.
+    let shared = unsafe { header.as_ref() };
+    if shared.refs.fetch_sub(1, Ordering::Release) != 1 {
+        return;
+    }
+    fence(Ordering::Acquire);
+    let free = shared.free;
+    // Freeing drops an unread output and a stale waker: plugin code, which
+    // must not unwind into the host.
+    // SAFETY: that was the last reference.
+    let _ = catch(move || unsafe { free(header) });
+}
+
+/// # Safety
+/// `header` starts a `Box<C>` (`C` is `#[repr(C)]` with the header first).
+unsafe fn free_cell<C, T>(header: NonNull<Shared<T>>) {
+    // SAFETY: the caller's guarantee.
+    drop(unsafe { Box::from_raw(header.as_ptr().cast::<C>()) });
+}
+
+/// A spawned task's cell: the header, then the future (polled and dropped
+/// only by the host's task, through [`RawFuture`]).
+#[repr(C)]
 struct TaskCell<F: Future> {
-    future: UnsafeCell<Option<F>>,
     shared: Shared<F::Output>,
-}
-
-// SAFETY: `future` is touched only by the host task's `poll`/`drop`, which
-// tokio never runs concurrently; it moves between threads, so `F: Send`.
-// `shared` is `Sync` for `Send` outputs.
-unsafe impl<F: Future + Send> Send for TaskCell<F> where F::Output: Send {}
-// SAFETY: as above: shared access goes through `shared` only.
-unsafe impl<F: Future + Send> Sync for TaskCell<F> where F::Output: Send {}
-
-impl<F: Future + Send> JoinCell<F::Output> for TaskCell<F>
-where
-    F::Output: Send,
-{
-    fn shared(&self) -> &Shared<F::Output> {
-        &self.shared
-    }
+    future: UnsafeCell<Option<F>>,
 }
 
 /// Drops the future in place (it is pinned inside the cell), inside the
@@ -139,9 +200,10 @@ where
     F: Future + Send,
     F::Output: Send,
 {
-    // SAFETY: `data` is the `Arc<TaskCell<F>>` leaked in `spawn`, alive until
-    // `drop_task`; the host polls its task from one thread at a time, so the
-    // access to `future` is exclusive; `waker` is valid for this call.
+    // SAFETY: `data` is the `TaskCell<F>` made in `spawn`, kept alive by the
+    // host's reference until `drop_task`; the host polls its task from one
+    // thread at a time, so the access to `future` is exclusive; `waker` is
+    // valid for this call.
     let (cell, slot, waker) = unsafe {
         let cell = &*data.cast::<TaskCell<F>>();
         (cell, &mut *cell.future.get(), &*waker)
@@ -180,18 +242,25 @@ where
     F: Future + Send,
     F::Output: Send,
 {
-    // SAFETY: `data` is the leaked `Arc<TaskCell<F>>`; the host calls this
-    // once, after its last poll.
-    let cell = unsafe { Arc::from_raw(data.cast::<TaskCell<F>>()) };
-    // SAFETY: the host no longer polls, so the access to `future` is exclusive.
-    let slot = unsafe { &mut *cell.future.get() };
+    // SAFETY: `data` is the host's reference to the `TaskCell<F>` (never
+    // null: it came from a `Box`), which starts with its header; the host
+    // calls this once, after its last poll, so the access to `future` is
+    // exclusive.
+    let (header, cell, slot) = unsafe {
+        let cell = &*data.cast::<TaskCell<F>>();
+        (
+            NonNull::new_unchecked(data.cast_mut().cast::<Shared<F::Output>>()),
+            cell,
+            &mut *cell.future.get(),
+        )
+    };
     if slot.is_some() {
         // Aborted, or dropped by a runtime shutting down, before completing.
         drop_future(slot);
         cell.shared.finish(None);
     }
-    // The last reference may drop an unread output, which is plugin code.
-    let _ = catch(move || drop(cell));
+    // SAFETY: the host's reference, given up once.
+    unsafe { release(header) };
 }
 
 fn no_runtime(what: &str) -> ! {
@@ -225,16 +294,25 @@ where
     F::Output: Send + 'static,
 {
     if let Some(api) = injected::host() {
-        let cell = Arc::new(TaskCell {
+        let cell = Box::into_raw(Box::new(TaskCell {
+            shared: Shared::new::<TaskCell<F>>(),
             future: UnsafeCell::new(Some(future)),
-            shared: Shared::default(),
-        });
-        let data: *const c_void = Arc::into_raw(Arc::clone(&cell)).cast();
+        }));
+        // SAFETY: `cell` came from `Box::into_raw`; `TaskCell` is
+        // `#[repr(C)]` with its header first. It holds two references: this
+        // join handle's and the host's (released in `drop_task`).
+        let (cell, cancelled) = unsafe {
+            (
+                CellRef(NonNull::new_unchecked(cell.cast::<Shared<F::Output>>())),
+                &raw const (*cell).shared.cancelled,
+            )
+        };
+        let data: *const c_void = cell.0.as_ptr().cast_const().cast();
         let raw = RawFuture {
             data,
             poll: poll_task::<F>,
             drop: drop_task::<F>,
-            cancelled: &raw const cell.shared.cancelled,
+            cancelled,
         };
         // SAFETY: `api` is the live host table; `spawn` never unwinds and
         // owns `raw` from here on (dropping it if it refuses the task, which
@@ -271,16 +349,19 @@ where
     R: Send + 'static,
 {
     if let Some(api) = injected::host() {
-        let cell: Arc<Shared<R>> = Arc::default();
-        let job = Box::new(Job {
-            f,
-            out: Arc::clone(&cell),
-        });
+        let cell: *mut JobCell<F, R> = Box::into_raw(Box::new(JobCell {
+            shared: Shared::new::<JobCell<F, R>>(),
+            f: UnsafeCell::new(Some(f)),
+        }));
         let job = BlockingJob {
-            data: Box::into_raw(job).cast(),
+            data: cell.cast(),
             run: run_job::<F, R>,
             drop: drop_job::<F, R>,
         };
+        // SAFETY: `cell` came from `Box::into_raw`; `JobCell` is `#[repr(C)]`
+        // with its header first; two references, this handle's and the
+        // job's (released by `run_job` or `drop_job`).
+        let cell = CellRef(unsafe { NonNull::new_unchecked(cell.cast::<Shared<R>>()) });
         // SAFETY: `api` is the live host table; `spawn_blocking` never unwinds
         // and calls the job's `run` or `drop` exactly once.
         unsafe { (api.spawn_blocking)(api.data, job) };
@@ -292,42 +373,66 @@ where
     }
 }
 
-struct Job<F, R> {
-    f: F,
-    out: Arc<Shared<R>>,
+/// A blocking job's cell: the header, then the closure (taken by the one
+/// `run` or `drop` of the job).
+#[repr(C)]
+struct JobCell<F, R> {
+    shared: Shared<R>,
+    f: UnsafeCell<Option<F>>,
+}
+
+/// Takes the closure out of a job's cell.
+///
+/// # Safety
+/// `data` is the `JobCell<F, R>` of `spawn_blocking`, and the host calls
+/// `run` or `drop` exactly once, which is the only access to `f`.
+unsafe fn take_job<'a, F, R>(data: *mut c_void) -> (NonNull<Shared<R>>, &'a Shared<R>, Option<F>) {
+    // SAFETY: the caller's guarantee; the job's reference keeps the cell
+    // alive until `release`, after the last use of the returned header.
+    unsafe {
+        let cell = &*data.cast::<JobCell<F, R>>();
+        (
+            NonNull::new_unchecked(data.cast::<Shared<R>>()),
+            &cell.shared,
+            (*cell.f.get()).take(),
+        )
+    }
 }
 
 unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
-    // SAFETY: `data` is the `Box<Job>` made in `spawn_blocking`; the host
-    // calls `run` or `drop` exactly once.
-    let job = unsafe { Box::from_raw(data.cast::<Job<F, R>>()) };
-    let Job { f, out } = *job;
-    if out.cancelled.load(Ordering::Acquire) {
-        // Aborted before it started, like tokio's blocking tasks.
-        let _ = catch(move || drop(f));
-        out.finish(None);
-        return;
+    // SAFETY: forwarded: the host calls `run` or `drop` exactly once.
+    let (header, shared, f) = unsafe { take_job::<F, R>(data) };
+    if let Some(f) = f {
+        if shared.cancelled.load(Ordering::Acquire) {
+            // Aborted before it started, like tokio's blocking tasks.
+            let _ = catch(move || drop(f));
+            shared.finish(None);
+        } else {
+            let result = {
+                injected::enter_private();
+                catch(f)
+            };
+            if let Err(msg) = &result {
+                injected::host_log(
+                    abi::level::ERROR,
+                    "horizon_sdk::rt",
+                    &format!("a blocking job panicked: {msg}"),
+                );
+            }
+            shared.finish(Some(result));
+        }
     }
-    let result = {
-        injected::enter_private();
-        catch(f)
-    };
-    if let Err(msg) = &result {
-        injected::host_log(
-            abi::level::ERROR,
-            "horizon_sdk::rt",
-            &format!("a blocking job panicked: {msg}"),
-        );
-    }
-    out.finish(Some(result));
+    // SAFETY: the job's reference, given up once.
+    unsafe { release(header) };
 }
 
 unsafe extern "C" fn drop_job<F, R: Send>(data: *mut c_void) {
     // SAFETY: as in `run_job`.
-    let job = unsafe { Box::from_raw(data.cast::<Job<F, R>>()) };
-    let Job { f, out } = *job;
+    let (header, shared, f) = unsafe { take_job::<F, R>(data) };
     let _ = catch(move || drop(f));
-    out.finish(None);
+    shared.finish(None);
+    // SAFETY: the job's reference, given up once.
+    unsafe { release(header) };
 }
 
 /// Yields execution back to the host's scheduler once.
@@ -379,7 +484,7 @@ enum Repr<T> {
         api: &'static HostApi,
         /// The task's `RawFuture::data`, the host's key for it (0: a blocking job).
         task: usize,
-        cell: Arc<dyn JoinCell<T>>,
+        cell: CellRef<T>,
     },
     Native(tokio::task::JoinHandle<T>),
 }
