@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 
 use crate::declaration::read_declaration;
 use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
-use crate::report::{EmitReport, FailureKind, HandlerFailure};
+use crate::report::{EmitReport, FailureKind, HandlerFailure, Tally};
 use crate::services::{Services, lock, panic_message};
 
 /// Identifies a loaded plugin for as long as the host runs (ids are never reused).
@@ -120,7 +120,7 @@ fn remove_plugin(subs: &mut FxHashMap<String, Arc<[Subscriber]>>, id: PluginId) 
 }
 
 /// Calls a host handler, turning a panic into a failure in `report`.
-fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut EmitReport) {
+fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut Tally) {
     match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
         Ok(()) => report.delivered += 1,
         Err(payload) => report.failures.push(HandlerFailure {
@@ -659,7 +659,7 @@ impl Inner {
             let subs = self.subscribers.read().unwrap_or_else(|e| e.into_inner());
             (subs.any.clone(), subs.named.get(event.name()).cloned())
         };
-        let mut report = EmitReport::new(event.name_shared());
+        let mut report = Tally::default();
         for handler in any.iter().flat_map(|any| any.iter()) {
             call_host_handler(handler, &event, &mut report);
         }
@@ -671,12 +671,15 @@ impl Inner {
                 Subscriber::Host(handler) => call_host_handler(handler, &event, &mut report),
                 Subscriber::Plugin(handler) => match self.start_handler(handler, &event).await {
                     HandlerRun::Task(task) => running.push((handler, task)),
-                    HandlerRun::Done(status) => self.record(handler, Ok(status), &mut report),
+                    HandlerRun::Done(status) => {
+                        self.record(handler, Ok(status), &event, &mut report);
+                    }
                     HandlerRun::Refused => self.record(
                         handler,
                         Err(FailureKind::Cancelled(
                             "the plugin is being unloaded".to_owned(),
                         )),
+                        &event,
                         &mut report,
                     ),
                 },
@@ -692,9 +695,9 @@ impl Inner {
                     Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
                 }
             };
-            self.record(handler, status, &mut report);
+            self.record(handler, status, &event, &mut report);
         }
-        report
+        report.into_report(event.into_name())
     }
 
     /// Adds one plugin handler's outcome to `report`, and quarantines its
@@ -703,7 +706,8 @@ impl Inner {
         &self,
         handler: &PluginHandler,
         status: Result<RStatus, FailureKind>,
-        report: &mut EmitReport,
+        event: &Event,
+        report: &mut Tally,
     ) {
         let services = &handler.services;
         let kind = match status {
@@ -733,7 +737,7 @@ impl Inner {
             Some(kind) => report.failures.push(HandlerFailure {
                 plugin: Some(services.id),
                 subscriber: services.name.clone(),
-                event: report.event.to_string(),
+                event: event.name().to_owned(),
                 kind,
             }),
         }

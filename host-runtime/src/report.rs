@@ -19,16 +19,26 @@ pub struct EmitReport {
     pub quarantined: Vec<PluginId>,
 }
 
-impl EmitReport {
-    pub(crate) fn new(event: Arc<str>) -> Self {
+/// An [`EmitReport`] being filled in, before it takes the event's name.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) delivered: usize,
+    pub(crate) failures: Vec<HandlerFailure>,
+    pub(crate) quarantined: Vec<PluginId>,
+}
+
+impl Tally {
+    pub(crate) fn into_report(self, event: Arc<str>) -> EmitReport {
         EmitReport {
             event,
-            delivered: 0,
-            failures: Vec::new(),
-            quarantined: Vec::new(),
+            delivered: self.delivered,
+            failures: self.failures,
+            quarantined: self.quarantined,
         }
     }
+}
 
+impl EmitReport {
     /// Whether every handler succeeded.
     pub fn is_ok(&self) -> bool {
         self.failures.is_empty()

@@ -66,9 +66,9 @@ impl Event {
         &self.name
     }
 
-    /// The event's name as a shared string (a reference count, no copy).
-    pub fn name_shared(&self) -> Arc<str> {
-        Arc::clone(&self.name)
+    /// The event's name as a shared string, consuming the event (no copy).
+    pub fn into_name(self) -> Arc<str> {
+        self.name
     }
 
     /// The payload decoded from JSON.

@@ -165,16 +165,21 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// Runs `f`, turning a panic into its message. The payload is dropped under
 /// a second guard because a payload's own `Drop` may panic
 /// (rust-lang/rust#86027).
+#[inline]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let msg = panic_message(&*payload);
-        if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-            // The payload's drop panicked; that panic's payload is leaked
-            // rather than dropped, since its drop could panic again.
-            std::mem::forget(second);
-        }
-        msg
-    })
+    catch_unwind(AssertUnwindSafe(f)).map_err(caught)
+}
+
+/// The message of a caught panic; the payload is dropped under a second guard.
+#[cold]
+fn caught(payload: Box<dyn Any + Send>) -> String {
+    let msg = panic_message(&*payload);
+    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // The payload's drop panicked; that panic's payload is leaked
+        // rather than dropped, since its drop could panic again.
+        std::mem::forget(second);
+    }
+    msg
 }
 
 /// A waker that catches a panic of the waker it wraps: async-ffi aborts the
