@@ -226,7 +226,7 @@ fn main() {
         let held = rss_kib();
         host.emit("bench:run", &json!({ "kind": "release", "iters": 0 })).await.unwrap();
         println!(
-            "{n} pending routed tasks: RSS +{} KiB, {:.0} bytes per task (task cell, host task, registry slot, a oneshot)",
+            "{n} pending routed tasks: RSS +{} KiB, {:.0} bytes per task (task cell, host task, parked waker, a oneshot)",
             held.saturating_sub(before),
             held.saturating_sub(before) as f64 * 1024.0 / n as f64
         );

@@ -1,6 +1,7 @@
 //! The host's side of the boundary: the `extern "C"` functions of the
-//! [`HostApi`] table each plugin receives, and the registry of tasks a plugin
-//! owns.
+//! [`HostApi`] table each plugin receives, how the tasks a plugin owns are
+//! counted and stopped ([`PluginTask`]), and the wakers lent to plugins
+//! ([`WakerFns`]).
 //!
 //! Every function here catches panics (a panic unwinding out of an
 //! `extern "C"` function aborts the process), may be called from any thread,
