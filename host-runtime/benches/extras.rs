@@ -80,7 +80,29 @@ fn interleaved(
     );
 }
 
+/// `HORIZON_BENCH_ONLY=<loop>:<iters>` runs one loop on a current-thread
+/// runtime and exits, for instruction counts under callgrind (see
+/// `scripts/instructions`): `spawn_native`, `spawn_routed`,
+/// `emit_in_process` or `emit_routed`.
+fn only(spec: &str) {
+    let (which, iters) = spec.split_once(':').expect("<loop>:<iters>");
+    let iters: u64 = iters.parse().expect("a number of iterations");
+    let loaded = Loaded::new(common::current_thread(), 1);
+    let rt = &loaded.rt;
+    match which {
+        "spawn_native" => drop(native(rt, move || support::native_spawn_loop(iters))),
+        "spawn_routed" => drop(loaded.routed("spawn", iters)),
+        "emit_in_process" => drop(native(rt, move || support::in_process_emit_loop(iters))),
+        "emit_routed" => drop(loaded.emit_loop(iters, 1)),
+        other => panic!("unknown loop {other}"),
+    }
+    rt.block_on(loaded.host.shutdown());
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("HORIZON_BENCH_ONLY") {
+        return only(&spec);
+    }
     let smoke = std::env::args().any(|a| a == "--test");
     let scale = |full: u64| if smoke { (full / 100).max(2) } else { full };
     let rounds = if smoke { 2 } else { 21 };

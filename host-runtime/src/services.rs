@@ -291,7 +291,11 @@ impl Services {
     /// in quarantine (once).
     pub(crate) fn record_outcome(&self, failed: bool, quarantine_after: Option<u32>) -> bool {
         if !failed {
-            self.consecutive_failures.store(0, Ordering::Relaxed);
+            // Read first: a store on every success would bounce the cache
+            // line between the threads emitting to this plugin.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
             return false;
         }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;

@@ -228,7 +228,8 @@ unsafe extern "C" fn poll_raw<G: Future<Output = RStatus>>(
 unsafe extern "C" fn drop_raw<G>(data: *const c_void) {
     // SAFETY: as in `poll_raw`; the host calls `drop` exactly once.
     let fut = unsafe { Box::from_raw(data.cast_mut().cast::<G>()) };
-    injected::enter_private();
+    // The handler's future inside is a `Guarded`, which enters the private
+    // runtime itself if it still has to drop it.
     let _ = catch(move || drop(fut));
 }
 

@@ -6,7 +6,7 @@
 //! between worker threads).
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -101,6 +101,9 @@ thread_local! {
     /// explicitly only when a later load's runtime replaces it.
     static ENTERED: RefCell<Option<(u64, ManuallyDrop<tokio::runtime::EnterGuard<'static>>)>> =
         const { RefCell::new(None) };
+    /// The generation in `ENTERED` (0: none), read first: the check on
+    /// every poll is then one thread-local load.
+    static ENTERED_GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Makes the private runtime, if any, the current runtime of this plugin's
@@ -113,8 +116,16 @@ thread_local! {
 /// thread-local, and it only runs inside plugin calls. A later load of the
 /// same mapping has another generation: its runtime replaces the old one
 /// (dropping the old guard, so the old runtime's handle is released).
+#[inline]
 pub(crate) fn enter_private() {
     let Some(state) = injected() else { return };
+    if ENTERED_GENERATION.get() != state.generation {
+        enter_private_slow(state);
+    }
+}
+
+#[cold]
+fn enter_private_slow(state: &'static Injected) {
     let Some(handle) = state.private_handle.as_ref() else {
         return;
     };
@@ -135,6 +146,7 @@ pub(crate) fn enter_private() {
             unsafe { ManuallyDrop::drop(&mut old) };
         }
         *entered = Some((state.generation, ManuallyDrop::new(handle.enter())));
+        ENTERED_GENERATION.set(state.generation);
     });
 }
 
@@ -283,9 +295,10 @@ impl<F: Future> Future for Guarded<F> {
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
         };
-        // Drop the finished future now, inside the runtime context and the
-        // panic guard, rather than whenever the host drops the task.
-        this.drop_inner();
+        // Drop the finished future now, inside the runtime context (entered
+        // above) and the panic guard, rather than whenever the host drops
+        // the task.
+        this.drop_entered();
         Poll::Ready(out)
     }
 }
@@ -293,8 +306,15 @@ impl<F: Future> Future for Guarded<F> {
 impl<F: Future> Guarded<F> {
     fn drop_inner(&mut self) {
         if !self.dropped {
-            self.dropped = true;
             enter_private();
+            self.drop_entered();
+        }
+    }
+
+    /// Drops the future in place, with the private runtime entered.
+    fn drop_entered(&mut self) {
+        if !self.dropped {
+            self.dropped = true;
             // SAFETY: `fut` is initialized (`dropped` was false) and is
             // dropped exactly once, in place, as pinning requires.
             if let Err(msg) = catch(|| unsafe { ManuallyDrop::drop(&mut self.fut) }) {
