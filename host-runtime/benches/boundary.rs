@@ -117,6 +117,12 @@ fn emit(c: &mut Criterion) {
                 black_box(serde_json::from_slice::<Small>(&bytes).unwrap());
             })
         });
+        // The same dispatch as a routed emit, to a host handler: what the
+        // boundary adds is `plugins/1` minus this.
+        let host = support::host_with_host_handler(&rt);
+        g.bench_function("host_handler", |b| {
+            b.iter_custom(|iters| support::host_emit_loop(&rt, &host, iters))
+        });
         // The handler run as a task of its own (what the host does for every
         // plugin handler, so it can abort it at unload), still in-process.
         g.bench_function("in_process_task", |b| {

@@ -83,19 +83,23 @@ fn interleaved(
 /// `HORIZON_BENCH_ONLY=<loop>:<iters>` runs one loop on a current-thread
 /// runtime and exits, for instruction counts under callgrind (see
 /// `scripts/instructions`): `spawn_native`, `spawn_routed`,
-/// `emit_in_process` or `emit_routed`.
+/// `emit_in_process`, `emit_host_handler` or `emit_routed`.
 fn only(spec: &str) {
     let (which, iters) = spec.split_once(':').expect("<loop>:<iters>");
     let iters: u64 = iters.parse().expect("a number of iterations");
     let loaded = Loaded::new(common::current_thread(), 1);
     let rt = &loaded.rt;
-    match which {
-        "spawn_native" => drop(native(rt, move || support::native_spawn_loop(iters))),
-        "spawn_routed" => drop(loaded.routed("spawn", iters)),
-        "emit_in_process" => drop(native(rt, move || support::in_process_emit_loop(iters))),
-        "emit_routed" => drop(loaded.emit_loop(iters, 1)),
+    let _elapsed = match which {
+        "spawn_native" => native(rt, move || support::native_spawn_loop(iters)),
+        "spawn_routed" => loaded.routed("spawn", iters),
+        "emit_in_process" => native(rt, move || support::in_process_emit_loop(iters)),
+        "emit_routed" => loaded.emit_loop(iters, 1),
+        "emit_host_handler" => {
+            let host = support::host_with_host_handler(rt);
+            support::host_emit_loop(rt, &host, iters)
+        }
         other => panic!("unknown loop {other}"),
-    }
+    };
     rt.block_on(loaded.host.shutdown());
 }
 
@@ -131,6 +135,16 @@ fn main() {
             rounds,
             scale(20_000),
             |n| native(rt, move || support::in_process_emit_loop(n)),
+            |n| loaded.emit_loop(n, 1),
+        );
+        let host = support::host_with_host_handler(rt);
+        interleaved(
+            &format!(
+                "emit to one plugin vs to one host handler (the same dispatch without the boundary) {flavour}"
+            ),
+            rounds,
+            scale(20_000),
+            |n| support::host_emit_loop(rt, &host, n),
             |n| loaded.emit_loop(n, 1),
         );
         rt.block_on(loaded.host.shutdown());

@@ -87,6 +87,29 @@ impl Loaded {
     }
 }
 
+/// A host with no plugin and one host handler for `bench:noop` that decodes
+/// the payload like the plugin's: `emit` through the same dispatch, without
+/// the boundary.
+pub fn host_with_host_handler(rt: &Runtime) -> PluginHost {
+    let host = PluginHost::new(rt.handle().clone());
+    host.on("bench:noop", |event: Event| {
+        let small: Small = event.json().unwrap();
+        std::hint::black_box(small);
+    });
+    host
+}
+
+/// `iters` emits of [`small`] to `host`, from a task.
+pub fn host_emit_loop(rt: &Runtime, host: &PluginHost, iters: u64) -> Duration {
+    let host = host.clone();
+    native(rt, move || async move {
+        for _ in 0..iters {
+            let report = host.emit("bench:noop", &small()).await.unwrap();
+            debug_assert_eq!(report.delivered, 1);
+        }
+    })
+}
+
 /// Runs `body` as a task on `rt` (like the plugin's handler task) and times it.
 pub fn native<F>(rt: &Runtime, body: impl FnOnce() -> F + Send + 'static) -> Duration
 where
