@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use horizon_sdk::Event;
@@ -666,24 +666,36 @@ impl Inner {
         // Handlers still running after their first poll, awaited once every
         // handler has started.
         let mut running = Vec::new();
-        for subscriber in named.iter().flat_map(|list| list.iter()) {
-            match subscriber {
-                Subscriber::Host(handler) => call_host_handler(handler, &event, &mut report),
-                Subscriber::Plugin(handler) => match self.start_handler(handler, &event).await {
-                    HandlerRun::Task(task) => running.push((handler, task)),
-                    HandlerRun::Done(status) => {
-                        self.record(handler, Ok(status), &event, &mut report);
+        if let Some(list) = &named {
+            // Every handler is started (and plugin handlers polled once)
+            // within one poll of this task, with its context.
+            std::future::poll_fn(|cx| {
+                for subscriber in list.iter() {
+                    match subscriber {
+                        Subscriber::Host(handler) => {
+                            call_host_handler(handler, &event, &mut report);
+                        }
+                        Subscriber::Plugin(handler) => {
+                            match self.start_handler(handler, &event, cx) {
+                                HandlerRun::Task(task) => running.push((handler, task)),
+                                HandlerRun::Done(status) => {
+                                    self.record(handler, Ok(status), &event, &mut report);
+                                }
+                                HandlerRun::Refused => self.record(
+                                    handler,
+                                    Err(FailureKind::Cancelled(
+                                        "the plugin is being unloaded".to_owned(),
+                                    )),
+                                    &event,
+                                    &mut report,
+                                ),
+                            }
+                        }
                     }
-                    HandlerRun::Refused => self.record(
-                        handler,
-                        Err(FailureKind::Cancelled(
-                            "the plugin is being unloaded".to_owned(),
-                        )),
-                        &event,
-                        &mut report,
-                    ),
-                },
-            }
+                }
+                Poll::Ready(())
+            })
+            .await;
         }
         for (handler, task) in running {
             let status = match task.await {
@@ -753,7 +765,12 @@ impl Inner {
     /// as a task from the start, so plugin code only runs on runtime threads.
     /// Either way the call is registered with the plugin, so unload waits
     /// for it before releasing the handler.
-    async fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
+    fn start_handler(
+        &self,
+        handler: &Arc<PluginHandler>,
+        event: &Event,
+        cx: &mut Context<'_>,
+    ) -> HandlerRun {
         let services = &handler.services;
         // A handler that emits polls the next handlers inline too; past a
         // bounded depth (a chain, or a cycle, of events) handlers run as
@@ -788,13 +805,9 @@ impl Inner {
                 RStr::from_bytes(event.payload()),
             )
         };
-        let first = std::future::poll_fn(|cx| {
-            INLINE_DEPTH.with(|d| d.set(depth + 1));
-            let polled = Pin::new(&mut fut).poll(cx);
-            INLINE_DEPTH.with(|d| d.set(depth));
-            Poll::Ready(polled)
-        })
-        .await;
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
+        let first = Pin::new(&mut fut).poll(cx);
+        INLINE_DEPTH.with(|d| d.set(depth));
         let run = match first {
             Poll::Ready(status) => {
                 drop(fut);
