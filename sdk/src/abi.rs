@@ -20,7 +20,7 @@ pub use async_ffi::{FfiContext, FfiFuture, FfiPoll};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HORIZON\0");
 
 /// Version of this boundary. Bumped on every change to a type in this module.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
 pub const DECLARATION_SYMBOL: &str = "HORIZON_PLUGIN_DECLARATION";
