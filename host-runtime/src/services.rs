@@ -111,10 +111,17 @@ struct LiveGuard(*const Services);
 // SAFETY: `Services` is `Sync`, and outlives every task (see `PluginTask`).
 unsafe impl Send for LiveGuard {}
 
+impl LiveGuard {
+    fn services(&self) -> &Services {
+        // SAFETY: the `Services` outlives every task it counts as live (see
+        // `PluginTask::poll`), and this guard is one.
+        unsafe { &*self.0 }
+    }
+}
+
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        // SAFETY: as for `PluginTask::services`.
-        unsafe { &*self.0 }.leave(LIVE);
+        self.services().leave(LIVE);
     }
 }
 
@@ -150,7 +157,7 @@ pin_project_lite::pin_project! {
             let mut this = this.project();
             // Plugin code: before the task stops counting as live.
             this.fut.set(None);
-            // SAFETY: see `PluginTask::services`.
+            // SAFETY: `Services` outlives its tasks (see `poll`).
             let services = unsafe { &**this.services };
             if *this.parked {
                 let waker = lock(&services.parked).remove(this.key);
@@ -358,16 +365,14 @@ impl Services {
         if self.closed.load(Ordering::SeqCst) {
             return false;
         }
-        let closed = std::ptr::from_ref(&self.closed) as usize;
         drop(self.handle.spawn_blocking(move || {
-            let _guard = guard;
-            // SAFETY: `closed` is in the `Services`, alive while `_guard` counts.
-            if unsafe { &*(closed as *const AtomicBool) }.load(Ordering::Acquire) {
+            if guard.services().closed.load(Ordering::Acquire) {
                 // Unloading before it started: dropped, like an aborted blocking task.
                 drop(job);
             } else {
                 job.run();
             }
+            drop(guard);
         }));
         true
     }
