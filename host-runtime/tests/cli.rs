@@ -38,7 +38,11 @@ fn check_prints_the_declaration_and_the_verdict() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("rustc 1.") && stdout.contains("boundary: 1 (this host: 1)"),
+        stdout.contains("rustc 1.")
+            && stdout.contains(&format!(
+                "boundary: {v} (this host: {v})",
+                v = horizon_sdk::abi::ABI_VERSION
+            )),
         "{stdout}"
     );
 
@@ -47,7 +51,10 @@ fn check_prints_the_declaration_and_the_verdict() {
     let stdout = String::from_utf8_lossy(&wrong.stdout);
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(
-        stdout.contains("boundary: 999 (this host: 1)") && stdout.contains("loadable: no"),
+        stdout.contains(&format!(
+            "boundary: 999 (this host: {})",
+            horizon_sdk::abi::ABI_VERSION
+        )) && stdout.contains("loadable: no"),
         "{stdout}"
     );
     assert!(
