@@ -73,13 +73,12 @@ async fn every_waker_kind(basic: &Basic) {
     }
 }
 
-#[test]
-fn every_waker_kind_wakes_the_emitter_multi_thread() {
-    let rt = multi_thread();
+/// Loads the fixture on `rt` and runs every waker kind from a runtime task,
+/// so handlers are polled inline with the emitter's waker.
+fn on_runtime(rt: tokio::runtime::Runtime) {
     let host = PluginHost::new(rt.handle().clone());
     rt.block_on(async {
         let basic = Basic::load(host.clone()).await;
-        // From a worker, so handlers are polled inline with the emitter's waker.
         tokio::spawn(async move { every_waker_kind(&basic).await })
             .await
             .unwrap();
@@ -88,14 +87,11 @@ fn every_waker_kind_wakes_the_emitter_multi_thread() {
 }
 
 #[test]
+fn every_waker_kind_wakes_the_emitter_multi_thread() {
+    on_runtime(multi_thread());
+}
+
+#[test]
 fn every_waker_kind_wakes_the_emitter_current_thread() {
-    let rt = current_thread();
-    let host = PluginHost::new(rt.handle().clone());
-    rt.block_on(async {
-        let basic = Basic::load(host.clone()).await;
-        tokio::spawn(async move { every_waker_kind(&basic).await })
-            .await
-            .unwrap();
-        host.shutdown().await;
-    });
+    on_runtime(current_thread());
 }
