@@ -173,9 +173,9 @@ pin_project_lite::pin_project! {
 unsafe impl<F: Send> Send for PluginTask<F> {}
 
 impl<F> PluginTask<F> {
-    /// Counts a new task of `services` as live.
-    fn new(services: &Services, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
-        services.counts.fetch_add(LIVE, Ordering::SeqCst);
+    /// A task of `services`, already counted as live there (see
+    /// [`Services::enter`]); its drop takes the count off.
+    fn counted(services: &Services, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
         PluginTask {
             fut: Some(fut),
             services,
@@ -314,14 +314,21 @@ impl Services {
         self.quarantined.load(Ordering::Acquire)
     }
 
+    /// Adds `amount` to [`Services::counts`], then tells whether the plugin
+    /// still accepts work. Counting first (both SeqCst, see `leave`) means
+    /// either unload's `abort_all` sees the new work, or this sees `closed`.
+    /// The caller takes `amount` off again, accepted or not.
+    fn enter(&self, amount: u64) -> bool {
+        self.counts.fetch_add(amount, Ordering::SeqCst);
+        !self.closed.load(Ordering::SeqCst)
+    }
+
     /// Counts a call into the plugin made outside any task (a handler's
     /// first poll), so unload waits for it; `None` once unloading.
     pub(crate) fn register_inline(&self) -> Option<InlineCall<'_>> {
-        self.counts.fetch_add(LIVE | HANDLER, Ordering::SeqCst);
+        let open = self.enter(LIVE | HANDLER);
         let call = InlineCall(self);
-        // After counting (both SeqCst, see `leave`): either unload's
-        // `abort_all` sees this call, or this sees `closed`.
-        (!self.closed.load(Ordering::SeqCst)).then_some(call)
+        open.then_some(call)
     }
 
     /// Spawns a future on the host runtime as a task of this plugin, or
@@ -332,21 +339,25 @@ impl Services {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_task(PluginTask::new(self, fut, 0, std::ptr::null()))
+        self.spawn_task(fut, 0, std::ptr::null())
     }
 
-    fn spawn_task<F>(&self, task: PluginTask<F>) -> Option<JoinHandle<Option<F::Output>>>
+    /// Counts and spawns a task; when refused, the task is dropped at once
+    /// (its future with it). A task spawned while `close` runs is still
+    /// counted, and drops its future at its first poll.
+    fn spawn_task<F>(
+        &self,
+        fut: F,
+        key: usize,
+        cancelled: *const AtomicBool,
+    ) -> Option<JoinHandle<Option<F::Output>>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        // After `PluginTask::new` counted it (see `register_inline`). A task
-        // spawned while `close` runs is still counted, and drops its future
-        // at its first poll.
-        if self.closed.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(self.handle.spawn(task))
+        let open = self.enter(LIVE);
+        let task = PluginTask::counted(self, fut, key, cancelled);
+        open.then(|| self.handle.spawn(task))
     }
 
     /// Runs a plugin future as a detached task of this plugin; the plugin
@@ -354,15 +365,14 @@ impl Services {
     fn spawn_raw(&self, fut: RawFuture) -> bool {
         let (key, cancelled) = (fut.data as usize, fut.cancelled);
         // Dropping the task when refused tells the plugin its task was cancelled.
-        self.spawn_task(PluginTask::new(self, fut, key, cancelled))
-            .is_some()
+        self.spawn_task(fut, key, cancelled).is_some()
     }
 
     fn spawn_blocking(&self, job: BlockingJob) -> bool {
         let job = OwnedJob(job);
-        self.counts.fetch_add(LIVE, Ordering::SeqCst);
+        let open = self.enter(LIVE);
         let guard = LiveGuard(self);
-        if self.closed.load(Ordering::SeqCst) {
+        if !open {
             return false;
         }
         drop(self.handle.spawn_blocking(move || {

@@ -14,7 +14,7 @@ use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
 
-pub use async_ffi::{FfiContext, FfiFuture, FfiPoll};
+pub use async_ffi::FfiFuture;
 
 /// First field of every [`PluginDeclaration`]: `"HORIZON\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HORIZON\0");

@@ -205,24 +205,13 @@ impl Wake for CatchingWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        wake_caught(&self.0);
+        wake_caught(|| self.0.wake_by_ref());
     }
 }
 
-/// Wakes `waker` and drops it, turning a panic into a log line.
-pub(crate) fn wake_owned_caught(waker: Waker) {
-    if let Err(msg) = catch(move || waker.wake()) {
-        host_log(
-            crate::abi::level::ERROR,
-            "horizon_sdk::rt",
-            &format!("a waker panicked when woken: {msg}"),
-        );
-    }
-}
-
-/// Wakes `waker`, turning a panic into a log line.
-pub(crate) fn wake_caught(waker: &Waker) {
-    if let Err(msg) = catch(|| waker.wake_by_ref()) {
+/// Runs a wake, turning a panic of the waker into a log line.
+pub(crate) fn wake_caught(wake: impl FnOnce()) {
+    if let Err(msg) = catch(wake) {
         host_log(
             crate::abi::level::ERROR,
             "horizon_sdk::rt",

@@ -72,7 +72,7 @@ impl<T> Shared<T> {
             // stored its waker and will not touch the slot again.
             if let Some(waker) = unsafe { (*self.waker.get()).take() } {
                 // The joiner's waker may be plugin-made: it must not unwind here.
-                injected::wake_owned_caught(waker);
+                injected::wake_caught(move || waker.wake());
             }
         }
     }
