@@ -115,6 +115,13 @@ pub enum UnloadError {
         /// How many tasks were still alive.
         left: usize,
     },
+    /// The plugin's private runtime did not stop within its deadline: its
+    /// threads may still run plugin code, so the library was kept mapped.
+    #[error("plugin `{name}`: its private tokio runtime did not stop; its library stays mapped")]
+    PrivateRuntimeStuck {
+        /// The plugin's name.
+        name: String,
+    },
 }
 
 /// Why [`PluginHost::emit`](crate::PluginHost::emit) could not send an event.

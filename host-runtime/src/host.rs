@@ -5,16 +5,18 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use horizon_sdk::Event;
-use horizon_sdk::abi::{FfiFuture, HostApi, RStatus, RStr, RawFuture, STATUS_OK, STATUS_PANIC};
+use horizon_sdk::abi::guard::{catch, panic_message};
+use horizon_sdk::abi::{
+    HostApi, RStatus, RStr, RawFuture, SHUTDOWN_OK, SHUTDOWN_PANICKED, SHUTDOWN_STUCK,
+};
 use libloading::Library;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -22,8 +24,8 @@ use tokio::runtime::Handle;
 
 use crate::declaration::read_declaration;
 use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
-use crate::report::{EmitReport, FailureKind, HandlerFailure, Tally};
-use crate::services::{Services, lock, panic_message};
+use crate::report::{EmitReport, FailureKind, HandlerFailure, Tally, status_outcome};
+use crate::services::{Services, lock};
 
 /// Identifies a loaded plugin for as long as the host runs (ids are never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,13 +123,13 @@ fn remove_plugin(subs: &mut FxHashMap<String, Arc<[Subscriber]>>, id: PluginId) 
 
 /// Calls a host handler, turning a panic into a failure in `report`.
 fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut Tally) {
-    match catch_unwind(AssertUnwindSafe(|| handler(event.clone()))) {
+    match catch(|| handler(event.clone())) {
         Ok(()) => report.delivered += 1,
-        Err(payload) => report.failures.push(HandlerFailure {
+        Err(message) => report.failures.push(HandlerFailure {
             plugin: None,
             subscriber: "host".to_owned(),
             event: event.name().to_owned(),
-            kind: FailureKind::Panicked(panic_message(&*payload)),
+            kind: FailureKind::Panicked(message),
         }),
     }
 }
@@ -140,14 +142,17 @@ thread_local! {
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
+/// A plugin call's outcome, host-owned (see [`status_outcome`]).
+type Outcome = Result<(), FailureKind>;
+
 /// How a plugin handler's run for one event went, or is going.
 enum HandlerRun {
     /// The plugin is being unloaded; the handler did not run.
     Refused,
     /// It finished on its first poll.
-    Done(RStatus),
+    Done(Outcome),
     /// It runs as a task of its plugin (`None`: cancelled by unload).
-    Task(tokio::task::JoinHandle<Option<RStatus>>),
+    Task(tokio::task::JoinHandle<Option<Outcome>>),
 }
 
 /// State shared by every clone of a [`PluginHost`].
@@ -158,17 +163,31 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
+    strict_unload: bool,
 }
 
 /// A loaded library and what the host must keep alive for it.
 struct LoadedPlugin {
     info: PluginInfo,
+    /// Holds the plugin's service table too (see `Services`).
     services: Arc<Services>,
-    /// The table handed to the plugin at `init`; must outlive its `shutdown`.
-    api: ApiBox,
     decl: DeclFns,
     /// `None` once closed by `teardown` (or deliberately leaked).
     library: Mutex<Option<Library>>,
+    /// Serialises unload and reload of this plugin; true once one of them
+    /// has taken it down (the next finds it gone: teardown happens once).
+    retired: tokio::sync::Mutex<bool>,
+}
+
+impl LoadedPlugin {
+    /// Keeps the library mapped and the plugin's `Services` (and so its
+    /// table) alive for good: code of the plugin may still run.
+    fn leak(&self) {
+        if let Some(library) = lock(&self.library).take() {
+            std::mem::forget(library);
+            std::mem::forget(Arc::clone(&self.services));
+        }
+    }
 }
 
 impl Drop for LoadedPlugin {
@@ -177,17 +196,12 @@ impl Drop for LoadedPlugin {
     /// code and into the host state: keep both alive for good rather than
     /// unmap code or free memory under them.
     fn drop(&mut self) {
-        if let Some(library) = lock(&self.library).take() {
+        if lock(&self.library).is_some() {
             tracing::warn!(
                 plugin = %self.info.name,
                 "plugin host dropped without `shutdown`: the plugin stays loaded (leaked) because its tasks may still run"
             );
-            std::mem::forget(library);
-            std::mem::forget(Arc::clone(&self.services));
-            std::mem::forget(std::mem::replace(
-                &mut self.api.0,
-                Box::new(self.services.api()),
-            ));
+            self.leak();
         }
     }
 }
@@ -196,17 +210,10 @@ impl Drop for LoadedPlugin {
 #[derive(Clone, Copy)]
 pub(crate) struct DeclFns {
     pub(crate) init: unsafe extern "C" fn(*const HostApi) -> RStatus,
-    pub(crate) on_load: unsafe extern "C" fn() -> FfiFuture<RStatus>,
-    pub(crate) on_unload: unsafe extern "C" fn() -> FfiFuture<RStatus>,
-    pub(crate) shutdown: unsafe extern "C" fn() -> RStatus,
+    pub(crate) on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    pub(crate) on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    pub(crate) shutdown: unsafe extern "C" fn(*const HostApi) -> u32,
 }
-
-struct ApiBox(Box<HostApi>);
-// SAFETY: the table is immutable once built; `data` points to `Services`,
-// which is `Send + Sync`.
-unsafe impl Send for ApiBox {}
-// SAFETY: as above.
-unsafe impl Sync for ApiBox {}
 
 /// Settings of a [`PluginHost`], from [`PluginHost::builder`].
 #[derive(Debug)]
@@ -215,9 +222,22 @@ pub struct HostBuilder {
     handle: Handle,
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
+    strict_unload: bool,
 }
 
 impl HostBuilder {
+    /// Strict unload mode: every later entry into an unloaded plugin's code
+    /// through the boundary (a poll, a drop, a waker, a free function, a
+    /// handler call) aborts the process with a message naming the entry
+    /// point, and unloaded libraries stay mapped so that the check can run.
+    /// For tests: it turns "no plugin code runs after unload" into a crash
+    /// when broken. Off by default; `HORIZON_STRICT_UNLOAD=1` in the
+    /// environment turns it on. Off, it costs one relaxed load per entry.
+    pub fn strict_unload(mut self, strict: bool) -> Self {
+        self.strict_unload = strict;
+        self
+    }
+
     /// How long `on_unload`, and then the plugin's tasks, get to stop when a
     /// plugin is unloaded (default 5 s).
     pub fn unload_timeout(mut self, timeout: Duration) -> Self {
@@ -244,6 +264,7 @@ impl HostBuilder {
                 next_id: AtomicU64::new(1),
                 unload_timeout: self.unload_timeout,
                 quarantine_after: self.quarantine_after,
+                strict_unload: self.strict_unload,
             }),
         }
     }
@@ -308,6 +329,7 @@ impl PluginHost {
             handle,
             unload_timeout: Duration::from_secs(5),
             quarantine_after: None,
+            strict_unload: std::env::var_os("HORIZON_STRICT_UNLOAD").is_some_and(|v| v == "1"),
         }
     }
 
@@ -410,53 +432,53 @@ impl PluginHost {
         let (decl, info) = read_declaration(&library, &path)?;
         let id = PluginId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let info = PluginInfo { id, ..info };
-        let services = Arc::new(Services::new(
+        let services = Services::new(
             Arc::downgrade(&self.inner),
             self.inner.handle.clone(),
             id,
             info.name.clone(),
-        ));
-        let api = ApiBox(Box::new(services.api()));
+            self.inner.strict_unload,
+        );
         let plugin = Arc::new(LoadedPlugin {
             info,
             services,
-            api,
             decl,
             library: Mutex::new(Some(library)),
+            retired: tokio::sync::Mutex::new(false),
         });
 
         // SAFETY: the header matched, so `init` has the declared signature;
-        // the table lives in `plugin.api` until after `shutdown`.
-        let status = unsafe { (decl.init)(&*plugin.api.0) };
-        if status.code != STATUS_OK {
-            let message = status.message.to_string_lossy();
-            // `init` failed, so there is nothing to shut down: just close.
-            drop(plugin.library.lock().map(|mut l| l.take()));
+        // the table lives in `plugin.services`, which outlives any code of
+        // the plugin (`teardown` leaks it when code may still run).
+        let status = unsafe { (decl.init)(plugin.services.api()) };
+        if let Err(kind) = status_outcome(status) {
+            // `Default` may have spawned tasks before failing: stop them
+            // and call `shutdown` as after any other load.
+            let _ = self.inner.teardown(&plugin).await;
             return Err(LoadError::Init {
                 path: plugin.info.path.clone(),
                 name: plugin.info.name.clone(),
-                message,
+                message: kind.message().to_owned(),
             });
         }
 
         let on_load = decl.on_load;
         // SAFETY: `init` succeeded; `on_load` runs as a task of the plugin.
         let status = run_lifecycle(&plugin.services, move || unsafe { on_load() }, None).await;
-        if let Err((message, panicked)) = status {
+        if let Err(kind) = status {
             let (path, name) = (plugin.info.path.clone(), plugin.info.name.clone());
             let _ = self.inner.teardown(&plugin).await;
-            return Err(if panicked {
-                LoadError::OnLoadPanicked {
+            return Err(match kind {
+                FailureKind::Panicked(message) => LoadError::OnLoadPanicked {
                     path,
                     name,
                     message,
-                }
-            } else {
-                LoadError::OnLoad {
+                },
+                other => LoadError::OnLoad {
                     path,
                     name,
-                    message,
-                }
+                    message: other.message().to_owned(),
+                },
             });
         }
         tracing::info!(plugin = %plugin.info.name, id = %id, path = %plugin.info.path.display(), "plugin loaded");
@@ -473,6 +495,10 @@ impl PluginHost {
     ///
     /// Load the new build from a fresh path, never over the old one's file.
     ///
+    /// Reloads and unloads of one plugin are serialised: of two reloads of
+    /// the same id racing, the first replaces it and the second finds it
+    /// gone ([`ReloadError::NotLoaded`]); exactly one copy serves.
+    ///
     /// # Errors
     /// If `id` is not loaded, the new build does not load (the old one is
     /// untouched), or unloading the old one reported a problem (the new one
@@ -486,6 +512,10 @@ impl PluginHost {
             .get(&id)
             .cloned()
             .ok_or(ReloadError::NotLoaded(id))?;
+        let mut retired = old.retired.lock().await;
+        if *retired {
+            return Err(ReloadError::NotLoaded(id));
+        }
         let new = self
             .load_inactive(path.as_ref())
             .await
@@ -501,6 +531,7 @@ impl PluginHost {
         old.services
             .wait_handlers_idle(self.inner.unload_timeout)
             .await;
+        *retired = true;
         self.inner
             .unload_loaded(&old)
             .await
@@ -538,19 +569,38 @@ impl PluginHost {
     /// If no plugin has this id, if `on_unload` failed (the plugin is
     /// unloaded all the same), or if a blocking job of the plugin did not
     /// stop in time (the library is then kept mapped, never closed).
+    ///
+    /// Unloads and reloads of one plugin are serialised; a second unload of
+    /// the same id (or an unload after a reload replaced it) is
+    /// [`UnloadError::NotLoaded`] and does nothing.
     pub async fn unload(&self, id: PluginId) -> Result<(), UnloadError> {
         let plugin = lock(&self.inner.plugins)
-            .remove(&id)
+            .get(&id)
+            .cloned()
             .ok_or(UnloadError::NotLoaded(id))?;
+        let mut retired = plugin.retired.lock().await;
+        if *retired {
+            return Err(UnloadError::NotLoaded(id));
+        }
+        *retired = true;
+        lock(&self.inner.plugins).remove(&id);
         self.inner.unload_loaded(&plugin).await
     }
 
-    /// Unloads every plugin. Errors are logged.
+    /// Unloads every plugin, until none is left (a reload racing it
+    /// replaces a plugin by another, which is unloaded too). Errors are
+    /// logged.
     pub async fn shutdown(&self) {
-        let ids: Vec<PluginId> = lock(&self.inner.plugins).keys().copied().collect();
-        for id in ids {
-            if let Err(e) = self.unload(id).await {
-                tracing::warn!("{e}");
+        loop {
+            let ids: Vec<PluginId> = lock(&self.inner.plugins).keys().copied().collect();
+            if ids.is_empty() {
+                return;
+            }
+            for id in ids {
+                match self.unload(id).await {
+                    Ok(()) | Err(UnloadError::NotLoaded(_)) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
             }
         }
     }
@@ -569,15 +619,17 @@ impl PluginHost {
     }
 }
 
-/// Runs a lifecycle future of the plugin as one of its tasks.
-/// `Err((message, panicked))` on failure.
+/// Runs a lifecycle future of the plugin as one of its tasks; its status
+/// is turned into a host-owned value inside that task.
 async fn run_lifecycle(
     services: &Arc<Services>,
-    start: impl FnOnce() -> FfiFuture<RStatus> + Send + 'static,
+    start: impl FnOnce() -> RawFuture<RStatus> + Send + 'static,
     deadline: Option<Duration>,
-) -> Result<(), (String, bool)> {
-    let Some(task) = services.spawn(async move { start().await }) else {
-        return Err(("the plugin is being unloaded".to_owned(), false));
+) -> Outcome {
+    let Some(task) = services.spawn(async move { status_outcome(start().await) }) else {
+        return Err(FailureKind::Cancelled(
+            "the plugin is being unloaded".to_owned(),
+        ));
     };
     let abort = task.abort_handle();
     let joined = match deadline {
@@ -585,19 +637,15 @@ async fn run_lifecycle(
             Ok(joined) => joined,
             Err(_) => {
                 abort.abort();
-                return Err((format!("did not finish within {d:?}"), false));
+                return Err(FailureKind::Failed(format!("did not finish within {d:?}")));
             }
         },
         None => task.await,
     };
     match joined {
-        Ok(Some(status)) if status.code == STATUS_OK => Ok(()),
-        Ok(Some(status)) => Err((
-            status.message.to_string_lossy(),
-            status.code == STATUS_PANIC,
-        )),
-        Err(e) if e.is_panic() => Err((panic_message(&*e.into_panic()), true)),
-        Ok(None) | Err(_) => Err(("cancelled".to_owned(), false)),
+        Ok(Some(outcome)) => outcome,
+        Err(e) if e.is_panic() => Err(FailureKind::Panicked(panic_message(&*e.into_panic()))),
+        Ok(None) | Err(_) => Err(FailureKind::Cancelled("cancelled".to_owned())),
     }
 }
 
@@ -618,10 +666,10 @@ impl Inner {
         let teardown = self.teardown(plugin).await;
         tracing::info!(plugin = %plugin.info.name, id = %id, "plugin unloaded");
         teardown?;
-        status.map_err(|(message, panicked)| UnloadError::OnUnload {
+        status.map_err(|kind| UnloadError::OnUnload {
             name: plugin.info.name.clone(),
-            message,
-            panicked,
+            panicked: matches!(kind, FailureKind::Panicked(_)),
+            message: kind.message().to_owned(),
         })
     }
 
@@ -668,38 +716,34 @@ impl Inner {
         let mut running = Vec::new();
         if let Some(list) = &named {
             // Every handler is started (and plugin handlers polled once)
-            // within one poll of this task, with its context.
-            std::future::poll_fn(|cx| {
+            // before any is awaited.
+            {
                 for subscriber in list.iter() {
                     match subscriber {
                         Subscriber::Host(handler) => {
                             call_host_handler(handler, &event, &mut report);
                         }
-                        Subscriber::Plugin(handler) => {
-                            match self.start_handler(handler, &event, cx) {
-                                HandlerRun::Task(task) => running.push((handler, task)),
-                                HandlerRun::Done(status) => {
-                                    self.record(handler, Ok(status), &event, &mut report);
-                                }
-                                HandlerRun::Refused => self.record(
-                                    handler,
-                                    Err(FailureKind::Cancelled(
-                                        "the plugin is being unloaded".to_owned(),
-                                    )),
-                                    &event,
-                                    &mut report,
-                                ),
+                        Subscriber::Plugin(handler) => match self.start_handler(handler, &event) {
+                            HandlerRun::Task(task) => running.push((handler, task)),
+                            HandlerRun::Done(outcome) => {
+                                self.record(handler, outcome, &event, &mut report);
                             }
-                        }
+                            HandlerRun::Refused => self.record(
+                                handler,
+                                Err(FailureKind::Cancelled(
+                                    "the plugin is being unloaded".to_owned(),
+                                )),
+                                &event,
+                                &mut report,
+                            ),
+                        },
                     }
                 }
-                Poll::Ready(())
-            })
-            .await;
+            }
         }
         for (handler, task) in running {
             let status = match task.await {
-                Ok(Some(status)) => Ok(status),
+                Ok(Some(outcome)) => outcome,
                 Err(e) if e.is_panic() => {
                     Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
                 }
@@ -714,22 +758,9 @@ impl Inner {
 
     /// Adds one plugin handler's outcome to `report`, and quarantines its
     /// plugin if that was one failure too many.
-    fn record(
-        &self,
-        handler: &PluginHandler,
-        status: Result<RStatus, FailureKind>,
-        event: &Event,
-        report: &mut Tally,
-    ) {
+    fn record(&self, handler: &PluginHandler, outcome: Outcome, event: &Event, report: &mut Tally) {
         let services = &handler.services;
-        let kind = match status {
-            Ok(status) if status.code == STATUS_OK => None,
-            Ok(status) if status.code == STATUS_PANIC => {
-                Some(FailureKind::Panicked(status.message.to_string_lossy()))
-            }
-            Ok(status) => Some(FailureKind::Failed(status.message.to_string_lossy())),
-            Err(kind) => Some(kind),
-        };
+        let kind = outcome.err();
         let counts = matches!(
             kind,
             Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
@@ -759,18 +790,17 @@ impl Inner {
     ///
     /// From a task of the runtime, the handler is polled once right here:
     /// most handlers finish on their first poll, and then no task is needed
-    /// (a task per handler costs more than the rest of the dispatch). A
-    /// handler still pending after that poll moves into a task of its
-    /// plugin, so unload can abort it. From a plain thread, the handler runs
-    /// as a task from the start, so plugin code only runs on runtime threads.
-    /// Either way the call is registered with the plugin, so unload waits
-    /// for it before releasing the handler.
-    fn start_handler(
-        &self,
-        handler: &Arc<PluginHandler>,
-        event: &Event,
-        cx: &mut Context<'_>,
-    ) -> HandlerRun {
+    /// (a task per handler costs more than the rest of the dispatch). That
+    /// poll uses a host-owned no-op waker, never the emitter's: the emitter
+    /// may be another plugin, whose waker must not end up stored in this
+    /// plugin's structures beyond its own lifetime. A handler still pending
+    /// after that poll moves into a task of its plugin, whose first poll
+    /// registers the task's waker (a future registers the waker of its
+    /// latest poll), so unload can abort it. From a plain thread, the
+    /// handler runs as a task from the start, so plugin code only runs on
+    /// runtime threads. Either way the call is registered with the plugin,
+    /// so unload waits for it before releasing the handler.
+    fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
         let services = &handler.services;
         // A handler that emits polls the next handlers inline too; past a
         // bounded depth (a chain, or a cycle, of events) handlers run as
@@ -788,7 +818,7 @@ impl Inner {
                 let fut = unsafe {
                     (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload()))
                 };
-                fut.await
+                status_outcome(fut.await)
             });
             return task.map_or(HandlerRun::Refused, HandlerRun::Task);
         }
@@ -806,18 +836,18 @@ impl Inner {
             )
         };
         INLINE_DEPTH.with(|d| d.set(depth + 1));
-        let first = Pin::new(&mut fut).poll(cx);
+        let first = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
         INLINE_DEPTH.with(|d| d.set(depth));
         let run = match first {
             Poll::Ready(status) => {
                 drop(fut);
-                HandlerRun::Done(status)
+                HandlerRun::Done(status_outcome(status))
             }
             Poll::Pending => {
                 let running = services.handler_started();
                 let task = services.spawn(async move {
                     let _running = running;
-                    fut.await
+                    status_outcome(fut.await)
                 });
                 task.map_or(HandlerRun::Refused, HandlerRun::Task)
             }
@@ -827,18 +857,20 @@ impl Inner {
     }
 
     /// Stops a plugin for good: no new tasks or events, every task aborted
-    /// and dropped, handlers and instance released, library closed.
+    /// and dropped, handlers and instance released, library closed. On
+    /// every path where plugin code may still run (a task or blocking job
+    /// past the deadline, a private runtime that did not stop) the library
+    /// stays mapped and the table alive instead. Called once per plugin
+    /// (`retired`, or a load that failed before the plugin was listed).
     async fn teardown(&self, plugin: &LoadedPlugin) -> Result<(), UnloadError> {
         let services = &plugin.services;
         services.close(self);
         let left = services.abort_all(self.unload_timeout).await;
         if left > 0 {
             // A blocking job is still running plugin code: closing the
-            // library would unmap code under it. Keep everything alive.
+            // library would unmap code under it, and it may reach the table.
             tracing::error!(plugin = %plugin.info.name, left, "tasks did not stop; the library stays mapped");
-            std::mem::forget(lock(&plugin.library).take());
-            // The running tasks point into `Services`: it must outlive them.
-            std::mem::forget(Arc::clone(&plugin.services));
+            plugin.leak();
             return Err(UnloadError::TasksStillRunning {
                 name: plugin.info.name.clone(),
                 left,
@@ -846,20 +878,46 @@ impl Inner {
         }
         services.drop_handlers();
         let shutdown = plugin.decl.shutdown;
+        let api = SendPtr(std::ptr::from_ref(services.api()));
         // `shutdown` joins the plugin's private runtime: run it where blocking is allowed.
-        // SAFETY: no task of the plugin is left; `shutdown` is called once.
-        let status = self
+        // SAFETY: no task of the plugin is left; `shutdown` is called once,
+        // with the table `init` got, which `services` keeps alive.
+        let code = self
             .handle
-            .spawn_blocking(move || unsafe { shutdown() })
+            .spawn_blocking(move || unsafe { shutdown(api.get()) })
             .await;
-        match status {
-            Ok(s) if s.code == STATUS_OK => {}
-            Ok(s) => {
-                tracing::warn!(plugin = %plugin.info.name, "shutdown: {}", s.message.to_string_lossy())
+        match code {
+            Ok(SHUTDOWN_OK) => {}
+            Ok(SHUTDOWN_PANICKED) => {
+                tracing::warn!(plugin = %plugin.info.name, "dropping the plugin instance panicked");
             }
-            Err(e) => tracing::warn!(plugin = %plugin.info.name, "shutdown: {e}"),
+            Ok(SHUTDOWN_STUCK) | Ok(_) | Err(_) => {
+                tracing::error!(plugin = %plugin.info.name, "the plugin's private runtime did not stop; the library stays mapped");
+                plugin.leak();
+                return Err(UnloadError::PrivateRuntimeStuck {
+                    name: plugin.info.name.clone(),
+                });
+            }
         }
-        drop(lock(&plugin.library).take());
+        if self.strict_unload {
+            // Strict mode checks every later entry into the plugin's code,
+            // which needs that code mapped.
+            plugin.leak();
+        } else {
+            drop(lock(&plugin.library).take());
+        }
         Ok(())
+    }
+}
+
+/// The table pointer, sent to the blocking thread that calls `shutdown`.
+struct SendPtr(*const HostApi);
+
+// SAFETY: `HostApi` is `Sync`; the pointer is only passed to `shutdown`.
+unsafe impl Send for SendPtr {}
+
+impl SendPtr {
+    fn get(&self) -> *const HostApi {
+        self.0
     }
 }

@@ -4,8 +4,8 @@
 //! subscriber filters them like any other event of this target.
 
 use std::ffi::c_void;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use horizon_sdk::abi::guard::catch;
 use horizon_sdk::abi::{self, RStr};
 
 use crate::services::services;
@@ -28,13 +28,15 @@ pub(crate) unsafe extern "C" fn enabled(
     level: u32,
     _target: RStr<'_>,
 ) -> bool {
-    match level {
+    // A host subscriber that panics must not unwind out of `extern "C"`.
+    catch(|| match level {
         abi::level::ERROR => tracing::enabled!(tracing::Level::ERROR),
         abi::level::WARN => tracing::enabled!(tracing::Level::WARN),
         abi::level::INFO => tracing::enabled!(tracing::Level::INFO),
         abi::level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
         _ => tracing::enabled!(tracing::Level::TRACE),
-    }
+    })
+    .unwrap_or(false)
 }
 
 pub(crate) unsafe extern "C" fn log(
@@ -47,16 +49,19 @@ pub(crate) unsafe extern "C" fn log(
     // strings are alive for this call.
     let (services, target, message) =
         unsafe { (services(data), target.as_bytes(), message.as_bytes()) };
-    let (target, message) = (
-        String::from_utf8_lossy(target),
-        String::from_utf8_lossy(message),
-    );
-    let plugin = services.name.as_str();
-    let _ = catch_unwind(AssertUnwindSafe(|| match level {
-        abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
-        abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),
-        abi::level::INFO => tracing::info!(plugin, target = %target, "{message}"),
-        abi::level::DEBUG => tracing::debug!(plugin, target = %target, "{message}"),
-        _ => tracing::trace!(plugin, target = %target, "{message}"),
-    }));
+    // A host subscriber that panics must not unwind out of `extern "C"`.
+    let _ = catch(|| {
+        let (target, message) = (
+            String::from_utf8_lossy(target),
+            String::from_utf8_lossy(message),
+        );
+        let plugin = services.name.as_str();
+        match level {
+            abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
+            abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),
+            abi::level::INFO => tracing::info!(plugin, target = %target, "{message}"),
+            abi::level::DEBUG => tracing::debug!(plugin, target = %target, "{message}"),
+            _ => tracing::trace!(plugin, target = %target, "{message}"),
+        }
+    });
 }

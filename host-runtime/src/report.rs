@@ -60,6 +60,7 @@ pub struct HandlerFailure {
 
 /// How a handler failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// It returned an error with this message.
     Failed(String),
@@ -67,6 +68,15 @@ pub enum FailureKind {
     Panicked(String),
     /// It did not run to the end (its plugin was unloaded).
     Cancelled(String),
+}
+
+impl FailureKind {
+    /// The message: the handler's error, the panic's, or why it was cancelled.
+    pub fn message(&self) -> &str {
+        match self {
+            FailureKind::Failed(m) | FailureKind::Panicked(m) | FailureKind::Cancelled(m) => m,
+        }
+    }
 }
 
 impl fmt::Display for HandlerFailure {
@@ -82,5 +92,17 @@ impl fmt::Display for HandlerFailure {
                 write!(f, "{who} did not finish event `{}`: {m}", self.event)
             }
         }
+    }
+}
+
+/// A plugin's status turned into a host-owned value, so the plugin's string
+/// is freed (by the plugin's own `free`) while the plugin is still counted
+/// as running, never after it was unloaded.
+pub(crate) fn status_outcome(status: horizon_sdk::abi::RStatus) -> Result<(), FailureKind> {
+    use horizon_sdk::abi::{STATUS_OK, STATUS_PANIC};
+    match status.code {
+        STATUS_OK => Ok(()),
+        STATUS_PANIC => Err(FailureKind::Panicked(status.message.to_string_lossy())),
+        _ => Err(FailureKind::Failed(status.message.to_string_lossy())),
     }
 }

@@ -10,17 +10,16 @@
 
 use std::ffi::c_void;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use horizon_sdk::Event;
+use horizon_sdk::abi::guard::catch;
 use horizon_sdk::abi::{
-    ABI_VERSION, BlockingJob, FfiFuture, HostApi, HostWaker, RStatus, RStr, RawFuture, RawHandler,
-    WakerFns,
+    ABI_VERSION, BlockingJob, FLAG_STRICT_UNLOAD, HostApi, RStatus, RStr, RawFuture, RawHandler,
 };
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
@@ -36,19 +35,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The message of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
-    }
-}
-
-/// Everything the host keeps for one loaded plugin; `HostApi::data` points here.
+/// Everything the host keeps for one loaded plugin, its service table
+/// included (`api`, whose `data` points back here). Whatever keeps the
+/// `Services` alive keeps the table alive: a plugin that may still run code
+/// (tasks past the deadline, a private runtime that did not stop) is leaked
+/// with its `Services`, never left with a dangling table.
 pub(crate) struct Services {
+    /// The table handed to the plugin at `init`.
+    api: HostApi,
     pub(crate) host: Weak<Inner>,
     pub(crate) handle: Handle,
     pub(crate) id: PluginId,
@@ -234,8 +228,31 @@ impl<F: Future> Future for PluginTask<F> {
 }
 
 impl Services {
-    pub(crate) fn new(host: Weak<Inner>, handle: Handle, id: PluginId, name: String) -> Self {
-        Services {
+    pub(crate) fn new(
+        host: Weak<Inner>,
+        handle: Handle,
+        id: PluginId,
+        name: String,
+        strict: bool,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me: &Weak<Services>| Services {
+            api: HostApi {
+                abi_version: ABI_VERSION,
+                size: size_of::<HostApi>() as u32,
+                // Only stored here: dereferenced by the table's functions,
+                // which the plugin calls after `init`, once the `Arc` is built.
+                data: me.as_ptr().cast(),
+                flags: if strict { FLAG_STRICT_UNLOAD } else { 0 },
+                spawn: host_spawn,
+                spawn_blocking: host_spawn_blocking,
+                task_abort: host_task_abort,
+                sleep: host_sleep,
+                emit: host_emit,
+                subscribe: host_subscribe,
+                max_level: plugin_log::max_level(),
+                log_enabled: plugin_log::enabled,
+                log: plugin_log::log,
+            },
             host,
             handle,
             id,
@@ -248,7 +265,12 @@ impl Services {
             pending: Mutex::new(Some(Vec::new())),
             consecutive_failures: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
-        }
+        })
+    }
+
+    /// The table handed to the plugin; lives as long as `self`.
+    pub(crate) fn api(&self) -> &HostApi {
+        &self.api
     }
 
     /// Starts delivering events to this plugin's subscriptions; with
@@ -363,7 +385,7 @@ impl Services {
     /// Runs a plugin future as a detached task of this plugin; the plugin
     /// keeps its join state. False (and the future dropped) if refused.
     fn spawn_raw(&self, fut: RawFuture) -> bool {
-        let (key, cancelled) = (fut.data as usize, fut.cancelled);
+        let (key, cancelled) = (fut.data() as usize, fut.cancelled());
         // Dropping the task when refused tells the plugin its task was cancelled.
         self.spawn_task(fut, key, cancelled).is_some()
     }
@@ -442,25 +464,6 @@ impl Services {
             unsafe { (raw.drop)(raw.data) };
         }
     }
-
-    /// Builds the table handed to the plugin; `self` must outlive it.
-    pub(crate) fn api(self: &Arc<Self>) -> HostApi {
-        HostApi {
-            abi_version: ABI_VERSION,
-            size: size_of::<HostApi>() as u32,
-            data: Arc::as_ptr(self).cast(),
-            spawn: host_spawn,
-            spawn_blocking: host_spawn_blocking,
-            task_abort: host_task_abort,
-            waker: WAKER_FNS,
-            sleep: host_sleep,
-            emit: host_emit,
-            subscribe: host_subscribe,
-            max_level: plugin_log::max_level(),
-            log_enabled: plugin_log::enabled,
-            log: plugin_log::log,
-        }
-    }
 }
 
 /// A plugin's blocking job; runs it or, if never run, drops it.
@@ -487,9 +490,9 @@ impl Drop for OwnedJob {
 }
 
 /// # Safety
-/// `data` must be the `HostApi::data` of a live plugin: an `Arc<Services>`
-/// pointer that the plugin's `LoadedPlugin` keeps alive until after the
-/// plugin's `shutdown` returned.
+/// `data` must be the `HostApi::data` of a plugin's table: a pointer to its
+/// `Services`, which is alive for as long as any code of the plugin can run
+/// (it holds the table; see `Services`).
 pub(crate) unsafe fn services<'a>(data: *const c_void) -> &'a Services {
     // SAFETY: forwarded to the caller.
     unsafe { &*data.cast::<Services>() }
@@ -509,94 +512,42 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
     }
 }
 
-/// The host's functions over the wakers it lends plugins ([`RawFuture`]'s
-/// `poll` gets `cx.waker()` taken apart): each rebuilds the host `Waker`
-/// from its parts and calls it. A panic in a host waker is swallowed (it
-/// would abort the process at the `extern "C"` boundary).
-const WAKER_FNS: WakerFns = WakerFns {
-    clone: waker_clone,
-    wake: waker_wake,
-    wake_by_ref: waker_wake_by_ref,
-    drop: waker_drop,
-};
-
-/// # Safety
-/// `w` is a host waker's parts: a data pointer and a pointer to this
-/// process's `RawWakerVTable` for it, taken from a live `Waker`.
-unsafe fn rebuild(w: HostWaker) -> Waker {
-    // SAFETY: the caller's guarantee.
-    unsafe { Waker::from_raw(RawWaker::new(w.data, &*w.vtable.cast::<RawWakerVTable>())) }
-}
-
-fn parts(waker: &Waker) -> HostWaker {
-    HostWaker {
-        data: waker.data(),
-        vtable: std::ptr::from_ref(waker.vtable()).cast(),
-    }
-}
-
-unsafe extern "C" fn waker_clone(w: HostWaker) -> HostWaker {
-    // SAFETY: `w` is a live host waker (the plugin got it from `RawFuture::poll`
-    // or from this function); it is borrowed here, not consumed.
-    let waker = std::mem::ManuallyDrop::new(unsafe { rebuild(w) });
-    let clone = catch_unwind(AssertUnwindSafe(|| (*waker).clone()))
-        .unwrap_or_else(|_| Waker::noop().clone());
-    parts(&std::mem::ManuallyDrop::new(clone))
-}
-
-unsafe extern "C" fn waker_wake(w: HostWaker) {
-    // SAFETY: `w` is an owned host waker, consumed here.
-    let waker = unsafe { rebuild(w) };
-    let _ = catch_unwind(AssertUnwindSafe(move || waker.wake()));
-}
-
-unsafe extern "C" fn waker_wake_by_ref(w: HostWaker) {
-    // SAFETY: `w` is a live host waker, borrowed here.
-    let waker = std::mem::ManuallyDrop::new(unsafe { rebuild(w) });
-    let _ = catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()));
-}
-
-unsafe extern "C" fn waker_drop(w: HostWaker) {
-    // SAFETY: `w` is an owned host waker, released here.
-    let waker = unsafe { rebuild(w) };
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(waker)));
-}
-
 unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {
-    // SAFETY: the plugin passes back the `data` of its live table.
+    // SAFETY: the plugin passes back the `data` of its table.
     let services = unsafe { services(data) };
-    catch_unwind(AssertUnwindSafe(|| services.spawn_raw(fut))).unwrap_or(false)
+    catch(|| services.spawn_raw(fut)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> bool {
     // SAFETY: as in `host_spawn`.
     let services = unsafe { services(data) };
-    catch_unwind(AssertUnwindSafe(|| services.spawn_blocking(job))).unwrap_or(false)
+    catch(|| services.spawn_blocking(job)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_task_abort(data: *const c_void, task: *const c_void) {
     // SAFETY: as in `host_spawn`.
     let services = unsafe { services(data) };
-    let _ = catch_unwind(AssertUnwindSafe(|| services.abort(task as usize)));
+    let _ = catch(|| services.abort(task as usize));
 }
 
-unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> FfiFuture<()> {
-    // SAFETY: the plugin passes back the `data` of its live table.
+unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> RawFuture<()> {
+    // SAFETY: the plugin passes back the `data` of its table.
     let services = unsafe { services(data) };
     // Entering the handle lets this work from threads outside the runtime.
-    let made = catch_unwind(AssertUnwindSafe(|| {
+    let made = catch(|| {
         let _enter = services.handle.enter();
         tokio::time::sleep(Duration::from_nanos(nanos))
-    }));
+    });
     match made {
-        Ok(sleep) => FfiFuture::new(sleep),
-        Err(payload) => {
-            tracing::error!(
-                plugin = %services.name,
-                "cannot start a timer for the plugin: {} (is the host runtime built with `enable_time`?)",
-                panic_message(&*payload)
-            );
-            FfiFuture::new(std::future::ready(()))
+        Ok(sleep) => RawFuture::new(sleep),
+        Err(panic) => {
+            let _ = catch(|| {
+                tracing::error!(
+                    plugin = %services.name,
+                    "cannot start a timer for the plugin: {panic} (is the host runtime built with `enable_time`?)",
+                );
+            });
+            RawFuture::new(std::future::ready(()))
         }
     }
 }
@@ -605,28 +556,33 @@ unsafe extern "C" fn host_emit(
     data: *const c_void,
     name: RStr<'_>,
     payload: RStr<'_>,
-) -> FfiFuture<RStatus> {
-    // SAFETY: the plugin passes back the `data` of its live table; `name`
-    // and `payload` are alive for this call and copied before it returns.
+) -> RawFuture<RStatus> {
+    // SAFETY: the plugin passes back the `data` of its table; `name` and
+    // `payload` are alive for this call and copied before it returns.
     let (services, name, payload) =
         unsafe { (services(data), name.as_bytes(), payload.as_bytes()) };
-    let Some(inner) = services.host.upgrade() else {
-        return FfiFuture::new(std::future::ready(RStatus::error("the host has shut down")));
-    };
-    let Ok(name) = std::str::from_utf8(name) else {
-        return FfiFuture::new(std::future::ready(RStatus::error(
-            "event name is not UTF-8",
-        )));
-    };
-    let event = Event::from_json_bytes(name, payload).with_source(&services.name);
-    let from = services.name.clone();
-    FfiFuture::new(async move {
-        let report = inner.dispatch(event).await;
-        for failure in &report.failures {
-            tracing::warn!(from = %from, "{failure}");
-        }
-        RStatus::ok()
-    })
+    let started = catch(|| {
+        let Some(inner) = services.host.upgrade() else {
+            return Err("the host has shut down");
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err("event name is not UTF-8");
+        };
+        let event = Event::from_json_bytes(name, payload).with_source(&services.name);
+        let from = services.name.clone();
+        Ok(async move {
+            let report = inner.dispatch(event).await;
+            for failure in &report.failures {
+                tracing::warn!(from = %from, "{failure}");
+            }
+            RStatus::ok()
+        })
+    });
+    match started {
+        Ok(Ok(fut)) => RawFuture::new(fut),
+        Ok(Err(msg)) => RawFuture::new(std::future::ready(RStatus::error(msg))),
+        Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
+    }
 }
 
 unsafe extern "C" fn host_subscribe(
@@ -634,10 +590,12 @@ unsafe extern "C" fn host_subscribe(
     name: RStr<'_>,
     handler: RawHandler,
 ) -> RStatus {
-    // SAFETY: the plugin passes back the `data` of its live table; `name` is
+    // SAFETY: the plugin passes back the `data` of its table; `name` is
     // alive for this call.
     let (services, name) = unsafe { (services_arc(data), name.to_str()) };
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    let (handler_data, handler_drop) = (handler.data, handler.drop);
+    let mut handler = Some(handler);
+    let result = catch(|| {
         let Some(name) = name else {
             return Err("event name is not UTF-8");
         };
@@ -648,6 +606,7 @@ unsafe extern "C" fn host_subscribe(
         if services.closed.load(Ordering::SeqCst) {
             return Err("the plugin is being unloaded");
         }
+        let handler = handler.take().expect("taken once");
         let subscriber = Subscriber::plugin(Arc::clone(&services), handler.data, handler.call);
         lock(&services.handlers).push(handler);
         match lock(&services.pending).as_mut() {
@@ -657,10 +616,17 @@ unsafe extern "C" fn host_subscribe(
         }
         drop(order);
         Ok(())
-    }));
+    });
+    if handler.is_some() {
+        // Refused: the handler goes back to the plugin, which is running
+        // (this is its call), and is dropped by the plugin's own code.
+        // SAFETY: the plugin gave us `handler` with this call; it was not
+        // stored, so this is its one `drop`.
+        unsafe { handler_drop(handler_data) };
+    }
     match result {
         Ok(Ok(())) => RStatus::ok(),
         Ok(Err(msg)) => RStatus::error(msg),
-        Err(payload) => RStatus::panic(panic_message(&*payload)),
+        Err(panic) => RStatus::panic(panic),
     }
 }

@@ -9,11 +9,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use async_ffi::FfiFuture;
-
 pub use crate::abi::ExportedDeclaration;
+use crate::abi::guard::{self, entered};
 use crate::abi::{
-    ABI_VERSION, HostApi, MAGIC, PluginDeclaration, RStatus, RStr, RUSTC_VERSION, SDK_VERSION,
+    ABI_VERSION, FLAG_STRICT_UNLOAD, HostApi, MAGIC, PluginDeclaration, RStatus, RStr,
+    RUSTC_VERSION, RawFuture, SDK_VERSION, SHUTDOWN_OK, SHUTDOWN_PANICKED, SHUTDOWN_STUCK,
 };
 use crate::plugin::result_to_status;
 use crate::rt::injected::{self, Guarded, Injected, catch};
@@ -68,8 +68,11 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
 }
 
 unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
+    entered("init");
     let outcome = catch(|| {
-        // SAFETY: the host passes a table that lives until `shutdown` returns.
+        // SAFETY: the host passes a table that stays valid for as long as
+        // any code of this plugin can run (the `PluginDeclaration::init`
+        // contract).
         let Some(api) = (unsafe { api.as_ref() }) else {
             return Err("the host passed no service table".to_owned());
         };
@@ -82,22 +85,10 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
                 size_of::<HostApi>()
             ));
         }
-        // SAFETY: the host keeps the table alive until `shutdown` returns
-        // (the `PluginDeclaration::init` contract), which is as long as
-        // `Injected` holds it.
+        // SAFETY: as above: the table outlives every use `Injected` makes of it.
         let api: &'static HostApi = unsafe { &*std::ptr::from_ref(api) };
-        let private = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("horizon-plugin-{}", T::NAME))
-            .enable_all()
-            .build()
+        let state = Injected::start(api, T::NAME)
             .map_err(|e| format!("could not start the plugin's private tokio runtime: {e}"))?;
-        let state = Injected {
-            api,
-            private_handle: Some(private.handle().clone()),
-            private: Mutex::new(Some(private)),
-            generation: 0,
-        };
         if let Err(state) = injected::install(state) {
             drop(state);
             return Err(
@@ -107,25 +98,22 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             );
         }
         crate::log_bridge::install(api.max_level);
-        let instance = {
+        // From here on the host calls `shutdown`, whatever `init` returns:
+        // `Default` may have spawned tasks before it failed.
+        let instance = catch(|| {
             injected::enter_private();
-            catch(T::default)
-        };
-        match instance {
-            Ok(plugin) => {
-                let plugin: Box<dyn ErasedPlugin> = Box::new(plugin);
-                *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((Arc::new(tokio::sync::Mutex::new(plugin)), T::NAME));
-                Ok(())
-            }
-            Err(panic) => {
-                injected::uninstall();
-                Err(format!(
-                    "`{}::default()` panicked: {panic}",
-                    std::any::type_name::<T>()
-                ))
-            }
-        }
+            T::default()
+        })
+        .map_err(|panic| {
+            format!(
+                "`{}::default()` panicked: {panic}",
+                std::any::type_name::<T>()
+            )
+        })?;
+        let plugin: Box<dyn ErasedPlugin> = Box::new(instance);
+        *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::new(tokio::sync::Mutex::new(plugin)), T::NAME));
+        Ok(())
     });
     match outcome {
         Ok(Ok(())) => RStatus::ok(),
@@ -134,9 +122,10 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
     }
 }
 
-fn lifecycle(on_load: bool) -> FfiFuture<RStatus> {
+/// Runs `on_load` (`true`) or `on_unload` of the instance.
+fn run_lifecycle(on_load: bool) -> RawFuture<RStatus> {
     let Some((instance, name)) = INSTANCE.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-        return FfiFuture::new(std::future::ready(RStatus::error(
+        return RawFuture::new(std::future::ready(RStatus::error(
             "the plugin is not initialized",
         )));
     };
@@ -149,35 +138,65 @@ fn lifecycle(on_load: bool) -> FfiFuture<RStatus> {
             plugin.on_unload(ctx).await
         }
     };
-    FfiFuture::new(async move { result_to_status(Guarded::new(fut).await) })
+    RawFuture::new(async move { result_to_status(Guarded::new(fut).await) })
 }
 
-unsafe extern "C" fn on_load() -> FfiFuture<RStatus> {
-    match catch(|| lifecycle(true)) {
-        Ok(f) => f,
-        Err(panic) => FfiFuture::new(std::future::ready(RStatus::panic(panic))),
+unsafe extern "C" fn on_load() -> RawFuture<RStatus> {
+    entered("on_load");
+    catch(|| run_lifecycle(true))
+        .unwrap_or_else(|panic| RawFuture::new(std::future::ready(RStatus::panic(panic))))
+}
+
+unsafe extern "C" fn on_unload() -> RawFuture<RStatus> {
+    entered("on_unload");
+    catch(|| run_lifecycle(false))
+        .unwrap_or_else(|panic| RawFuture::new(std::future::ready(RStatus::panic(panic))))
+}
+
+unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
+    entered("shutdown");
+    if !injected::installed_with(api) {
+        // `init` failed before installing (another load owns this mapping's
+        // statics): nothing of ours to stop.
+        return SHUTDOWN_OK;
     }
-}
-
-unsafe extern "C" fn on_unload() -> FfiFuture<RStatus> {
-    match catch(|| lifecycle(false)) {
-        Ok(f) => f,
-        Err(panic) => FfiFuture::new(std::future::ready(RStatus::panic(panic))),
-    }
-}
-
-unsafe extern "C" fn shutdown() -> RStatus {
+    // SAFETY: `api` is the table this library was installed with, still
+    // valid (the host keeps it until after `shutdown`).
+    let strict = unsafe { (*api).flags } & FLAG_STRICT_UNLOAD != 0;
     let instance = INSTANCE.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let dropped = {
+    let mut code = SHUTDOWN_OK;
+    if let Err(panic) = catch(move || {
         injected::enter_private();
-        catch(move || drop(instance))
-    };
-    let stopped = catch(injected::uninstall);
-    match (dropped, stopped) {
-        (Ok(()), Ok(())) => RStatus::ok(),
-        (Err(panic), _) => RStatus::panic(format!("dropping the plugin panicked: {panic}")),
-        (_, Err(panic)) => {
-            RStatus::panic(format!("stopping the private runtime panicked: {panic}"))
+        drop(instance);
+    }) {
+        injected::host_log(
+            crate::abi::level::ERROR,
+            "horizon_sdk",
+            &format!("dropping the plugin panicked: {panic}"),
+        );
+        code = SHUTDOWN_PANICKED;
+    }
+    match catch(|| injected::uninstall(api)) {
+        Ok(true) => {}
+        Ok(false) => {
+            injected::host_log(
+                crate::abi::level::ERROR,
+                "horizon_sdk",
+                "the plugin's private runtime did not stop within 5 s; its threads may still run",
+            );
+            return SHUTDOWN_STUCK;
+        }
+        Err(panic) => {
+            injected::host_log(
+                crate::abi::level::ERROR,
+                "horizon_sdk",
+                &format!("stopping the private runtime panicked: {panic}"),
+            );
+            return SHUTDOWN_STUCK;
         }
     }
+    if strict {
+        guard::mark_unloaded();
+    }
+    code
 }

@@ -3,15 +3,13 @@
 
 use std::ffi::c_void;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use serde::Serialize;
 
-use crate::abi::{HostWaker, RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
+use crate::abi::guard::entered;
+use crate::abi::{RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
 use crate::rt::injected::{self, Guarded, catch};
-use crate::rt::waker;
 use crate::{Event, PluginError};
 
 /// A plugin: implement it on a `Default` type and annotate the impl with
@@ -160,9 +158,9 @@ impl PluginContext {
         let bytes = serde_json::to_vec(payload)?;
         // SAFETY: `api` is the live host table; `emit` copies the borrowed
         // strings before it returns and never unwinds.
-        let mut fut = unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(&bytes)) };
+        let fut = unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(&bytes)) };
         drop(bytes);
-        status_to_result(std::future::poll_fn(|cx| injected::poll_host(&mut fut, cx)).await)
+        status_to_result(fut.await)
     }
 }
 
@@ -189,50 +187,6 @@ pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) 
     }
 }
 
-/// Boxes a plugin future whose output is a status, for the host to poll.
-fn raw_future<G>(fut: G) -> RawFuture<RStatus>
-where
-    G: Future<Output = RStatus> + Send + 'static,
-{
-    RawFuture {
-        data: Box::into_raw(Box::new(fut)).cast_const().cast(),
-        poll: poll_raw::<G>,
-        drop: drop_raw::<G>,
-        cancelled: std::ptr::null(),
-    }
-}
-
-unsafe extern "C" fn poll_raw<G: Future<Output = RStatus>>(
-    data: *const c_void,
-    waker: *const HostWaker,
-    out: *mut RStatus,
-) -> bool {
-    // SAFETY: `data` is the `Box<G>` made in `raw_future`, alive until
-    // `drop_raw`; the host polls it from one thread at a time and never
-    // after completion; it stays in its box, so it is pinned; `waker` and
-    // `out` are valid for this call.
-    let polled = catch(|| unsafe {
-        let fut = Pin::new_unchecked(&mut *data.cast_mut().cast::<G>());
-        waker::with_context(&*waker, |cx| fut.poll(cx))
-    });
-    let status = match polled {
-        Ok(Poll::Pending) => return false,
-        Ok(Poll::Ready(status)) => status,
-        Err(panic) => RStatus::panic(panic),
-    };
-    // SAFETY: `out` is valid for a write (see above).
-    unsafe { out.write(status) };
-    true
-}
-
-unsafe extern "C" fn drop_raw<G>(data: *const c_void) {
-    // SAFETY: as in `poll_raw`; the host calls `drop` exactly once.
-    let fut = unsafe { Box::from_raw(data.cast_mut().cast::<G>()) };
-    // The handler's future inside is a `Guarded`, which enters the private
-    // runtime itself if it still has to drop it.
-    let _ = catch(move || drop(fut));
-}
-
 /// Starts one call of a handler. Monomorphized per handler type, so the
 /// handler's future is stored inline in the one allocation of the
 /// `RawFuture` that crosses back to the host.
@@ -245,6 +199,7 @@ where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
 {
+    entered("handler call");
     let started = catch(|| {
         // SAFETY: `data` is the `Box<Handler<F>>` made in `on`, alive until
         // `drop_handler`, which the host calls only after its last call.
@@ -260,14 +215,17 @@ where
         (handler.f)(event)
     });
     match started {
-        Ok(fut) => raw_future(async move { result_to_status(Guarded::new(fut).await) }),
-        Err(panic) => raw_future(std::future::ready(RStatus::panic(panic))),
+        Ok(fut) => RawFuture::new(async move { result_to_status(Guarded::new(fut).await) }),
+        Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
     }
 }
 
 unsafe extern "C" fn drop_handler<F>(data: *const c_void) {
+    entered("handler drop");
     // SAFETY: as in `call_handler`; the host calls this exactly once.
     let handler = unsafe { Box::from_raw(data.cast_mut().cast::<Handler<F>>()) };
-    injected::enter_private();
-    let _ = catch(move || drop(handler));
+    let _ = catch(move || {
+        injected::enter_private();
+        drop(handler);
+    });
 }

@@ -5,19 +5,16 @@
 //! would be set only on the thread that ran `init`, and host tasks move
 //! between worker threads).
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::mem::ManuallyDrop;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, RawWakerVTable, Wake, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
-use async_ffi::ContextExt;
-
+pub(crate) use crate::abi::guard::catch;
 use crate::abi::{HostApi, RStr};
 
 /// What `init` stored: the host's table and this plugin's private runtime.
@@ -27,11 +24,41 @@ pub(crate) struct Injected {
     /// around every poll of plugin code so that tokio calls the attribute
     /// cannot see (helper modules, third-party crates) find a reactor and a
     /// timer. Sound: this copy of tokio only ever touches its own data.
-    pub(crate) private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     /// Handle of `private`, entered around polls.
-    pub(crate) private_handle: Option<tokio::runtime::Handle>,
+    private_handle: tokio::runtime::Handle,
+    /// Threads of `private` that have not finished (`on_thread_start` and
+    /// `on_thread_stop`), so `uninstall` can tell whether they stopped.
+    private_threads: Arc<AtomicUsize>,
     /// Which `install` this is (see `enter_private`).
-    pub(crate) generation: u64,
+    generation: u64,
+}
+
+impl Injected {
+    /// The state for host table `api`, with a new private runtime (one
+    /// worker thread, named after the plugin).
+    pub(crate) fn start(api: &'static HostApi, name: &str) -> std::io::Result<Box<Self>> {
+        let threads = Arc::new(AtomicUsize::new(0));
+        let (started, stopped) = (Arc::clone(&threads), Arc::clone(&threads));
+        let private = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("horizon-plugin-{name}"))
+            .on_thread_start(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+            })
+            .on_thread_stop(move || {
+                stopped.fetch_sub(1, Ordering::SeqCst);
+            })
+            .enable_all()
+            .build()?;
+        Ok(Box::new(Injected {
+            api,
+            private_handle: private.handle().clone(),
+            private: std::sync::Mutex::new(Some(private)),
+            private_threads: threads,
+            generation: 0,
+        }))
+    }
 }
 
 static INJECTED: AtomicPtr<Injected> = AtomicPtr::new(ptr::null_mut());
@@ -56,30 +83,42 @@ pub(crate) fn host() -> Option<&'static HostApi> {
 
 /// Stores the injected state; fails if this copy of the library was already
 /// initialized (the same file loaded twice shares its statics).
-pub(crate) fn install(mut state: Injected) -> Result<(), Injected> {
+pub(crate) fn install(mut state: Box<Injected>) -> Result<(), Box<Injected>> {
     state.generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
-    let boxed = Box::into_raw(Box::new(state));
+    let boxed = Box::into_raw(state);
     match INJECTED.compare_exchange(ptr::null_mut(), boxed, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(()),
         // SAFETY: `boxed` was not published, so we still own it.
-        Err(_) => Err(*unsafe { Box::from_raw(boxed) }),
+        Err(_) => Err(unsafe { Box::from_raw(boxed) }),
     }
 }
 
-/// Shuts the private runtime down (joining its threads) and forgets the host.
-pub(crate) fn uninstall() {
+/// How long `uninstall` waits for the private runtime's threads.
+const PRIVATE_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Shuts the private runtime down (joining its threads) and forgets the
+/// host, if `api` is the table this library was installed with (a failed
+/// second load of the same mapping must not tear down the first).
+/// False when the private runtime's threads did not stop in time: the
+/// state is then left installed (leaked), since they may still use it.
+pub(crate) fn uninstall(api: *const HostApi) -> bool {
+    let Some(state) = injected() else { return true };
+    if !ptr::eq(state.api, api) {
+        return true;
+    }
     // Shut the private runtime down first, while `INJECTED` is still valid
-    // for anything its tasks call. This waits for its worker thread, so the
+    // for anything its tasks call. This waits for its threads, so the
     // library is not unmapped under a running thread.
-    if let Some(state) = injected() {
-        let rt = state
-            .private
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(rt) = rt {
-            rt.shutdown_timeout(std::time::Duration::from_secs(5));
-        }
+    let rt = state
+        .private
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(rt) = rt {
+        rt.shutdown_timeout(PRIVATE_SHUTDOWN);
+    }
+    if state.private_threads.load(Ordering::SeqCst) != 0 {
+        return false;
     }
     let p = INJECTED.swap(ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
@@ -87,6 +126,7 @@ pub(crate) fn uninstall() {
         // unpublished; the host's contract says nothing uses it any more.
         drop(unsafe { Box::from_raw(p) });
     }
+    true
 }
 
 /// Bumped by every `install`, so a thread can tell which load's private
@@ -126,9 +166,7 @@ pub(crate) fn enter_private() {
 
 #[cold]
 fn enter_private_slow(state: &'static Injected) {
-    let Some(handle) = state.private_handle.as_ref() else {
-        return;
-    };
+    let handle = &state.private_handle;
     ENTERED.with(|entered| {
         let Ok(mut entered) = entered.try_borrow_mut() else {
             return;
@@ -163,52 +201,6 @@ pub(crate) fn host_log(level: u32, target: &str, message: &str) {
     }
 }
 
-/// The message of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
-    }
-}
-
-/// Runs `f`, turning a panic into its message. The payload is dropped under
-/// a second guard because a payload's own `Drop` may panic
-/// (rust-lang/rust#86027).
-#[inline]
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(caught)
-}
-
-/// The message of a caught panic; the payload is dropped under a second guard.
-#[cold]
-fn caught(payload: Box<dyn Any + Send>) -> String {
-    let msg = panic_message(&*payload);
-    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        // The payload's drop panicked; that panic's payload is leaked
-        // rather than dropped, since its drop could panic again.
-        std::mem::forget(second);
-    }
-    msg
-}
-
-/// A waker that catches a panic of the waker it wraps: async-ffi aborts the
-/// process when a waker panics inside its `extern "C"` vtable, and the SDK
-/// wakes joiners itself.
-struct CatchingWaker(Waker);
-
-impl Wake for CatchingWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        wake_caught(|| self.0.wake_by_ref());
-    }
-}
-
 /// Runs a wake, turning a panic of the waker into a log line.
 pub(crate) fn wake_caught(wake: impl FnOnce()) {
     if let Err(msg) = catch(wake) {
@@ -220,48 +212,43 @@ pub(crate) fn wake_caught(wake: impl FnOnce()) {
     }
 }
 
-/// The vtable of the wakers async-ffi makes for plugin code out of a host
-/// waker (lifecycle futures are async-ffi futures): those call only host
-/// (tokio) code and never panic.
-fn bridged_waker_vtable() -> *const RawWakerVTable {
-    static VTABLE: OnceLock<usize> = OnceLock::new();
-    let addr = *VTABLE.get_or_init(|| {
-        let mut cx = Context::from_waker(Waker::noop());
-        cx.with_ffi_context(|fcx| {
-            fcx.with_context(|cx| std::ptr::from_ref(cx.waker().vtable()) as usize)
-        })
-    });
-    addr as *const RawWakerVTable
-}
-
-/// Polls a host future (an async-ffi future) from plugin code. When the
-/// context's waker is not a host waker (plugin code built its own),
-/// it is wrapped so that the host calling it can never see a panic.
-pub(crate) fn poll_host<F: Future + Unpin>(fut: &mut F, cx: &mut Context<'_>) -> Poll<F::Output> {
-    if super::waker::is_host_waker(cx.waker())
-        || std::ptr::eq(cx.waker().vtable(), bridged_waker_vtable())
-    {
-        return Pin::new(fut).poll(cx);
+pin_project_lite::pin_project! {
+    /// Wraps a plugin future before it crosses the boundary: enters the
+    /// private runtime around each poll and turns a panic in `poll` or in
+    /// `drop` into a value, so that no unwind ever reaches an `extern "C"`
+    /// function (which would abort the host). The future is dropped in
+    /// place as soon as it completes, inside the same guard.
+    pub(crate) struct Guarded<F> {
+        #[pin]
+        fut: Option<F>,
     }
-    let waker = Waker::from(Arc::new(CatchingWaker(cx.waker().clone())));
-    Pin::new(fut).poll(&mut Context::from_waker(&waker))
-}
 
-/// Wraps a plugin future before it crosses the boundary: enters the private
-/// runtime around each poll and turns a panic in `poll` or in `drop` into a
-/// value, so that no unwind ever reaches an `extern "C"` function (which
-/// would abort the host).
-pub(crate) struct Guarded<F: Future> {
-    fut: ManuallyDrop<F>,
-    /// `fut` has been dropped in place.
-    dropped: bool,
+    impl<F> PinnedDrop for Guarded<F> {
+        fn drop(this: Pin<&mut Self>) {
+            drop_guarded(this.project().fut);
+        }
+    }
 }
 
 impl<F: Future> Guarded<F> {
     pub(crate) fn new(fut: F) -> Self {
-        Guarded {
-            fut: ManuallyDrop::new(fut),
-            dropped: false,
+        Guarded { fut: Some(fut) }
+    }
+}
+
+/// Drops a guarded future in place, with the private runtime entered and
+/// a panic turned into a log line.
+fn drop_guarded<F>(mut fut: Pin<&mut Option<F>>) {
+    if fut.is_some() {
+        if let Err(msg) = catch(|| {
+            enter_private();
+            fut.set(None);
+        }) {
+            host_log(
+                crate::abi::level::ERROR,
+                "horizon_sdk",
+                &format!("a plugin future panicked while being dropped: {msg}"),
+            );
         }
     }
 }
@@ -270,55 +257,26 @@ impl<F: Future> Future for Guarded<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `fut` is structurally pinned: it is never moved out, only
-        // polled through this pinned reference and dropped in place.
-        let this = unsafe { self.get_unchecked_mut() };
-        if this.dropped {
+        let mut fut = self.project().fut;
+        let Some(inner) = fut.as_mut().as_pin_mut() else {
             panic!("`Guarded` polled after completion");
-        }
-        enter_private();
-        // SAFETY: see above; `dropped` is false so `fut` is initialized.
-        let fut = unsafe { Pin::new_unchecked(&mut *this.fut) };
-        let out = match catch(|| fut.poll(cx)) {
+        };
+        let out = match catch(|| {
+            enter_private();
+            inner.poll(cx)
+        }) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
         };
-        // Drop the finished future now, inside the runtime context (entered
-        // above) and the panic guard, rather than whenever the host drops
-        // the task.
-        this.drop_entered();
+        // Drop the finished future now, inside the runtime context and the
+        // panic guard, rather than whenever the host drops the task.
+        drop_guarded(fut);
         Poll::Ready(out)
     }
 }
 
-impl<F: Future> Guarded<F> {
-    fn drop_inner(&mut self) {
-        if !self.dropped {
-            enter_private();
-            self.drop_entered();
-        }
-    }
-
-    /// Drops the future in place, with the private runtime entered.
-    fn drop_entered(&mut self) {
-        if !self.dropped {
-            self.dropped = true;
-            // SAFETY: `fut` is initialized (`dropped` was false) and is
-            // dropped exactly once, in place, as pinning requires.
-            if let Err(msg) = catch(|| unsafe { ManuallyDrop::drop(&mut self.fut) }) {
-                host_log(
-                    crate::abi::level::ERROR,
-                    "horizon_sdk",
-                    &format!("a plugin future panicked while being dropped: {msg}"),
-                );
-            }
-        }
-    }
-}
-
-impl<F: Future> Drop for Guarded<F> {
-    fn drop(&mut self) {
-        self.drop_inner();
-    }
+/// Whether this library's state was installed with host table `api`.
+pub(crate) fn installed_with(api: *const HostApi) -> bool {
+    injected().is_some_and(|state| ptr::eq(state.api, api))
 }

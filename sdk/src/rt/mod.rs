@@ -15,7 +15,6 @@
 pub(crate) mod injected;
 pub mod task;
 pub mod time;
-pub(crate) mod waker;
 
 pub use task::{JoinError, JoinHandle, spawn, spawn_blocking, yield_now};
 pub use time::{

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
 use std::task::{Context, Poll, Waker};
 
 use super::injected::{self, catch};
-use super::waker;
-use crate::abi::{self, BlockingJob, HostApi, HostWaker, RawFuture};
+use crate::abi::guard::entered;
+use crate::abi::waker::{self, BoundaryWaker};
+use crate::abi::{self, BlockingJob, HostApi, RawFuture};
 
 /// `Shared::state`: the outcome is written.
 const COMPLETE: u8 = 1;
@@ -41,7 +42,9 @@ struct Shared<T> {
     /// [`RawFuture::cancelled`]) and by a blocking job before it starts.
     cancelled: AtomicBool,
     waker: UnsafeCell<Option<Waker>>,
-    output: UnsafeCell<Option<Result<T, String>>>,
+    /// The outcome once written (`Some`), until the join handle takes it:
+    /// `Some(None)` is a cancelled task.
+    output: UnsafeCell<Option<Option<Result<T, String>>>>,
     /// Frees the whole cell this header starts.
     free: unsafe fn(NonNull<Shared<T>>),
 }
@@ -65,7 +68,7 @@ impl<T> Shared<T> {
     fn finish(&self, output: Option<Result<T, String>>) {
         // SAFETY: the single writer, before `COMPLETE` is published; the
         // joiner does not touch `output` until it sees `COMPLETE`.
-        unsafe { *self.output.get() = output };
+        unsafe { *self.output.get() = Some(output) };
         let before = self.state.fetch_or(COMPLETE, Ordering::AcqRel);
         if before & JOIN_WAKER != 0 {
             // SAFETY: `JOIN_WAKER` was set before `COMPLETE`: the joiner
@@ -115,10 +118,14 @@ impl<T> Shared<T> {
         Poll::Ready(self.take_output())
     }
 
+    /// # Panics
+    /// When the output was already taken: like tokio's, a `JoinHandle`
+    /// polled after it completed panics.
     fn take_output(&self) -> Option<Result<T, String>> {
         // SAFETY: `COMPLETE` was seen (acquire), so the writer is done; the
-        // join handle is the only reader and takes the output once.
-        unsafe { (*self.output.get()).take() }
+        // join handle is the only reader.
+        let taken = unsafe { (*self.output.get()).take() };
+        taken.expect("JoinHandle polled after completion")
     }
 }
 
@@ -181,8 +188,10 @@ struct TaskCell<F: Future> {
 /// Drops the future in place (it is pinned inside the cell), inside the
 /// private runtime's context and a panic guard.
 fn drop_future<F>(slot: &mut Option<F>) {
-    injected::enter_private();
-    if let Err(msg) = catch(|| *slot = None) {
+    if let Err(msg) = catch(|| {
+        injected::enter_private();
+        *slot = None;
+    }) {
         injected::host_log(
             abi::level::ERROR,
             "horizon_sdk::rt",
@@ -193,13 +202,14 @@ fn drop_future<F>(slot: &mut Option<F>) {
 
 unsafe extern "C" fn poll_task<F>(
     data: *const c_void,
-    waker: *const HostWaker,
+    waker: *const BoundaryWaker,
     _out: *mut (),
 ) -> bool
 where
     F: Future + Send,
     F::Output: Send,
 {
+    entered("task poll");
     // SAFETY: `data` is the `TaskCell<F>` made in `spawn`, kept alive by the
     // host's reference until `drop_task`; the host polls its task from one
     // thread at a time, so the access to `future` is exclusive; `waker` is
@@ -211,12 +221,14 @@ where
     let Some(fut) = slot.as_mut() else {
         return true;
     };
-    injected::enter_private();
     // SAFETY: the host's waker is alive for this call.
     let polled = unsafe {
         waker::with_context(waker, |cx| {
-            // SAFETY: the future is pinned in the cell: never moved, dropped in place.
-            catch(|| Pin::new_unchecked(fut).poll(cx))
+            catch(|| {
+                injected::enter_private();
+                // SAFETY: the future is pinned in the cell: never moved, dropped in place.
+                Pin::new_unchecked(fut).poll(cx)
+            })
         })
     };
     let output = match polled {
@@ -242,6 +254,7 @@ where
     F: Future + Send,
     F::Output: Send,
 {
+    entered("task drop");
     // SAFETY: `data` is the host's reference to the `TaskCell<F>` (never
     // null: it came from a `Box`), which starts with its header; the host
     // calls this once, after its last poll, so the access to `future` is
@@ -308,12 +321,11 @@ where
             )
         };
         let data: *const c_void = cell.0.as_ptr().cast_const().cast();
-        let raw = RawFuture {
-            data,
-            poll: poll_task::<F>,
-            drop: drop_task::<F>,
-            cancelled,
-        };
+        // SAFETY: `poll_task` and `drop_task` uphold the contract for the
+        // host's reference to the cell (see each); `F: Send`; `cancelled`
+        // is in the cell, which the host's reference keeps alive until `drop`.
+        let raw =
+            unsafe { RawFuture::from_raw_parts(data, poll_task::<F>, drop_task::<F>, cancelled) };
         // SAFETY: `api` is the live host table; `spawn` never unwinds and
         // owns `raw` from here on (dropping it if it refuses the task, which
         // then reads as cancelled).
@@ -400,6 +412,7 @@ unsafe fn take_job<'a, F, R>(data: *mut c_void) -> (NonNull<Shared<R>>, &'a Shar
 }
 
 unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
+    entered("blocking job run");
     // SAFETY: forwarded: the host calls `run` or `drop` exactly once.
     let (header, shared, f) = unsafe { take_job::<F, R>(data) };
     if let Some(f) = f {
@@ -408,10 +421,10 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
             let _ = catch(move || drop(f));
             shared.finish(None);
         } else {
-            let result = {
+            let result = catch(|| {
                 injected::enter_private();
-                catch(f)
-            };
+                f()
+            });
             if let Err(msg) = &result {
                 injected::host_log(
                     abi::level::ERROR,
@@ -427,6 +440,7 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
 }
 
 unsafe extern "C" fn drop_job<F, R: Send>(data: *mut c_void) {
+    entered("blocking job drop");
     // SAFETY: as in `run_job`.
     let (header, shared, f) = unsafe { take_job::<F, R>(data) };
     let _ = catch(move || drop(f));
@@ -528,14 +542,14 @@ impl<T> Future for JoinHandle<T> {
         match &mut self.get_mut().0 {
             Repr::Host { cell, .. } => cell.shared().poll_join(cx).map(|out| match out {
                 Some(Ok(v)) => Ok(v),
-                Some(Err(msg)) => Err(JoinError::Panic(msg)),
-                None => Err(JoinError::Cancelled),
+                Some(Err(msg)) => Err(JoinError::panic(msg)),
+                None => Err(JoinError::cancelled()),
             }),
             Repr::Native(h) => Pin::new(h).poll(cx).map_err(|e| {
                 if e.is_panic() {
-                    JoinError::Panic(injected::panic_message(&*e.into_panic()))
+                    JoinError::panic(crate::abi::guard::panic_message(&*e.into_panic()))
                 } else {
-                    JoinError::Cancelled
+                    JoinError::cancelled()
                 }
             }),
         }
@@ -560,30 +574,38 @@ impl<T> fmt::Debug for JoinHandle<T> {
 /// assert_eq!(err.panic_message(), Some("boom"));
 /// # }
 /// ```
-#[derive(Debug)]
-pub enum JoinError {
-    /// The task was aborted, or dropped because its plugin was unloaded.
+pub struct JoinError(JoinErrorRepr);
+
+enum JoinErrorRepr {
     Cancelled,
-    /// The task panicked; the message is the panic's.
     Panic(String),
 }
 
 impl JoinError {
-    /// Whether the task was cancelled.
+    pub(crate) fn cancelled() -> Self {
+        JoinError(JoinErrorRepr::Cancelled)
+    }
+
+    pub(crate) fn panic(message: String) -> Self {
+        JoinError(JoinErrorRepr::Panic(message))
+    }
+
+    /// Whether the task was cancelled (aborted, or dropped because its
+    /// plugin was unloaded).
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, JoinError::Cancelled)
+        matches!(self.0, JoinErrorRepr::Cancelled)
     }
 
     /// Whether the task panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self, JoinError::Panic(_))
+        matches!(self.0, JoinErrorRepr::Panic(_))
     }
 
     /// The panic's message, if the task panicked.
     pub fn panic_message(&self) -> Option<&str> {
-        match self {
-            JoinError::Panic(msg) => Some(msg),
-            JoinError::Cancelled => None,
+        match &self.0 {
+            JoinErrorRepr::Panic(msg) => Some(msg),
+            JoinErrorRepr::Cancelled => None,
         }
     }
 
@@ -592,18 +614,37 @@ impl JoinError {
     /// # Panics
     /// If the task was cancelled rather than panicked.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        match self {
-            JoinError::Panic(msg) => Box::new(msg),
-            JoinError::Cancelled => panic!("`JoinError::into_panic` on a cancelled task"),
+        self.try_into_panic()
+            .unwrap_or_else(|_| panic!("`JoinError::into_panic` on a cancelled task"))
+    }
+
+    /// The panic as a payload, or the error back if the task was cancelled,
+    /// like tokio's `JoinError::try_into_panic`.
+    ///
+    /// # Errors
+    /// `self`, when the task was cancelled.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.0 {
+            JoinErrorRepr::Panic(msg) => Ok(Box::new(msg)),
+            JoinErrorRepr::Cancelled => Err(self),
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            JoinErrorRepr::Cancelled => f.write_str("JoinError::Cancelled"),
+            JoinErrorRepr::Panic(msg) => write!(f, "JoinError::Panic({msg:?})"),
         }
     }
 }
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::Cancelled => f.write_str("task was cancelled"),
-            JoinError::Panic(msg) => write!(f, "task panicked with message {msg:?}"),
+        match &self.0 {
+            JoinErrorRepr::Cancelled => f.write_str("task was cancelled"),
+            JoinErrorRepr::Panic(msg) => write!(f, "task panicked with message {msg:?}"),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use async_ffi::FfiFuture;
+use crate::abi::RawFuture;
 
 pub use std::time::Duration;
 pub use tokio::time::{Instant, MissedTickBehavior};
@@ -60,7 +60,7 @@ pub struct Sleep {
 
 enum SleepState {
     Idle,
-    Host(FfiFuture<()>),
+    Host(RawFuture<()>),
     Native(Pin<Box<tokio::time::Sleep>>),
     Elapsed,
 }
@@ -102,7 +102,7 @@ impl Future for Sleep {
             match &mut this.state {
                 SleepState::Elapsed => return Poll::Ready(()),
                 SleepState::Host(fut) => {
-                    ready!(injected::poll_host(fut, cx));
+                    ready!(Pin::new(fut).poll(cx));
                     this.state = SleepState::Elapsed;
                 }
                 SleepState::Native(fut) => {

@@ -12,15 +12,19 @@
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicBool;
 
-pub use async_ffi::FfiFuture;
+mod future;
+pub mod guard;
+pub mod waker;
+
+pub use future::{FromPanic, PollFn, RawFuture};
+pub use waker::{BoundaryWaker, WakerFns};
 
 /// First field of every [`PluginDeclaration`]: `"HORIZON\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HORIZON\0");
 
 /// Version of this boundary. Bumped on every change to a type in this module.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
 pub const DECLARATION_SYMBOL: &str = "HORIZON_PLUGIN_DECLARATION";
@@ -104,6 +108,7 @@ unsafe impl Send for RString {}
 unsafe impl Sync for RString {}
 
 unsafe extern "C" fn free_vec(ptr: *mut u8, len: usize, cap: usize) {
+    guard::entered("RString::free");
     // SAFETY: `ptr, len, cap` come from a `Vec<u8>` of this side's allocator
     // that `RString::from` took apart; `RString::drop` calls us exactly once.
     // Dropping a `Vec<u8>` cannot panic.
@@ -196,91 +201,6 @@ impl RStatus {
     }
 }
 
-/// A host waker lent across the boundary: the host's own `std::task::Waker`
-/// taken apart (`Waker::data`, `Waker::vtable`). Only the host interprets
-/// `vtable` (through [`WakerFns`]); the plugin builds a `Waker` over `data`
-/// whose functions call back into the host, so a waker crosses without an
-/// allocation, and cloning one costs what the host waker's clone costs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HostWaker {
-    /// The host waker's data pointer.
-    pub data: *const (),
-    /// The host waker's vtable, opaque to the plugin.
-    pub vtable: *const c_void,
-}
-
-/// The host's functions over a [`HostWaker`], like a `RawWakerVTable`. All
-/// may be called from any thread and never unwind.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct WakerFns {
-    /// Clones the waker (the result is owned by the caller).
-    pub clone: unsafe extern "C" fn(HostWaker) -> HostWaker,
-    /// Wakes the task and releases this owned waker.
-    pub wake: unsafe extern "C" fn(HostWaker),
-    /// Wakes the task; the waker stays valid.
-    pub wake_by_ref: unsafe extern "C" fn(HostWaker),
-    /// Releases an owned waker.
-    pub drop: unsafe extern "C" fn(HostWaker),
-}
-
-/// A plugin future handed to the host: `poll` and `drop` are plugin
-/// functions over plugin-owned `data`. Like async-ffi's `FfiFuture<T>`, but
-/// the plugin chooses `data` (a spawned task's one refcounted allocation
-/// holds the future, its output and its join waker) and the waker crosses
-/// as a [`HostWaker`], without an allocation.
-#[repr(C)]
-pub struct RawFuture<T = ()> {
-    /// Plugin-owned state.
-    pub data: *const c_void,
-    /// Polls the future with the host's waker (borrowed for the call). On
-    /// completion it writes the output to the third argument and returns
-    /// true. Never unwinds (a panic completes it with an error output).
-    pub poll: unsafe extern "C" fn(*const c_void, *const HostWaker, *mut T) -> bool,
-    /// Releases `data` (dropping the future if it has not completed). Never unwinds.
-    pub drop: unsafe extern "C" fn(*const c_void),
-    /// For a spawned task: set by the plugin to cancel it
-    /// (`JoinHandle::abort`); the host reads it before each poll and then
-    /// drops the future instead. Plugin memory, valid until `drop` is
-    /// called. Null for other futures.
-    pub cancelled: *const AtomicBool,
-}
-
-// SAFETY: the SDK builds `RawFuture`s only from `Send` futures (`rt::spawn`
-// and handlers require `Send`), and `data` is reached only through `poll`
-// and `drop`.
-unsafe impl<T: Send> Send for RawFuture<T> {}
-
-impl<T> std::future::Future for RawFuture<T> {
-    type Output = T;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
-        let waker = cx.waker();
-        let host = HostWaker {
-            data: waker.data(),
-            vtable: std::ptr::from_ref(waker.vtable()).cast(),
-        };
-        let mut out = std::mem::MaybeUninit::<T>::uninit();
-        // SAFETY: `poll` is the plugin's poll function for `data`, which is
-        // alive until `drop`; the waker is borrowed only for the call; `out`
-        // is written when (and only when) it returns true.
-        if unsafe { (self.poll)(self.data, &raw const host, out.as_mut_ptr()) } {
-            // SAFETY: see above.
-            std::task::Poll::Ready(unsafe { out.assume_init() })
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-}
-
-impl<T> Drop for RawFuture<T> {
-    fn drop(&mut self) {
-        // SAFETY: `drop` is the plugin's release function for `data`, called once.
-        unsafe { (self.drop)(self.data) }
-    }
-}
-
 /// A blocking job: `run` consumes `data` and is called at most once; if the
 /// job never runs, `drop` is called instead. Both are plugin functions; the
 /// job's output stays in plugin memory.
@@ -334,6 +254,8 @@ pub struct HostApi {
     pub size: u32,
     /// Host-owned state passed back as the first argument of every call.
     pub data: *const c_void,
+    /// `FLAG_*` bits: how the host runs this plugin.
+    pub flags: u32,
     /// Runs a future on the host runtime as a task owned by this plugin;
     /// false if the host refused (the plugin is being unloaded), after
     /// dropping the future.
@@ -345,14 +267,13 @@ pub struct HostApi {
     /// the plugin set its [`RawFuture::cancelled`], so the host drops it even
     /// if nothing else would wake it (no effect on tasks that are gone).
     pub task_abort: unsafe extern "C" fn(*const c_void, *const c_void),
-    /// The functions over the host wakers the plugin's futures are polled with.
-    pub waker: WakerFns,
     /// A future that completes `nanos` nanoseconds from now, on the host's timer.
-    pub sleep: unsafe extern "C" fn(*const c_void, u64) -> FfiFuture<()>,
+    pub sleep: unsafe extern "C" fn(*const c_void, u64) -> RawFuture<()>,
     /// Sends an event (JSON payload) to the host and every subscribed plugin;
     /// the future completes once every handler has finished.
-    pub emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> FfiFuture<RStatus>,
-    /// Subscribes a handler to an event name.
+    pub emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
+    /// Subscribes a handler to an event name. When the host refuses, it
+    /// has already called the handler's `drop`.
     pub subscribe: unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus,
     /// The most verbose [`level`] the host records (0: none), read when the
     /// plugin was loaded; the plugin drops more verbose records without a call.
@@ -388,17 +309,38 @@ pub struct PluginDeclaration {
     pub rustc_version: RStr<'static>,
     /// The plugin's `Plugin::NAME`.
     pub name: RStr<'static>,
-    /// Stores `host` (valid until `shutdown` returns), starts the plugin's
-    /// private runtime and creates the plugin instance.
+    /// Stores `host`, starts the plugin's private runtime and creates the
+    /// plugin instance. The table stays valid for as long as any code of
+    /// the plugin can run. Whatever it returns, the host then calls
+    /// `shutdown(host)` once every task the plugin spawned is gone (a
+    /// plugin may spawn in `init`, e.g. from its `Default`).
     pub init: unsafe extern "C" fn(host: *const HostApi) -> RStatus,
     /// Runs `Plugin::on_load`.
-    pub on_load: unsafe extern "C" fn() -> FfiFuture<RStatus>,
+    pub on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
     /// Runs `Plugin::on_unload`.
-    pub on_unload: unsafe extern "C" fn() -> FfiFuture<RStatus>,
-    /// Drops the plugin instance and its private runtime and forgets `host`.
-    /// Called from a thread that may block, once no plugin task is left.
-    pub shutdown: unsafe extern "C" fn() -> RStatus,
+    pub on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    /// Drops the plugin instance and its private runtime and forgets `host`
+    /// (a no-op unless `host` is the table this library was initialized
+    /// with). Called once, from a thread that may block, once no plugin
+    /// task is left. Returns a `SHUTDOWN_*` code; messages go to the host's
+    /// log (no plugin-allocated value outlives the call).
+    pub shutdown: unsafe extern "C" fn(host: *const HostApi) -> u32,
 }
+
+/// `shutdown` stopped everything.
+pub const SHUTDOWN_OK: u32 = 0;
+/// Dropping the plugin instance panicked (logged); everything stopped.
+pub const SHUTDOWN_PANICKED: u32 = 1;
+/// The plugin's private runtime did not stop in time: its threads may
+/// still run plugin code, so the library must stay mapped and the table
+/// alive.
+pub const SHUTDOWN_STUCK: u32 = 2;
+
+/// [`HostApi::flags`]: strict unload mode. After `shutdown`, every entry
+/// into the plugin's code through the boundary aborts the process, naming
+/// the entry point, and the host keeps the library mapped so that the
+/// check can run (see [`guard::entered`]).
+pub const FLAG_STRICT_UNLOAD: u32 = 1;
 
 /// A [`PluginDeclaration`] that may be placed in a `static`.
 #[repr(transparent)]
