@@ -68,7 +68,9 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
 }
 
 unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
-    entered("init");
+    // A new load: the one entry allowed after `shutdown` (the host may load
+    // the same mapping again; see `guard::mark_loaded`).
+    guard::mark_loaded();
     let outcome = catch(|| {
         // SAFETY: the host passes a table that stays valid for as long as
         // any code of this plugin can run (the `PluginDeclaration::init`

@@ -18,6 +18,7 @@ pub const FIXTURES: &[&str] = &[
     "fixture-wrong-abi",
     "fixture-load-error",
     "fixture-load-panic",
+    "fixture-init-panic",
     "fixture-bench",
     "fixture-bad-magic",
     "fixture-truncated",
