@@ -45,6 +45,7 @@ mod event;
 mod log_bridge;
 mod plugin;
 pub mod rt;
+mod sync;
 
 #[doc(hidden)]
 #[path = "export.rs"]

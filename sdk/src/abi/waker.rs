@@ -26,7 +26,7 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 use std::task::{Context, RawWaker, RawWakerVTable, Waker};
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, Ordering, UnsafeCell};
 
 use super::guard::{catch, entered};
 
@@ -122,50 +122,99 @@ unsafe extern "C" fn own_drop(w: BoundaryWaker) {
 pub const SLOTS: usize = 8;
 
 /// A foreign vtable and its owner's functions, stood for by one slot.
-struct Entry {
-    vtable: *const c_void,
-    fns: *const WakerFns,
+/// Written once, before it is published; read-only afterwards.
+struct Entry(UnsafeCell<(*const c_void, *const WakerFns)>);
+
+impl Entry {
+    fn parts(&self) -> (*const c_void, *const WakerFns) {
+        // SAFETY: only read after publication (see `Registry`), never written.
+        self.0.with(|parts| unsafe { *parts })
+    }
 }
 
-/// Slot `k`'s entry (null: free). An entry is published once, by a
-/// compare-exchange from null, and never changed or freed: a waker naming
-/// slot `k` may live forever. At most [`SLOTS`] entries are ever leaked.
-static ENTRIES: [AtomicPtr<Entry>; SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
-
-/// The entry of a slot some waker names.
-fn entry(k: usize) -> &'static Entry {
-    // SAFETY: a waker with slot `k`'s vtable exists only after the entry
-    // was published (`slot_for` returns `k` after seeing it), and it
-    // reached this thread with that publication ordered before (Acquire
-    // here, AcqRel there). Entries are never freed.
-    unsafe { &*ENTRIES[k].load(Ordering::Acquire) }
+/// Which foreign `(vtable, fns)` each slot stands for.
+///
+/// Protocol: slot `k` is taken once, by a compare-exchange of its pointer
+/// from null to a boxed [`Entry`] (AcqRel: the entry's contents are
+/// written before it is published), and never changed or freed, since a
+/// waker naming slot `k` may live forever (at most [`SLOTS`] entries are
+/// leaked). Readers load the pointer with Acquire before reading the entry.
+/// The loom model at the end of this file checks it.
+struct Registry {
+    entries: [AtomicPtr<Entry>; SLOTS],
 }
 
-/// The slot standing for a foreign `(vtable, fns)`, taking a free one if needed.
-fn slot_for(vtable: *const c_void, fns: *const WakerFns) -> Option<usize> {
-    for (k, cell) in ENTRIES.iter().enumerate() {
-        let mut current = cell.load(Ordering::Acquire);
-        if current.is_null() {
-            let mine = Box::into_raw(Box::new(Entry { vtable, fns }));
-            match cell.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(k),
-                Err(taken) => {
-                    // SAFETY: `mine` was not published; we still own it.
-                    drop(unsafe { Box::from_raw(mine) });
-                    current = taken;
-                }
-            }
-        }
-        // SAFETY: published entries are never freed (see `ENTRIES`).
-        if unsafe { (*current).vtable } == vtable {
-            return Some(k);
+impl Registry {
+    #[cfg(not(horizon_loom))]
+    const fn new() -> Self {
+        Registry {
+            entries: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS],
         }
     }
-    None
+
+    #[cfg(horizon_loom)]
+    fn new() -> Self {
+        Registry {
+            entries: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// The parts slot `k` stands for; `k` came from `slot_for` (directly, or
+    /// through a waker made with slot `k`'s vtable, which reached this
+    /// thread ordered after that call).
+    fn entry(&self, k: usize) -> (*const c_void, *const WakerFns) {
+        let entry = self.entries[k].load(Ordering::Acquire);
+        assert!(!entry.is_null(), "waker slot {k} used before it was taken");
+        // SAFETY: published entries are never freed (see the protocol).
+        unsafe { &*entry }.parts()
+    }
+
+    /// The slot standing for a foreign `(vtable, fns)`, taking a free one if needed.
+    fn slot_for(&self, vtable: *const c_void, fns: *const WakerFns) -> Option<usize> {
+        for (k, cell) in self.entries.iter().enumerate() {
+            let mut current = cell.load(Ordering::Acquire);
+            if current.is_null() {
+                let mine = Box::into_raw(Box::new(Entry(UnsafeCell::new((vtable, fns)))));
+                match cell.compare_exchange(
+                    ptr::null_mut(),
+                    mine,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some(k),
+                    Err(taken) => {
+                        // SAFETY: `mine` was not published; we still own it.
+                        drop(unsafe { Box::from_raw(mine) });
+                        current = taken;
+                    }
+                }
+            }
+            // SAFETY: published entries are never freed (see the protocol).
+            if unsafe { &*current }.parts().0 == vtable {
+                return Some(k);
+            }
+        }
+        None
+    }
 }
 
-/// The slot vtables: slot `K` calls the functions of `ENTRIES[K]`.
+#[cfg(not(horizon_loom))]
+static REGISTRY: Registry = Registry::new();
+
+#[cfg(horizon_loom)]
+loom::lazy_static! {
+    static ref REGISTRY: Registry = Registry::new();
+}
+
+fn entry(k: usize) -> (*const c_void, *const WakerFns) {
+    REGISTRY.entry(k)
+}
+
+fn slot_for(vtable: *const c_void, fns: *const WakerFns) -> Option<usize> {
+    REGISTRY.slot_for(vtable, fns)
+}
+
+/// The slot vtables: slot `K` calls the functions of the registry's entry `K`.
 struct Slot<const K: usize>;
 
 impl<const K: usize> Slot<K> {
@@ -173,12 +222,8 @@ impl<const K: usize> Slot<K> {
         RawWakerVTable::new(Self::clone, Self::wake, Self::wake_by_ref, Self::drop);
 
     fn foreign(data: *const ()) -> BoundaryWaker {
-        let e = entry(K);
-        BoundaryWaker {
-            data,
-            vtable: e.vtable,
-            fns: e.fns,
-        }
+        let (vtable, fns) = entry(K);
+        BoundaryWaker { data, vtable, fns }
     }
 
     unsafe fn clone(data: *const ()) -> RawWaker {
@@ -298,11 +343,11 @@ unsafe fn drop_boxed(data: *const ()) {
 pub fn lend(waker: &Waker) -> BoundaryWaker {
     let vtable = waker.vtable();
     if let Some(k) = slot_of(vtable) {
-        let e = entry(k);
+        let (vtable, fns) = entry(k);
         return BoundaryWaker {
             data: waker.data(),
-            vtable: e.vtable,
-            fns: e.fns,
+            vtable,
+            fns,
         };
     }
     if ptr::eq(vtable, &BOXED) || ptr::eq(vtable, &BORROWED) {
@@ -344,4 +389,38 @@ pub unsafe fn with_context<R>(w: &BoundaryWaker, f: impl FnOnce(&mut Context<'_>
 pub fn is_foreign(waker: &Waker) -> bool {
     let vtable = waker.vtable();
     slot_of(vtable).is_some() || ptr::eq(vtable, &BOXED) || ptr::eq(vtable, &BORROWED)
+}
+
+#[cfg(all(test, horizon_loom))]
+mod loom_model {
+    use super::*;
+
+    /// Two threads take slots for two vtables while a third asks for the
+    /// first vtable again: each gets a slot standing for its own vtable,
+    /// the same vtable never gets two slots, and an entry is read only
+    /// after its publication (loom checks the `UnsafeCell` accesses).
+    #[test]
+    fn slots_are_taken_once_and_read_after_publication() {
+        loom::model(|| {
+            let reg = loom::sync::Arc::new(Registry::new());
+            let (v1, v2) = (1usize as *const c_void, 2usize as *const c_void);
+            let f = 8usize as *const WakerFns;
+            let spawn = |v: *const c_void| {
+                let reg = loom::sync::Arc::clone(&reg);
+                let v = v as usize;
+                loom::thread::spawn(move || {
+                    let k = reg.slot_for(v as *const c_void, f).unwrap();
+                    (k, reg.entry(k).0 as usize)
+                })
+            };
+            let (a, b) = (spawn(v1), spawn(v2));
+            let k = reg.slot_for(v1, f).unwrap();
+            let (ka, va) = a.join().unwrap();
+            let (kb, vb) = b.join().unwrap();
+            assert_eq!((va, vb), (1, 2));
+            assert_eq!(k, ka, "one vtable, one slot");
+            assert_ne!(ka, kb);
+            assert_eq!(reg.entry(k).0, v1);
+        });
+    }
 }

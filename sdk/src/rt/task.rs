@@ -10,13 +10,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
+use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll, Waker};
 
 use super::injected::{self, catch};
 use crate::abi::guard::entered;
 use crate::abi::waker::{self, BoundaryWaker};
 use crate::abi::{self, BlockingJob, HostApi, RawFuture};
+use crate::sync::{self, AtomicU8, AtomicUsize, Ordering, fence};
 
 /// `Shared::state`: the outcome is written.
 const COMPLETE: u8 = 1;
@@ -41,10 +42,10 @@ struct Shared<T> {
     /// Set by `JoinHandle::abort`; read by the host before each poll (it is
     /// [`RawFuture::cancelled`]) and by a blocking job before it starts.
     cancelled: AtomicBool,
-    waker: UnsafeCell<Option<Waker>>,
+    waker: sync::UnsafeCell<Option<Waker>>,
     /// The outcome once written (`Some`), until the join handle takes it:
     /// `Some(None)` is a cancelled task.
-    output: UnsafeCell<Option<Option<Result<T, String>>>>,
+    output: sync::UnsafeCell<Option<Option<Result<T, String>>>>,
     /// Frees the whole cell this header starts.
     free: unsafe fn(NonNull<Shared<T>>),
 }
@@ -57,8 +58,8 @@ impl<T> Shared<T> {
             refs: AtomicUsize::new(2),
             state: AtomicU8::new(0),
             cancelled: AtomicBool::new(false),
-            waker: UnsafeCell::new(None),
-            output: UnsafeCell::new(None),
+            waker: sync::UnsafeCell::new(None),
+            output: sync::UnsafeCell::new(None),
             free: free_cell::<C, T>,
         }
     }
@@ -68,12 +69,12 @@ impl<T> Shared<T> {
     fn finish(&self, output: Option<Result<T, String>>) {
         // SAFETY: the single writer, before `COMPLETE` is published; the
         // joiner does not touch `output` until it sees `COMPLETE`.
-        unsafe { *self.output.get() = Some(output) };
+        self.output.with_mut(|slot| unsafe { *slot = Some(output) });
         let before = self.state.fetch_or(COMPLETE, Ordering::AcqRel);
         if before & JOIN_WAKER != 0 {
             // SAFETY: `JOIN_WAKER` was set before `COMPLETE`: the joiner
             // stored its waker and will not touch the slot again.
-            if let Some(waker) = unsafe { (*self.waker.get()).take() } {
+            if let Some(waker) = self.waker.with_mut(|slot| unsafe { (*slot).take() }) {
                 // The joiner's waker may be plugin-made: it must not unwind here.
                 injected::wake_caught(move || waker.wake());
             }
@@ -105,11 +106,13 @@ impl<T> Shared<T> {
                     return Poll::Ready(self.take_output());
                 }
             }
-            // SAFETY: `JOIN_WAKER` is clear, so the task does not read the slot.
-            let slot = unsafe { &mut *self.waker.get() };
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
-            }
+            self.waker.with_mut(|slot| {
+                // SAFETY: `JOIN_WAKER` is clear, so the task does not read the slot.
+                let slot = unsafe { &mut *slot };
+                if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *slot = Some(cx.waker().clone());
+                }
+            });
             if self.state.fetch_or(JOIN_WAKER, Ordering::AcqRel) & COMPLETE == 0 {
                 return Poll::Pending;
             }
@@ -124,7 +127,7 @@ impl<T> Shared<T> {
     fn take_output(&self) -> Option<Result<T, String>> {
         // SAFETY: `COMPLETE` was seen (acquire), so the writer is done; the
         // join handle is the only reader.
-        let taken = unsafe { (*self.output.get()).take() };
+        let taken = self.output.with_mut(|slot| unsafe { (*slot).take() });
         taken.expect("JoinHandle polled after completion")
     }
 }
@@ -165,9 +168,16 @@ unsafe fn release<T>(header: NonNull<Shared<T>>) {
     fence(Ordering::Acquire);
     let free = shared.free;
     // Freeing drops an unread output and a stale waker: plugin code, which
-    // must not unwind into the host.
-    // SAFETY: that was the last reference.
-    let _ = catch(move || unsafe { free(header) });
+    // must not unwind into the host. They are taken through their cells
+    // first, so the loom model sees these accesses.
+    let _ = catch(move || {
+        // SAFETY: that was the last reference: nothing else touches the cell.
+        drop(shared.output.with_mut(|slot| unsafe { (*slot).take() }));
+        // SAFETY: as above.
+        drop(shared.waker.with_mut(|slot| unsafe { (*slot).take() }));
+        // SAFETY: as above; the cell is freed once, here.
+        unsafe { free(header) }
+    });
 }
 
 /// # Safety
@@ -654,5 +664,55 @@ impl std::error::Error for JoinError {}
 impl From<JoinError> for std::io::Error {
     fn from(e: JoinError) -> Self {
         std::io::Error::other(e)
+    }
+}
+
+#[cfg(all(test, horizon_loom))]
+mod loom_model {
+    use super::*;
+
+    /// A cell with its two references: the task's and the join handle's.
+    fn cell() -> (CellRef<u32>, CellRef<u32>) {
+        let header = Box::new(Shared::<u32>::new::<Shared<u32>>());
+        let header = NonNull::from(Box::leak(header));
+        (CellRef(header), CellRef(header))
+    }
+
+    fn join(handle: &CellRef<u32>) -> Option<Result<u32, String>> {
+        loom::future::block_on(std::future::poll_fn(|cx| handle.shared().poll_join(cx)))
+    }
+
+    /// The task completes on one thread while the join handle polls (and
+    /// parks its waker) on another: the joiner is always woken (loom
+    /// reports a lost wake-up as a deadlock), reads the output only after
+    /// it was written, and the last reference frees the cell once.
+    #[test]
+    fn completion_wakes_the_joiner_and_publishes_the_output() {
+        loom::model(|| {
+            let (task, handle) = cell();
+            let done = loom::thread::spawn(move || {
+                task.shared().finish(Some(Ok(7)));
+                drop(task);
+            });
+            assert_eq!(join(&handle), Some(Ok(7)));
+            drop(handle);
+            done.join().unwrap();
+        });
+    }
+
+    /// Abort (`cancelled` set) racing completion as a cancellation, and
+    /// the join handle dropped before the task finishes: the last of the
+    /// two references frees the cell, whichever it is.
+    #[test]
+    fn last_release_frees_once_whichever_side_is_last() {
+        loom::model(|| {
+            let (task, handle) = cell();
+            let done = loom::thread::spawn(move || {
+                task.shared().finish(None);
+                drop(task);
+            });
+            drop(handle);
+            done.join().unwrap();
+        });
     }
 }

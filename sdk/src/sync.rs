@@ -1,0 +1,39 @@
+//! The synchronisation primitives of the hand-written atomic protocols (the
+//! task cell in `rt::task`, the waker slot registry in `abi::waker`): std's,
+//! or loom's when the crate is built with `--cfg horizon_loom` for the
+//! models next to each protocol (`scripts/loom` runs them).
+//!
+//! A custom cfg rather than `loom`: `--cfg loom` would switch tokio's own
+//! loom mode on too, which does not build as a dependency.
+
+#[cfg(not(horizon_loom))]
+pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
+
+#[cfg(horizon_loom)]
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
+
+/// `std::cell::UnsafeCell` with loom's interface (`with`, `with_mut`), so
+/// that loom checks every access of the protocol's plain data.
+#[cfg(not(horizon_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(horizon_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(horizon_loom)]
+pub(crate) use loom::cell::UnsafeCell;
