@@ -466,6 +466,70 @@ impl Services {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A host future a plugin polls (a timer, an emit). When the plugin
+    /// polls it with a waker of its own making (its private runtime's, a
+    /// combinator's), that waker's code lives in the plugin, and the host
+    /// (tokio's timer, a join handle) may call it from another thread at
+    /// any time, even while the plugin is being unloaded. So such a waker
+    /// is only called while counted as the plugin's live work (unload waits
+    /// for it), and not at all once the plugin is closed (a drop is then
+    /// leaked rather than run). Host wakers lent through the plugin come
+    /// back as host wakers and are used as they are.
+    struct Counted<F> {
+        #[pin]
+        inner: F,
+        services: Arc<Services>,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if !horizon_sdk::abi::waker::is_foreign(cx.waker()) {
+            return this.inner.poll(cx);
+        }
+        let waker = Waker::from(Arc::new(CountedWaker {
+            waker: std::mem::ManuallyDrop::new(cx.waker().clone()),
+            services: Arc::clone(this.services),
+        }));
+        this.inner.poll(&mut Context::from_waker(&waker))
+    }
+}
+
+/// A plugin-made waker held by the host, called only while counted.
+struct CountedWaker {
+    waker: std::mem::ManuallyDrop<Waker>,
+    services: Arc<Services>,
+}
+
+impl std::task::Wake for CountedWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.services.enter(LIVE) {
+            self.waker.wake_by_ref();
+        }
+        self.services.leave(LIVE);
+    }
+}
+
+impl Drop for CountedWaker {
+    fn drop(&mut self) {
+        if self.services.enter(LIVE) {
+            // SAFETY: dropped once, here.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.waker) };
+        }
+        // Closed: the plugin's code may be unmapped by the time this runs;
+        // its waker is leaked instead.
+        self.services.leave(LIVE);
+    }
+}
+
 /// A plugin's blocking job; runs it or, if never run, drops it.
 struct OwnedJob(BlockingJob);
 
@@ -532,14 +596,17 @@ unsafe extern "C" fn host_task_abort(data: *const c_void, task: *const c_void) {
 
 unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> RawFuture<()> {
     // SAFETY: the plugin passes back the `data` of its table.
-    let services = unsafe { services(data) };
+    let services = unsafe { services_arc(data) };
     // Entering the handle lets this work from threads outside the runtime.
     let made = catch(|| {
         let _enter = services.handle.enter();
         tokio::time::sleep(Duration::from_nanos(nanos))
     });
     match made {
-        Ok(sleep) => RawFuture::new(sleep),
+        Ok(sleep) => RawFuture::new(Counted {
+            inner: sleep,
+            services,
+        }),
         Err(panic) => {
             let _ = catch(|| {
                 tracing::error!(
@@ -560,7 +627,7 @@ unsafe extern "C" fn host_emit(
     // SAFETY: the plugin passes back the `data` of its table; `name` and
     // `payload` are alive for this call and copied before it returns.
     let (services, name, payload) =
-        unsafe { (services(data), name.as_bytes(), payload.as_bytes()) };
+        unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
     let started = catch(|| {
         let Some(inner) = services.host.upgrade() else {
             return Err("the host has shut down");
@@ -570,12 +637,15 @@ unsafe extern "C" fn host_emit(
         };
         let event = Event::from_json_bytes(name, payload).with_source(&services.name);
         let from = services.name.clone();
-        Ok(async move {
-            let report = inner.dispatch(event).await;
-            for failure in &report.failures {
-                tracing::warn!(from = %from, "{failure}");
-            }
-            RStatus::ok()
+        Ok(Counted {
+            inner: async move {
+                let report = inner.dispatch(event).await;
+                for failure in &report.failures {
+                    tracing::warn!(from = %from, "{failure}");
+                }
+                RStatus::ok()
+            },
+            services: Arc::clone(&services),
         })
     });
     match started {
