@@ -508,6 +508,16 @@ impl PluginHost {
         id: PluginId,
         path: impl AsRef<Path>,
     ) -> Result<PluginId, ReloadError> {
+        let (host, path) = (self.clone(), path.as_ref().to_owned());
+        // A task of its own: dropping the caller's future mid-way must not
+        // leave a plugin half swapped (see `run_to_end`).
+        run_to_end(&self.inner.handle, async move {
+            host.reload_now(id, &path).await
+        })
+        .await
+    }
+
+    async fn reload_now(&self, id: PluginId, path: &Path) -> Result<PluginId, ReloadError> {
         let old = lock(&self.inner.plugins)
             .get(&id)
             .cloned()
@@ -516,10 +526,7 @@ impl PluginHost {
         if *retired {
             return Err(ReloadError::NotLoaded(id));
         }
-        let new = self
-            .load_inactive(path.as_ref())
-            .await
-            .map_err(ReloadError::Load)?;
+        let new = self.load_inactive(path).await.map_err(ReloadError::Load)?;
         let new_id = new.info.id;
         {
             let mut plugins = lock(&self.inner.plugins);
@@ -574,6 +581,13 @@ impl PluginHost {
     /// the same id (or an unload after a reload replaced it) is
     /// [`UnloadError::NotLoaded`] and does nothing.
     pub async fn unload(&self, id: PluginId) -> Result<(), UnloadError> {
+        let host = self.clone();
+        // A task of its own: dropping the caller's future mid-way must not
+        // leave a plugin half torn down (see `run_to_end`).
+        run_to_end(&self.inner.handle, async move { host.unload_now(id).await }).await
+    }
+
+    async fn unload_now(&self, id: PluginId) -> Result<(), UnloadError> {
         let plugin = lock(&self.inner.plugins)
             .get(&id)
             .cloned()
@@ -616,6 +630,20 @@ impl PluginHost {
             .collect();
         list.sort_by_key(|p| p.id);
         list
+    }
+}
+
+/// Runs `work` (an unload or a reload) as a task of the host's runtime and
+/// awaits it, so that it finishes even if the caller's future is dropped:
+/// teardown happens once and completely. A panic in it is resumed here.
+async fn run_to_end<T: Send + 'static>(
+    handle: &Handle,
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match handle.spawn(work).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the host's runtime is shutting down: {e}"),
     }
 }
 

@@ -99,24 +99,22 @@ unsafe impl Send for Services {}
 // SAFETY: as above.
 unsafe impl Sync for Services {}
 
-/// Keeps a plugin's `Services` counted as in use by a blocking job.
-struct LiveGuard(*const Services);
-
-// SAFETY: `Services` is `Sync`, and outlives every task (see `PluginTask`).
-unsafe impl Send for LiveGuard {}
-
-impl LiveGuard {
-    fn services(&self) -> &Services {
-        // SAFETY: the `Services` outlives every task it counts as live (see
-        // `PluginTask::poll`), and this guard is one.
-        unsafe { &*self.0 }
-    }
-}
+/// Keeps a plugin's `Services` counted as in use by a blocking job. Owns
+/// an `Arc`: `leave` touches the `Services` after its decrement, which may
+/// be the one unload waits for.
+struct LiveGuard(Arc<Services>);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.services().leave(LIVE);
+        self.0.leave(LIVE);
     }
+}
+
+/// A plugin's blocking job and its count; the job is dropped (through the
+/// plugin) before the count is released: fields drop in order.
+struct CountedJob {
+    job: OwnedJob,
+    guard: LiveGuard,
 }
 
 pin_project_lite::pin_project! {
@@ -133,11 +131,15 @@ pin_project_lite::pin_project! {
     /// lock and checks both flags again there, so an abort or unload that
     /// looked for it a moment before it registered is not missed.
     ///
+    /// The task holds an `Arc` of its `Services`: the decrement in `leave`
+    /// may be the last live count unload waits for, and `leave` still reads
+    /// the `Services` after it.
+    ///
     /// The output is `None` when the task was cancelled this way.
     pub(crate) struct PluginTask<F> {
         #[pin]
         fut: Option<F>,
-        services: *const Services,
+        services: Arc<Services>,
         // The plugin's `RawFuture::cancelled` (null for host futures).
         cancelled: *const AtomicBool,
         // Key in `parked`: the plugin's `RawFuture::data`, or this task's
@@ -149,16 +151,21 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for PluginTask<F> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
+            unpark(this.services, *this.key, this.parked);
             // Plugin code: before the task stops counting as live.
             this.fut.set(None);
-            // SAFETY: `Services` outlives its tasks (see `poll`).
-            let services = unsafe { &**this.services };
-            if *this.parked {
-                let waker = lock(&services.parked).remove(this.key);
-                drop(waker);
-            }
-            services.leave(LIVE);
+            this.services.leave(LIVE);
         }
+    }
+}
+
+/// Removes a task's waker from `parked`, if it registered one. Called
+/// before the task's future is dropped: dropping it may free the plugin's
+/// cell whose address is the key, and a new task may then reuse the key.
+fn unpark(services: &Services, key: usize, parked: &mut bool) {
+    if std::mem::take(parked) {
+        let waker = lock(&services.parked).remove(&key);
+        drop(waker);
     }
 }
 
@@ -169,7 +176,7 @@ unsafe impl<F: Send> Send for PluginTask<F> {}
 impl<F> PluginTask<F> {
     /// A task of `services`, already counted as live there (see
     /// [`Services::enter`]); its drop takes the count off.
-    fn counted(services: &Services, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
+    fn counted(services: Arc<Services>, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
         PluginTask {
             fut: Some(fut),
             services,
@@ -186,10 +193,7 @@ impl<F: Future> Future for PluginTask<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let address = std::ptr::from_ref::<Self>(&self) as usize;
         let mut this = self.project();
-        // SAFETY: `Services` outlives every task of its plugin: `teardown`
-        // waits until no task is live before the `Services` can be dropped,
-        // and leaks it when tasks do not stop.
-        let services = unsafe { &**this.services };
+        let services = &**this.services;
         let cancelled = *this.cancelled;
         // SAFETY: `cancelled` is in the plugin's task cell, alive while the
         // plugin's `RawFuture` (our `fut`) is; read only while `fut` is `Some`.
@@ -198,11 +202,13 @@ impl<F: Future> Future for PluginTask<F> {
             return Poll::Ready(None);
         };
         if services.closed.load(Ordering::Acquire) || is_cancelled() {
+            unpark(services, *this.key, this.parked);
             this.fut.set(None);
             return Poll::Ready(None);
         }
         match fut.poll(cx) {
             Poll::Ready(out) => {
+                unpark(services, *this.key, this.parked);
                 this.fut.set(None);
                 Poll::Ready(Some(out))
             }
@@ -356,7 +362,7 @@ impl Services {
     /// Spawns a future on the host runtime as a task of this plugin, or
     /// `None` once the plugin is being unloaded. The task's output is `None`
     /// if unload cancelled it.
-    pub(crate) fn spawn<F>(&self, fut: F) -> Option<JoinHandle<Option<F::Output>>>
+    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> Option<JoinHandle<Option<F::Output>>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -368,7 +374,7 @@ impl Services {
     /// (its future with it). A task spawned while `close` runs is still
     /// counted, and drops its future at its first poll.
     fn spawn_task<F>(
-        &self,
+        self: &Arc<Self>,
         fut: F,
         key: usize,
         cancelled: *const AtomicBool,
@@ -378,27 +384,33 @@ impl Services {
         F::Output: Send + 'static,
     {
         let open = self.enter(LIVE);
-        let task = PluginTask::counted(self, fut, key, cancelled);
+        let task = PluginTask::counted(Arc::clone(self), fut, key, cancelled);
         open.then(|| self.handle.spawn(task))
     }
 
     /// Runs a plugin future as a detached task of this plugin; the plugin
     /// keeps its join state. False (and the future dropped) if refused.
-    fn spawn_raw(&self, fut: RawFuture) -> bool {
+    fn spawn_raw(self: &Arc<Self>, fut: RawFuture) -> bool {
         let (key, cancelled) = (fut.data() as usize, fut.cancelled());
         // Dropping the task when refused tells the plugin its task was cancelled.
         self.spawn_task(fut, key, cancelled).is_some()
     }
 
-    fn spawn_blocking(&self, job: BlockingJob) -> bool {
+    fn spawn_blocking(self: &Arc<Self>, job: BlockingJob) -> bool {
         let job = OwnedJob(job);
         let open = self.enter(LIVE);
-        let guard = LiveGuard(self);
+        let counted = CountedJob {
+            job,
+            guard: LiveGuard(Arc::clone(self)),
+        };
         if !open {
             return false;
         }
+        // If tokio drops the closure without running it (its runtime shuts
+        // down), `CountedJob` drops the job before releasing the count.
         drop(self.handle.spawn_blocking(move || {
-            if guard.services().closed.load(Ordering::Acquire) {
+            let CountedJob { job, guard } = counted;
+            if guard.0.closed.load(Ordering::Acquire) {
                 // Unloading before it started: dropped, like an aborted blocking task.
                 drop(job);
             } else {
@@ -562,14 +574,16 @@ pub(crate) unsafe fn services<'a>(data: *const c_void) -> &'a Services {
     unsafe { &*data.cast::<Services>() }
 }
 
-/// Rebuilds the `Arc` the table was made from, without taking its count.
+/// A new `Arc` (one more strong count) of the `Services` a table belongs to.
 ///
 /// # Safety
 /// As [`services`].
 unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
     let ptr = data.cast::<Services>();
-    // SAFETY: `ptr` came from `Arc::as_ptr` of an `Arc` that is alive (the
-    // caller's guarantee); we add one count for the clone we return.
+    // SAFETY: `ptr` is what `Weak::as_ptr` gave inside `Arc::new_cyclic`
+    // (`Services::new`): the address of the value in an `Arc` allocation,
+    // the same pointer `Arc::into_raw` returns. That `Arc` is alive (the
+    // caller's guarantee); we add one count for the one we return.
     unsafe {
         Arc::increment_strong_count(ptr);
         Arc::from_raw(ptr)
@@ -578,13 +592,13 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
 
 unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {
     // SAFETY: the plugin passes back the `data` of its table.
-    let services = unsafe { services(data) };
+    let services = unsafe { services_arc(data) };
     catch(|| services.spawn_raw(fut)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> bool {
     // SAFETY: as in `host_spawn`.
-    let services = unsafe { services(data) };
+    let services = unsafe { services_arc(data) };
     catch(|| services.spawn_blocking(job)).unwrap_or(false)
 }
 

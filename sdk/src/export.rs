@@ -68,9 +68,9 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
 }
 
 unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
-    // A new load: the one entry allowed after `shutdown` (the host may load
-    // the same mapping again; see `guard::mark_loaded`).
-    guard::mark_loaded();
+    // The one entry allowed after `shutdown`: the host may load the same
+    // mapping again. The strict flag is cleared once this load owns the
+    // mapping's statics (`install` below).
     let outcome = catch(|| {
         // SAFETY: the host passes a table that stays valid for as long as
         // any code of this plugin can run (the `PluginDeclaration::init`
@@ -99,6 +99,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
                     .to_owned(),
             );
         }
+        guard::mark_loaded();
         crate::log_bridge::install(api.max_level);
         // From here on the host calls `shutdown`, whatever `init` returns:
         // `Default` may have spawned tasks before it failed.
@@ -178,6 +179,11 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
         );
         code = SHUTDOWN_PANICKED;
     }
+    if strict {
+        // Before the state is released: once it is, another load of this
+        // mapping may start and clear the flag for its own life.
+        guard::mark_unloaded();
+    }
     match catch(|| injected::uninstall(api)) {
         Ok(true) => {}
         Ok(false) => {
@@ -196,9 +202,6 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
             );
             return SHUTDOWN_STUCK;
         }
-    }
-    if strict {
-        guard::mark_unloaded();
     }
     code
 }

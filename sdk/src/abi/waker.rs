@@ -189,8 +189,10 @@ impl Registry {
                     }
                 }
             }
+            // Both parts: a vtable address of an unloaded library may be
+            // reused by another library with other functions.
             // SAFETY: published entries are never freed (see the protocol).
-            if unsafe { &*current }.parts().0 == vtable {
+            if unsafe { &*current }.parts() == (vtable, fns) {
                 return Some(k);
             }
         }
@@ -228,7 +230,10 @@ impl<const K: usize> Slot<K> {
 
     unsafe fn clone(data: *const ()) -> RawWaker {
         let w = Self::foreign(data);
-        // SAFETY: `data` and slot `K` make up a live foreign waker; its
+        // SAFETY: `data` and slot `K` make up a live foreign waker, and its
+        // owner's code is mapped: the owner is the host (which outlives its
+        // plugins), or a plugin whose waker the host calls only while that
+        // plugin is counted as running (`Counted` in the host runtime). The
         // owner's `clone` never unwinds.
         let clone = unsafe { ((*w.fns).clone)(w) };
         if clone.vtable == w.vtable && clone.fns == w.fns {

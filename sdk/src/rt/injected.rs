@@ -107,15 +107,21 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
         return true;
     }
     // Shut the private runtime down first, while `INJECTED` is still valid
-    // for anything its tasks call. This waits for its threads, so the
-    // library is not unmapped under a running thread.
+    // for anything its tasks call. Tokio joins its threads unless the
+    // timeout passes; then they may still run plugin code (even with the
+    // thread count at 0: a thread runs on after `on_thread_stop`), so a
+    // shutdown that took the whole timeout counts as stuck.
     let rt = state
         .private
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
     if let Some(rt) = rt {
+        let started = std::time::Instant::now();
         rt.shutdown_timeout(PRIVATE_SHUTDOWN);
+        if started.elapsed() >= PRIVATE_SHUTDOWN {
+            return false;
+        }
     }
     if state.private_threads.load(Ordering::SeqCst) != 0 {
         return false;

@@ -528,7 +528,9 @@ impl<T> JoinHandle<T> {
                 if *task != 0 && !shared.is_finished() {
                     // SAFETY: `api` is the live host table; `task_abort`
                     // never unwinds and ignores tasks that are gone. `cell`
-                    // keeps the key's allocation alive, so it names no other task.
+                    // keeps the key's allocation alive, and the host drops
+                    // a task's entry before it releases its own reference,
+                    // so the key names this task or none.
                     unsafe { (api.task_abort)(api.data, *task as *const c_void) }
                 }
             }
