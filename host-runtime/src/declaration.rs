@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use horizon_sdk::abi::{ABI_VERSION, DECLARATION_SYMBOL, MAGIC, PluginDeclaration, RStr};
+use horizon_sdk::abi::{
+    ABI_VERSION, DECLARATION_SYMBOL, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr,
+};
 use libloading::Library;
 
 use crate::error::LoadError;
@@ -66,8 +68,9 @@ pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
     (found, result.map(|_| ()))
 }
 
-/// Magic (8 bytes), boundary version (4) and declared size (4).
-pub(crate) const HEADER_SIZE: usize = 16;
+/// Magic (8 bytes), boundary version (4), declared size (4) and layout
+/// fingerprint (8).
+pub(crate) const HEADER_SIZE: usize = 24;
 
 /// The size the dynamic loader records for the symbol at `addr`, where the
 /// platform says (glibc's `dladdr1`); `None` elsewhere or when unknown.
@@ -84,9 +87,14 @@ fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
         if found == 0 || sym.is_null() {
             return None;
         }
+        #[cfg(target_pointer_width = "64")]
+        type ElfSym = libc::Elf64_Sym;
+        #[cfg(target_pointer_width = "32")]
+        type ElfSym = libc::Elf32_Sym;
         // SAFETY: with `RTLD_DL_SYMENT`, `sym` points to the symbol's
-        // `Elf64_Sym` in the loaded object's (mapped, read-only) symbol table.
-        let size = unsafe { (*sym.cast::<libc::Elf64_Sym>()).st_size };
+        // `ElfW(Sym)` (the target's word size) in the loaded object's
+        // mapped, read-only symbol table; read unaligned to assume nothing.
+        let size = unsafe { std::ptr::read_unaligned(sym.cast::<ElfSym>()) }.st_size;
         usize::try_from(size).ok().filter(|n| *n > 0)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -103,27 +111,15 @@ pub(crate) fn check_header(
     symbol_size: Option<usize>,
     path: &Path,
 ) -> Result<(), LoadError> {
-    let [
-        m0,
-        m1,
-        m2,
-        m3,
-        m4,
-        m5,
-        m6,
-        m7,
-        v0,
-        v1,
-        v2,
-        v3,
-        s0,
-        s1,
-        s2,
-        s3,
-    ] = header;
-    let magic = u64::from_le_bytes([m0, m1, m2, m3, m4, m5, m6, m7]);
-    let abi_version = u32::from_le_bytes([v0, v1, v2, v3]);
-    let size = u32::from_le_bytes([s0, s1, s2, s3]);
+    let field = |at: usize, n: usize| {
+        let mut bytes = [0u8; 8];
+        bytes[..n].copy_from_slice(&header[at..at + n]);
+        u64::from_le_bytes(bytes)
+    };
+    let magic = field(0, 8);
+    let abi_version = field(8, 4) as u32;
+    let size = field(12, 4) as u32;
+    let layout = field(16, 8);
     let expected = size_of::<PluginDeclaration>();
     if magic != MAGIC {
         return Err(LoadError::BadMagic {
@@ -144,6 +140,13 @@ pub(crate) fn check_header(
             reason: format!(
                 "its declaration says it is {size} bytes, boundary version {ABI_VERSION} declares {expected} bytes"
             ),
+        });
+    }
+    if layout != LAYOUT_FINGERPRINT {
+        return Err(LoadError::LayoutMismatch {
+            path: path.to_owned(),
+            plugin: layout,
+            host: LAYOUT_FINGERPRINT,
         });
     }
     if let Some(actual) = symbol_size.filter(|n| *n < expected) {
@@ -194,9 +197,19 @@ pub(crate) fn read_declaration(
     // the header); bytes are copied, no alignment is assumed.
     unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), header.as_mut_ptr(), HEADER_SIZE) };
     check_header(header, symbol_size, path)?;
-    // SAFETY: magic, version and size match this host's, so the object is a
-    // `PluginDeclaration` of this layout, immutable and `'static` in the
-    // library, which outlives this borrow.
+    if !ptr.is_aligned() {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!(
+                "its declaration is not aligned to {} bytes",
+                align_of::<PluginDeclaration>()
+            ),
+        });
+    }
+    // SAFETY: magic, version, size and layout fingerprint match this
+    // host's, so the object is a `PluginDeclaration` of this layout; it is
+    // aligned (checked above), immutable and `'static` in the library,
+    // which outlives this borrow.
     let decl = unsafe { &*ptr };
     // SAFETY: the declaration's strings point to `'static` data of the library.
     let text = |s: &RStr<'static>, what: &str| match unsafe { s.to_str() } {
@@ -228,18 +241,43 @@ mod tests {
     use std::path::Path;
 
     use horizon_sdk::Event;
-    use horizon_sdk::abi::{ABI_VERSION, MAGIC, PluginDeclaration, RStr};
+    use horizon_sdk::abi::{ABI_VERSION, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr};
     use proptest::prelude::*;
 
     use super::{HEADER_SIZE, check_header};
     use crate::LoadError;
 
     fn header(magic: u64, version: u32, size: u32) -> [u8; HEADER_SIZE] {
+        header_with(magic, version, size, LAYOUT_FINGERPRINT)
+    }
+
+    fn header_with(magic: u64, version: u32, size: u32, layout: u64) -> [u8; HEADER_SIZE] {
         let mut h = [0u8; HEADER_SIZE];
         h[..8].copy_from_slice(&magic.to_le_bytes());
         h[8..12].copy_from_slice(&version.to_le_bytes());
-        h[12..].copy_from_slice(&size.to_le_bytes());
+        h[12..16].copy_from_slice(&size.to_le_bytes());
+        h[16..].copy_from_slice(&layout.to_le_bytes());
         h
+    }
+
+    /// A plugin whose boundary types are laid out differently under the same
+    /// version (its SDK changed a type without a bump) is refused, naming
+    /// both fingerprints. (The SDK's own tests show a changed type changes
+    /// the fingerprint.)
+    #[test]
+    fn another_layout_under_the_same_version_is_refused() {
+        let theirs = LAYOUT_FINGERPRINT ^ 1;
+        let err = check_header(
+            header_with(MAGIC, ABI_VERSION, DECL, theirs),
+            None,
+            Path::new("p"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, LoadError::LayoutMismatch { plugin, host, .. } if plugin == theirs && host == LAYOUT_FINGERPRINT),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("laid out differently"), "{err}");
     }
 
     const DECL: u32 = size_of::<PluginDeclaration>() as u32;
@@ -258,21 +296,27 @@ mod tests {
     }
 
     proptest! {
-        /// Any 16 bytes and any symbol size: an error or success, never a
-        /// panic; success exactly for this host's magic, version and size.
+        /// Any 24 bytes and any symbol size: an error or success, never a
+        /// panic; success exactly for this host's magic, version, size and
+        /// layout.
         #[test]
-        fn arbitrary_headers_never_panic(bytes in any::<[u8; 16]>(), symbol in proptest::option::of(0usize..4096)) {
+        fn arbitrary_headers_never_panic(bytes in any::<[u8; 24]>(), symbol in proptest::option::of(0usize..4096)) {
             let result = check_header(bytes, symbol, Path::new("p"));
             let valid = bytes[..8] == MAGIC.to_le_bytes()
                 && bytes[8..12] == ABI_VERSION.to_le_bytes()
-                && bytes[12..] == DECL.to_le_bytes()
+                && bytes[12..16] == DECL.to_le_bytes()
+                && bytes[16..] == LAYOUT_FINGERPRINT.to_le_bytes()
                 && symbol.is_none_or(|n| n >= DECL as usize);
             prop_assert_eq!(result.is_ok(), valid);
         }
 
         /// A near miss of each field is refused with the matching error.
         #[test]
-        fn near_misses_are_refused(version in any::<u32>(), size in any::<u32>(), magic in any::<u64>()) {
+        fn near_misses_are_refused(version in any::<u32>(), size in any::<u32>(), magic in any::<u64>(), layout in any::<u64>()) {
+            if layout != LAYOUT_FINGERPRINT {
+                let refused = matches!(check_header(header_with(MAGIC, ABI_VERSION, DECL, layout), None, Path::new("p")), Err(LoadError::LayoutMismatch { .. }));
+                prop_assert!(refused);
+            }
             if magic != MAGIC {
                 let refused = matches!(check_header(header(magic, ABI_VERSION, DECL), None, Path::new("p")), Err(LoadError::BadMagic { .. }));
                 prop_assert!(refused);

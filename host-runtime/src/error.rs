@@ -47,6 +47,21 @@ pub enum LoadError {
         /// The host's boundary version.
         host: u32,
     },
+    /// The plugin's boundary types are laid out differently from the host's
+    /// under the same boundary version: one of the two SDKs changed a
+    /// boundary type without bumping the version. Refused before any call.
+    #[error(
+        "{} was built against a boundary laid out differently from this host's (layout fingerprint {plugin:#018x}, the host's {host:#018x}) under the same boundary version: rebuild the plugin with this host's SDK",
+        path.display()
+    )]
+    LayoutMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's layout fingerprint.
+        plugin: u64,
+        /// The host's layout fingerprint.
+        host: u64,
+    },
     /// The declaration is not well-formed.
     #[error("{} has a malformed Horizon declaration: {reason}", path.display())]
     Malformed {

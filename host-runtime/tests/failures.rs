@@ -242,7 +242,7 @@ fn a_truncated_declaration_is_refused_before_it_is_read() {
     let text = err.to_string();
     let expected = size_of::<horizon_sdk::abi::PluginDeclaration>().to_string();
     assert!(
-        text.contains("truncated") && text.contains("16 bytes") && text.contains(&expected),
+        text.contains("truncated") && text.contains("24 bytes") && text.contains(&expected),
         "{text}"
     );
 }

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 pub use crate::abi::ExportedDeclaration;
 use crate::abi::guard::{self, entered};
 use crate::abi::{
-    ABI_VERSION, FLAG_STRICT_UNLOAD, HostApi, MAGIC, PluginDeclaration, RStatus, RStr,
-    RUSTC_VERSION, RawFuture, SDK_VERSION, SHUTDOWN_OK, SHUTDOWN_PANICKED, SHUTDOWN_STUCK,
+    ABI_VERSION, FLAG_STRICT_UNLOAD, HostApi, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
+    RStatus, RStr, RUSTC_VERSION, RawFuture, SDK_VERSION, SHUTDOWN_OK, SHUTDOWN_PANICKED,
+    SHUTDOWN_STUCK,
 };
 use crate::plugin::result_to_status;
 use crate::rt::injected::{self, Guarded, Injected, catch};
@@ -57,6 +58,7 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
         magic: MAGIC,
         abi_version: ABI_VERSION,
         size: size_of::<PluginDeclaration>() as u32,
+        layout: LAYOUT_FINGERPRINT,
         sdk_version: RStr::new(SDK_VERSION),
         rustc_version: RStr::new(RUSTC_VERSION),
         name: RStr::new(T::NAME),

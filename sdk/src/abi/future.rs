@@ -182,3 +182,16 @@ impl<T> Drop for RawFuture<T> {
         unsafe { (self.drop)(self.data) }
     }
 }
+
+/// Mixes [`RawFuture`]'s layout into a fingerprint (its fields are private
+/// to this module).
+pub(super) const fn layout(h: u64) -> u64 {
+    use super::layout::describe;
+    describe!(h, RawFuture<RStatus> {
+        data: *const c_void,
+        poll: PollFn<RStatus>,
+        drop: unsafe extern "C" fn(*const c_void),
+        cancelled: *const AtomicBool,
+        done: bool,
+    })
+}

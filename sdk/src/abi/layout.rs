@@ -52,3 +52,94 @@ macro_rules! describe {
     }};
 }
 pub(crate) use describe;
+
+#[cfg(test)]
+mod tests {
+    use super::START;
+    use crate::abi::{ABI_VERSION, LAYOUT_FINGERPRINT};
+
+    /// The fingerprint of each boundary version, on 64-bit targets. A
+    /// failure here means a boundary type changed: bump `ABI_VERSION` (a
+    /// host then refuses plugins of the old layout by version, with a clear
+    /// error) and record the new fingerprint under it.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_fingerprint_is_pinned_per_boundary_version() {
+        let pinned: &[(u32, u64)] = &[(3, PINNED_V3)];
+        let expected = pinned
+            .iter()
+            .find(|(version, _)| *version == ABI_VERSION)
+            .map(|(_, fingerprint)| *fingerprint);
+        assert_eq!(
+            Some(LAYOUT_FINGERPRINT),
+            expected,
+            "boundary version {ABI_VERSION} has layout fingerprint {LAYOUT_FINGERPRINT:#018x}"
+        );
+    }
+
+    const PINNED_V3: u64 = 0x496d_e0e4_85ae_15a4;
+
+    /// A test-only copy of a boundary type, changed the ways a careless
+    /// edit changes one: its fingerprint differs from the original's.
+    #[test]
+    fn a_changed_type_changes_the_fingerprint() {
+        mod original {
+            #[repr(C)]
+            pub struct Table {
+                pub size: u32,
+                pub data: *const (),
+                pub call: unsafe extern "C" fn(u32) -> u32,
+            }
+        }
+        mod reordered {
+            #[repr(C)]
+            pub struct Table {
+                pub data: *const (),
+                pub size: u32,
+                pub call: unsafe extern "C" fn(u32) -> u32,
+            }
+        }
+        mod resigned {
+            #[repr(C)]
+            pub struct Table {
+                pub size: u32,
+                pub data: *const (),
+                pub call: unsafe extern "C" fn(u64) -> u32,
+            }
+        }
+        mod renamed {
+            #[repr(C)]
+            pub struct Table {
+                pub len: u32,
+                pub data: *const (),
+                pub call: unsafe extern "C" fn(u32) -> u32,
+            }
+        }
+        let original = {
+            use original::Table;
+            describe!(START, Table { size: u32, data: *const (), call: unsafe extern "C" fn(u32) -> u32 })
+        };
+        let reordered = {
+            use reordered::Table;
+            describe!(START, Table { data: *const (), size: u32, call: unsafe extern "C" fn(u32) -> u32 })
+        };
+        let resigned = {
+            use resigned::Table;
+            describe!(START, Table { size: u32, data: *const (), call: unsafe extern "C" fn(u64) -> u32 })
+        };
+        let renamed = {
+            use renamed::Table;
+            describe!(START, Table { len: u32, data: *const (), call: unsafe extern "C" fn(u32) -> u32 })
+        };
+        for (what, changed) in [
+            ("reordered", reordered),
+            ("resigned", resigned),
+            ("renamed", renamed),
+        ] {
+            assert_ne!(
+                original, changed,
+                "a {what} field must change the fingerprint"
+            );
+        }
+    }
+}

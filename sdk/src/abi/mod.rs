@@ -15,6 +15,7 @@ use std::marker::PhantomData;
 
 mod future;
 pub mod guard;
+mod layout;
 pub mod waker;
 
 pub use future::{FromPanic, PollFn, RawFuture};
@@ -25,6 +26,87 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HORIZON\0");
 
 /// Version of this boundary. Bumped on every change to a type in this module.
 pub const ABI_VERSION: u32 = 3;
+
+/// The layout fingerprint of every type in this module (names, sizes,
+/// alignments, and each field's name, declared type and offset, in order),
+/// computed at compile time. A plugin's declaration carries it and the host
+/// refuses a plugin whose fingerprint is not its own: a boundary type
+/// changed without a bump of [`ABI_VERSION`] is refused at load rather than
+/// misread. A unit test pins the fingerprint of the current version.
+pub const LAYOUT_FINGERPRINT: u64 = fingerprint();
+
+const fn fingerprint() -> u64 {
+    use layout::describe;
+    let h = layout::START;
+    let h = describe!(h, RStr<'static> {
+        ptr: *const u8,
+        len: usize,
+        _marker: PhantomData<&'static str>,
+    });
+    let h = describe!(h, RString {
+        ptr: *mut u8,
+        len: usize,
+        cap: usize,
+        free: unsafe extern "C" fn(*mut u8, usize, usize),
+    });
+    let h = describe!(
+        h,
+        RStatus {
+            code: u32,
+            message: RString,
+        }
+    );
+    let h = describe!(h, BoundaryWaker {
+        data: *const (),
+        vtable: *const c_void,
+        fns: *const WakerFns,
+    });
+    let h = describe!(h, WakerFns {
+        clone: unsafe extern "C" fn(BoundaryWaker) -> BoundaryWaker,
+        wake: unsafe extern "C" fn(BoundaryWaker),
+        wake_by_ref: unsafe extern "C" fn(BoundaryWaker),
+        drop: unsafe extern "C" fn(BoundaryWaker),
+    });
+    let h = future::layout(h);
+    let h = describe!(h, BlockingJob {
+        data: *mut c_void,
+        run: unsafe extern "C" fn(*mut c_void),
+        drop: unsafe extern "C" fn(*mut c_void),
+    });
+    let h = describe!(h, RawHandler {
+        data: *const c_void,
+        call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
+        drop: unsafe extern "C" fn(*const c_void),
+    });
+    let h = describe!(h, HostApi {
+        abi_version: u32,
+        size: u32,
+        data: *const c_void,
+        flags: u32,
+        spawn: unsafe extern "C" fn(*const c_void, RawFuture) -> bool,
+        spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> bool,
+        task_abort: unsafe extern "C" fn(*const c_void, *const c_void),
+        sleep: unsafe extern "C" fn(*const c_void, u64) -> RawFuture<()>,
+        emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
+        subscribe: unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus,
+        max_level: u32,
+        log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
+        log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
+    });
+    describe!(h, PluginDeclaration {
+        magic: u64,
+        abi_version: u32,
+        size: u32,
+        layout: u64,
+        sdk_version: RStr<'static>,
+        rustc_version: RStr<'static>,
+        name: RStr<'static>,
+        init: unsafe extern "C" fn(*const HostApi) -> RStatus,
+        on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
+        on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
+        shutdown: unsafe extern "C" fn(*const HostApi) -> u32,
+    })
+}
 
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
 pub const DECLARATION_SYMBOL: &str = "HORIZON_PLUGIN_DECLARATION";
@@ -293,8 +375,9 @@ unsafe impl Sync for HostApi {}
 
 /// What a plugin exports under [`DECLARATION_SYMBOL`].
 ///
-/// The host reads `magic`, `abi_version` and `size` before anything else and
-/// calls no function of a declaration whose header does not match its own.
+/// The host reads `magic`, `abi_version`, `size` and `layout` (the header)
+/// before anything else and calls no function of a declaration whose header
+/// does not match its own.
 #[repr(C)]
 pub struct PluginDeclaration {
     /// [`MAGIC`].
@@ -303,6 +386,8 @@ pub struct PluginDeclaration {
     pub abi_version: u32,
     /// `size_of::<PluginDeclaration>()` in the plugin.
     pub size: u32,
+    /// [`LAYOUT_FINGERPRINT`] of the SDK the plugin was built with.
+    pub layout: u64,
     /// [`SDK_VERSION`] of the plugin.
     pub sdk_version: RStr<'static>,
     /// [`RUSTC_VERSION`] of the plugin.

@@ -126,14 +126,20 @@ pub mod runtime {
         message = "`Handle::block_on` blocks a host worker thread inside a plugin; `.await` the future instead",
         label = "`.await` this future instead of blocking on it"
     )]
-    pub trait BlockOnIsRefused {}
+    pub trait BlockOnIsRefused: sealed::Sealed {}
 
     /// Never implemented: makes [`Handle::enter`] a compile error that names the fix.
     #[diagnostic::on_unimplemented(
         message = "`Handle::enter` is not needed in a plugin: `tokio::spawn` and `tokio::time` already run on the host's runtime",
         label = "remove the `enter` guard"
     )]
-    pub trait EnterIsRefused {}
+    pub trait EnterIsRefused: sealed::Sealed {}
+
+    /// Seals the refusal traits: no crate outside the SDK can implement
+    /// them and so turn a refused call into one that compiles.
+    mod sealed {
+        pub trait Sealed {}
+    }
 
     impl fmt::Debug for Handle {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
