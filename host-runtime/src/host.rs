@@ -788,7 +788,18 @@ impl Inner {
     /// plugin if that was one failure too many.
     fn record(&self, handler: &PluginHandler, outcome: Outcome, event: &Event, report: &mut Tally) {
         let services = &handler.services;
-        let kind = outcome.err();
+        let kind = match outcome {
+            Ok(()) => None,
+            // Unloading cancels the plugin's tasks, and a handler that was
+            // running then sees its own work cancelled: the unload is the
+            // cause (and must not count toward quarantine).
+            Err(FailureKind::Failed(message)) if services.is_closed() => {
+                Some(FailureKind::Cancelled(format!(
+                    "the plugin was unloaded while the handler ran ({message})"
+                )))
+            }
+            Err(kind) => Some(kind),
+        };
         let counts = matches!(
             kind,
             Some(FailureKind::Failed(_) | FailureKind::Panicked(_))

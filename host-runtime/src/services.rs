@@ -338,6 +338,11 @@ impl Services {
             && !self.quarantined.swap(true, Ordering::AcqRel)
     }
 
+    /// Whether unload has begun (no new work is accepted).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_quarantined(&self) -> bool {
         self.quarantined.load(Ordering::Acquire)
     }

@@ -139,3 +139,15 @@ fn twenty_plugins_hundred_thousand_events_each_answered_exactly_once() {
         assert_eq!(count.load(Ordering::Relaxed), PLUGINS as u32, "event {id}");
     }
 }
+
+/// Four tasks load, reload, unload and emit at random against up to three
+/// plugin copies for 10 s on a strict host (see `common::race_storm`).
+#[test]
+#[ignore = "long: a 10 s race storm"]
+fn race_storm_of_loads_reloads_unloads_and_emits() {
+    let rt = multi_thread();
+    let host = PluginHost::builder(rt.handle().clone())
+        .strict_unload(true)
+        .build();
+    rt.block_on(common::race_storm(host, Duration::from_secs(10), 0));
+}

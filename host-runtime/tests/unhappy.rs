@@ -282,3 +282,12 @@ fn strict_mode_child() {
     drop(unsafe { ((**declaration).on_unload)() });
     eprintln!("strict mode did not abort");
 }
+
+/// A short race storm (the long one is in `long.rs`): loads, reloads,
+/// unloads and emits at random from four tasks, on a strict host.
+#[test]
+fn race_storm_short() {
+    let rt = multi_thread();
+    let host = strict_host(&rt, Duration::from_secs(5));
+    rt.block_on(common::race_storm(host, Duration::from_millis(1500), 40));
+}

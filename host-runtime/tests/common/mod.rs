@@ -299,3 +299,128 @@ pub async fn all_scenarios(basic: &Basic) {
         json!({ "pending": true, "value": 5 })
     );
 }
+
+/// A small xorshift generator: the storm's choices, reproducible from the
+/// seed it prints.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Four tasks load, reload, unload and emit at random against up to three
+/// copies of the `basic` fixture for `duration` and at least `min_changes`
+/// loads, reloads and unloads (so a slow run, under valgrind, still races
+/// enough), drawing library copies
+/// from a pool of six paths. Every emit's report must match what was
+/// loaded (each delivery replied once, failures only cancellations by an
+/// unload); at the end one emit reaches exactly the copies listed. Run it
+/// on a strict host: any plugin code after an unload aborts.
+pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_changes: u64) {
+    use horizon_host_runtime::{FailureKind, ReloadError, UnloadError};
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("race storm seed {seed}");
+    let pool: Arc<Mutex<Vec<PathBuf>>> =
+        Arc::new(Mutex::new((0..6).map(|_| fresh_copy("basic")).collect()));
+    let take = |pool: &Arc<Mutex<Vec<PathBuf>>>| pool.lock().unwrap().pop();
+    let first = take(&pool).unwrap();
+    let basic = Basic::load_path(host.clone(), first).await;
+    let deadline = std::time::Instant::now() + duration;
+    let (emits, changes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let (host, basic, pool) = (host.clone(), basic.clone(), Arc::clone(&pool));
+        let (emits, changes) = (Arc::clone(&emits), Arc::clone(&changes));
+        let delivered = Arc::clone(&delivered);
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng::new(seed.wrapping_add(worker.wrapping_mul(0x9E37_79B9)));
+            while std::time::Instant::now() < deadline
+                || changes.load(Ordering::Relaxed) < min_changes
+            {
+                let loaded = host.plugins();
+                let pick = |rng: &mut Rng| {
+                    (!loaded.is_empty()).then(|| loaded[rng.below(loaded.len())].clone())
+                };
+                match rng.below(10) {
+                    0..=4 => {
+                        let (report, replies) = basic.try_run("spawn", 3).await;
+                        for failure in &report.failures {
+                            assert!(
+                                matches!(failure.kind, FailureKind::Cancelled(_)),
+                                "only unloads may fail a handler: {failure}"
+                            );
+                        }
+                        let cancelled = report.failures.len();
+                        assert!(
+                            replies.len() >= report.delivered
+                                && replies.len() <= report.delivered + cancelled,
+                            "{} replies for {} deliveries and {cancelled} cancellations",
+                            replies.len(),
+                            report.delivered
+                        );
+                        assert!(replies.iter().all(|r| *r == json!(6)));
+                        emits.fetch_add(1, Ordering::Relaxed);
+                        delivered.fetch_add(report.delivered as u64, Ordering::Relaxed);
+                    }
+                    5 | 6 => {
+                        let Some(old) = pick(&mut rng) else { continue };
+                        let Some(path) = take(&pool) else { continue };
+                        match host.reload(old.id, &path).await {
+                            Ok(_) => pool.lock().unwrap().push(old.path),
+                            Err(ReloadError::NotLoaded(_)) => pool.lock().unwrap().push(path),
+                            Err(e) => panic!("reload: {e}"),
+                        }
+                        changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    7 => {
+                        let Some(old) = pick(&mut rng) else { continue };
+                        match host.unload(old.id).await {
+                            Ok(()) => pool.lock().unwrap().push(old.path),
+                            Err(UnloadError::NotLoaded(_)) => {}
+                            Err(e) => panic!("unload: {e}"),
+                        }
+                        changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        if loaded.len() >= 3 {
+                            continue;
+                        }
+                        let Some(path) = take(&pool) else { continue };
+                        host.load(&path).await.expect("load a copy");
+                        changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    eprintln!(
+        "race storm: {} emits ({} handler runs), {} loads, reloads and unloads",
+        emits.load(Ordering::Relaxed),
+        delivered.load(Ordering::Relaxed),
+        changes.load(Ordering::Relaxed)
+    );
+    let listed = host.plugins().len();
+    let (report, replies) = basic.try_run("spawn", 4).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.delivered, listed, "every listed copy, once");
+    assert_eq!(replies.len(), listed);
+    host.shutdown().await;
+    assert!(host.plugins().is_empty());
+}
