@@ -447,11 +447,22 @@ impl PluginHost {
             retired: tokio::sync::Mutex::new(false),
         });
 
+        let init = decl.init;
+        let api = SendPtr(std::ptr::from_ref(plugin.services.api()));
         // SAFETY: the header matched, so `init` has the declared signature;
         // the table lives in `plugin.services`, which outlives any code of
-        // the plugin (`teardown` leaks it when code may still run).
-        let status = unsafe { (decl.init)(plugin.services.api()) };
-        if let Err(kind) = status_outcome(status) {
+        // the plugin (`teardown` leaks it when code may still run). The
+        // status is made host-owned while the plugin is loaded.
+        let status = on_own_thread(&self.inner.handle, move || {
+            status_outcome(unsafe { init(api.get()) })
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(FailureKind::Failed(
+                "could not start a thread for `init`".to_owned(),
+            ))
+        });
+        if let Err(kind) = status {
             // `Default` may have spawned tasks before failing: stop them
             // and call `shutdown` as after any other load.
             let _ = self.inner.teardown(&plugin).await;
@@ -921,16 +932,13 @@ impl Inner {
         // `shutdown` joins the plugin's private runtime: run it where blocking is allowed.
         // SAFETY: no task of the plugin is left; `shutdown` is called once,
         // with the table `init` got, which `services` keeps alive.
-        let code = self
-            .handle
-            .spawn_blocking(move || unsafe { shutdown(api.get()) })
-            .await;
+        let code = on_own_thread(&self.handle, move || unsafe { shutdown(api.get()) }).await;
         match code {
-            Ok(SHUTDOWN_OK) => {}
-            Ok(SHUTDOWN_PANICKED) => {
+            Some(SHUTDOWN_OK) => {}
+            Some(SHUTDOWN_PANICKED) => {
                 tracing::warn!(plugin = %plugin.info.name, "dropping the plugin instance panicked");
             }
-            Ok(SHUTDOWN_STUCK) | Ok(_) | Err(_) => {
+            Some(SHUTDOWN_STUCK) | Some(_) | None => {
                 tracing::error!(plugin = %plugin.info.name, "the plugin's private runtime did not stop; the library stays mapped");
                 plugin.leak();
                 return Err(UnloadError::PrivateRuntimeStuck {
@@ -949,10 +957,34 @@ impl Inner {
     }
 }
 
-/// The table pointer, sent to the blocking thread that calls `shutdown`.
+/// Runs a plugin entry point (`init`, `shutdown`) on a thread of its own,
+/// and waits (on the blocking pool) until that thread has exited.
+///
+/// Both start or stop the plugin's private runtime, which makes the
+/// plugin's copy of std and tokio register thread-local destructors on the
+/// calling thread (std's spawn hooks, tokio's context and parker). glibc
+/// keeps a library mapped while any thread holds destructors it registered
+/// (until that thread exits), so doing this on a host worker would pin
+/// every unloaded copy for the life of the worker. A thread of its own has
+/// run those destructors once it is joined.
+async fn on_own_thread<T: Send + 'static>(
+    handle: &Handle,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let joined = handle.spawn_blocking(move || {
+        std::thread::Builder::new()
+            .name("horizon-plugin-entry".to_owned())
+            .spawn(f)
+            .ok()
+            .and_then(|thread| thread.join().ok())
+    });
+    joined.await.ok().flatten()
+}
+
+/// The table pointer, sent to the thread that calls `init` or `shutdown`.
 struct SendPtr(*const HostApi);
 
-// SAFETY: `HostApi` is `Sync`; the pointer is only passed to `shutdown`.
+// SAFETY: `HostApi` is `Sync`; the pointer is only passed to `init` or `shutdown`.
 unsafe impl Send for SendPtr {}
 
 impl SendPtr {

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 pub use crate::abi::ExportedDeclaration;
 use crate::abi::guard::{self, entered};
@@ -47,10 +47,17 @@ impl<T: Plugin> ErasedPlugin for T {
     }
 }
 
-type Instance = Arc<tokio::sync::Mutex<Box<dyn ErasedPlugin>>>;
+/// The instance and its name. The instance is taken out while a lifecycle
+/// call runs (the host makes one at a time) and put back when it ends; a
+/// lifecycle call dropped before its end drops the instance with it.
+/// A std mutex, held only to take or put: a tokio lock would touch this
+/// plugin's tokio thread-locals on host threads, which registers a
+/// thread-local destructor there and so keeps the library mapped after
+/// unload until the host thread exits (glibc).
+type Instance = (Option<Box<dyn ErasedPlugin>>, &'static str);
 
 /// The plugin instance, created by `init` and dropped by `shutdown`.
-static INSTANCE: Mutex<Option<(Instance, &'static str)>> = Mutex::new(None);
+static INSTANCE: Mutex<Option<Instance>> = Mutex::new(None);
 
 /// The declaration of plugin `T`.
 pub const fn declare<T: Plugin>() -> ExportedDeclaration {
@@ -91,7 +98,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
         }
         // SAFETY: as above: the table outlives every use `Injected` makes of it.
         let api: &'static HostApi = unsafe { &*std::ptr::from_ref(api) };
-        let state = Injected::start(api, T::NAME)
+        let state = Injected::start(api, T::NAME, T::PRIVATE_RUNTIME)
             .map_err(|e| format!("could not start the plugin's private tokio runtime: {e}"))?;
         if let Err(state) = injected::install(state) {
             drop(state);
@@ -116,8 +123,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             )
         })?;
         let plugin: Box<dyn ErasedPlugin> = Box::new(instance);
-        *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Arc::new(tokio::sync::Mutex::new(plugin)), T::NAME));
+        *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Some(plugin), T::NAME));
         Ok(())
     });
     match outcome {
@@ -129,19 +135,28 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
 
 /// Runs `on_load` (`true`) or `on_unload` of the instance.
 fn run_lifecycle(on_load: bool) -> RawFuture<RStatus> {
-    let Some((instance, name)) = INSTANCE.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-        return RawFuture::new(std::future::ready(RStatus::error(
-            "the plugin is not initialized",
-        )));
+    let taken = match &mut *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) {
+        None => Err("the plugin is not initialized"),
+        Some((instance, name)) => instance
+            .take()
+            .map(|plugin| (plugin, *name))
+            .ok_or("another lifecycle call of the plugin is running, or one was cancelled"),
+    };
+    let (mut plugin, name) = match taken {
+        Ok(taken) => taken,
+        Err(msg) => return RawFuture::new(std::future::ready(RStatus::error(msg))),
     };
     let fut = async move {
-        let mut plugin = instance.lock().await;
         let ctx = PluginContext::new(name);
-        if on_load {
+        let result = if on_load {
             plugin.on_load(ctx).await
         } else {
             plugin.on_unload(ctx).await
+        };
+        if let Some((slot, _)) = &mut *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) {
+            *slot = Some(plugin);
         }
+        result
     };
     RawFuture::new(async move { result_to_status(Guarded::new(fut).await) })
 }

@@ -44,6 +44,22 @@ pub trait Plugin: Default + Send + 'static {
     /// The plugin's name, shown by the host.
     const NAME: &'static str;
 
+    /// Whether the plugin runs a private runtime of its own tokio copy and
+    /// enters it around every poll of its code (the default), so that
+    /// tokio calls the attribute cannot see (helper modules, third-party
+    /// crates such as an HTTP client) find a reactor and a timer.
+    ///
+    /// Set it to `false` when every tokio call of the plugin is one the
+    /// attribute routes to the host (spawn, timers, blocking jobs): no
+    /// thread is started and nothing is entered. That matters to hosts that
+    /// reload often: entering makes this copy of tokio register a
+    /// thread-local destructor on each host thread that polls the plugin,
+    /// and glibc keeps an unloaded library mapped until the threads holding
+    /// its destructors exit. (Awaiting the plugin's own tokio types on host
+    /// threads, a `tokio::sync` channel or `select!`, registers one too,
+    /// private runtime or not; see the README's "What a reload costs".)
+    const PRIVATE_RUNTIME: bool = true;
+
     /// Called once after the host loaded the plugin: register handlers, start tasks.
     fn on_load(
         &mut self,

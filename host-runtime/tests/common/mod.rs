@@ -19,6 +19,7 @@ pub const FIXTURES: &[&str] = &[
     "fixture-load-error",
     "fixture-load-panic",
     "fixture-init-panic",
+    "fixture-lean",
     "fixture-bench",
     "fixture-bad-magic",
     "fixture-truncated",

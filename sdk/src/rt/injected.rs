@@ -24,9 +24,11 @@ pub(crate) struct Injected {
     /// around every poll of plugin code so that tokio calls the attribute
     /// cannot see (helper modules, third-party crates) find a reactor and a
     /// timer. Sound: this copy of tokio only ever touches its own data.
+    /// `None` once shut down, or for a plugin that declined it
+    /// (`Plugin::PRIVATE_RUNTIME`).
     private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
-    /// Handle of `private`, entered around polls.
-    private_handle: tokio::runtime::Handle,
+    /// Handle of `private`, entered around polls (`None`: no private runtime).
+    private_handle: Option<tokio::runtime::Handle>,
     /// Threads of `private` that have not finished (`on_thread_start` and
     /// `on_thread_stop`), so `uninstall` can tell whether they stopped.
     private_threads: Arc<AtomicUsize>,
@@ -36,9 +38,22 @@ pub(crate) struct Injected {
 
 impl Injected {
     /// The state for host table `api`, with a new private runtime (one
-    /// worker thread, named after the plugin).
-    pub(crate) fn start(api: &'static HostApi, name: &str) -> std::io::Result<Box<Self>> {
+    /// worker thread, named after the plugin) if `private_runtime`.
+    pub(crate) fn start(
+        api: &'static HostApi,
+        name: &str,
+        private_runtime: bool,
+    ) -> std::io::Result<Box<Self>> {
         let threads = Arc::new(AtomicUsize::new(0));
+        if !private_runtime {
+            return Ok(Box::new(Injected {
+                api,
+                private_handle: None,
+                private: std::sync::Mutex::new(None),
+                private_threads: threads,
+                generation: 0,
+            }));
+        }
         let (started, stopped) = (Arc::clone(&threads), Arc::clone(&threads));
         let private = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -53,7 +68,7 @@ impl Injected {
             .build()?;
         Ok(Box::new(Injected {
             api,
-            private_handle: private.handle().clone(),
+            private_handle: Some(private.handle().clone()),
             private: std::sync::Mutex::new(Some(private)),
             private_threads: threads,
             generation: 0,
@@ -172,7 +187,11 @@ pub(crate) fn enter_private() {
 
 #[cold]
 fn enter_private_slow(state: &'static Injected) {
-    let handle = &state.private_handle;
+    let Some(handle) = &state.private_handle else {
+        // No private runtime: nothing to enter, and nothing to check again.
+        ENTERED_GENERATION.set(state.generation);
+        return;
+    };
     ENTERED.with(|entered| {
         let Ok(mut entered) = entered.try_borrow_mut() else {
             return;
