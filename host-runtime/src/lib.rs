@@ -22,13 +22,19 @@
 //! plugin built with other tokio features than its host crashes on it. So a
 //! plugin built with another tokio version, other tokio features or another
 //! rustc loads and runs; only the boundary version
-//! ([`horizon_sdk::abi::ABI_VERSION`]) has to match.
+//! ([`horizon_sdk::abi::ABI_VERSION`]) and its layout fingerprint
+//! ([`horizon_sdk::abi::LAYOUT_FINGERPRINT`]) have to match.
 //!
 //! ## What unloading promises
 //!
 //! After [`PluginHost::unload`] returns, no plugin code runs: its tasks were
 //! aborted and their futures dropped, its handlers removed and released, its
-//! instance and private runtime dropped, and then the library closed. Closing
+//! instance and private runtime dropped, and then the library closed. Where
+//! plugin code may still run (a blocking job past the deadline, a private
+//! runtime that did not stop), the library stays mapped and the plugin's
+//! service table alive instead, and `unload` returns an error saying so.
+//! [`HostBuilder::strict_unload`] turns any later entry into an unloaded
+//! plugin's code into an abort that names the entry point. Closing
 //! does not always unmap: glibc keeps a library mapped while thread-local
 //! destructors it registered are pending (plugin code that ran on a host
 //! thread registers some), and other platforms may ignore `dlclose`. Load a

@@ -372,14 +372,15 @@ impl Services {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_task(fut, 0, std::ptr::null())
+        self.spawn_task(Arc::clone(self), fut, 0, std::ptr::null())
     }
 
     /// Counts and spawns a task; when refused, the task is dropped at once
     /// (its future with it). A task spawned while `close` runs is still
     /// counted, and drops its future at its first poll.
     fn spawn_task<F>(
-        self: &Arc<Self>,
+        &self,
+        owner: Arc<Self>,
         fut: F,
         key: usize,
         cancelled: *const AtomicBool,
@@ -389,24 +390,27 @@ impl Services {
         F::Output: Send + 'static,
     {
         let open = self.enter(LIVE);
-        let task = PluginTask::counted(Arc::clone(self), fut, key, cancelled);
+        let task = PluginTask::counted(owner, fut, key, cancelled);
         open.then(|| self.handle.spawn(task))
     }
 
     /// Runs a plugin future as a detached task of this plugin; the plugin
     /// keeps its join state. False (and the future dropped) if refused.
-    fn spawn_raw(self: &Arc<Self>, fut: RawFuture) -> bool {
+    /// `owner` is an `Arc` of `self`, moved into the task (one count per
+    /// task, taken by the caller).
+    fn spawn_raw(&self, owner: Arc<Self>, fut: RawFuture) -> bool {
         let (key, cancelled) = (fut.data() as usize, fut.cancelled());
         // Dropping the task when refused tells the plugin its task was cancelled.
-        self.spawn_task(fut, key, cancelled).is_some()
+        self.spawn_task(owner, fut, key, cancelled).is_some()
     }
 
-    fn spawn_blocking(self: &Arc<Self>, job: BlockingJob) -> bool {
+    /// `owner` as in [`Services::spawn_raw`].
+    fn spawn_blocking(&self, owner: Arc<Self>, job: BlockingJob) -> bool {
         let job = OwnedJob(job);
         let open = self.enter(LIVE);
         let counted = CountedJob {
             job,
-            guard: LiveGuard(Arc::clone(self)),
+            guard: LiveGuard(owner),
         };
         if !open {
             return false;
@@ -597,14 +601,14 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
 
 unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {
     // SAFETY: the plugin passes back the `data` of its table.
-    let services = unsafe { services_arc(data) };
-    catch(|| services.spawn_raw(fut)).unwrap_or(false)
+    let (services, owner) = unsafe { (services(data), services_arc(data)) };
+    catch(|| services.spawn_raw(owner, fut)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> bool {
     // SAFETY: as in `host_spawn`.
-    let services = unsafe { services_arc(data) };
-    catch(|| services.spawn_blocking(job)).unwrap_or(false)
+    let (services, owner) = unsafe { (services(data), services_arc(data)) };
+    catch(|| services.spawn_blocking(owner, job)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_task_abort(data: *const c_void, task: *const c_void) {
@@ -664,7 +668,7 @@ unsafe extern "C" fn host_emit(
                 }
                 RStatus::ok()
             },
-            services: Arc::clone(&services),
+            services,
         })
     });
     match started {

@@ -388,19 +388,20 @@ impl VisitMut for Rewriter {
         // whatever `x` is (the SDK's handle, a `tokio::runtime::Handle`
         // obtained some other way, an executor). The call is replaced by one
         // of the same type that never runs, so this error is the only one.
-        if let Expr::MethodCall(call) = expr {
-            if call.method == "block_on" && call.args.len() == 1 {
-                self.errors.push(syn::Error::new_spanned(
-                    &call.method,
-                    paths::METHOD_BLOCK_ON,
-                ));
-                let span = call.method.span();
-                let (receiver, future) = (&call.receiver, &call.args[0]);
-                *expr = syn::parse_quote_spanned!(span=>
-                    ::horizon_sdk::__private::refused_block_on(&#receiver, #future)
-                );
-                return;
-            }
+        if let Expr::MethodCall(call) = expr
+            && call.method == "block_on"
+            && call.args.len() == 1
+        {
+            self.errors.push(syn::Error::new_spanned(
+                &call.method,
+                paths::METHOD_BLOCK_ON,
+            ));
+            let span = call.method.span();
+            let (receiver, future) = (&call.receiver, &call.args[0]);
+            *expr = syn::parse_quote_spanned!(span=>
+                ::horizon_sdk::__private::refused_block_on(&#receiver, #future)
+            );
+            return;
         }
         visit_mut::visit_expr_mut(self, expr);
     }

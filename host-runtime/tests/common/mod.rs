@@ -266,6 +266,10 @@ pub async fn all_scenarios(basic: &Basic) {
             .contains("task went wrong")
     );
     assert_eq!(basic.run("abort", 0).await, json!({ "is_cancelled": true }));
+    assert_eq!(
+        basic.run("join_twice", 0).await,
+        json!({ "first": 1, "panicked": "JoinHandle polled after completion" })
+    );
 
     // Every rewritten form (use forms, join!/try_join!, vec!, format!), plus
     // the forms out of reach of the rewrite (module-level use, nested item)

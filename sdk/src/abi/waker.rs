@@ -278,7 +278,7 @@ fn slot_of(vtable: &RawWakerVTable) -> Option<usize> {
     let start = SLOT_VTABLES.as_ptr() as usize;
     let offset = (ptr::from_ref(vtable) as usize).wrapping_sub(start);
     let k = offset / size_of::<RawWakerVTable>();
-    (k < SLOTS && offset % size_of::<RawWakerVTable>() == 0).then_some(k)
+    (k < SLOTS && offset.is_multiple_of(size_of::<RawWakerVTable>())).then_some(k)
 }
 
 /// Fallback when every slot is taken: data is a `Box<BoundaryWaker>`.

@@ -264,17 +264,17 @@ impl<F: Future> Guarded<F> {
 /// Drops a guarded future in place, with the private runtime entered and
 /// a panic turned into a log line.
 fn drop_guarded<F>(mut fut: Pin<&mut Option<F>>) {
-    if fut.is_some() {
-        if let Err(msg) = catch(|| {
+    if fut.is_some()
+        && let Err(msg) = catch(|| {
             enter_private();
             fut.set(None);
-        }) {
-            host_log(
-                crate::abi::level::ERROR,
-                "horizon_sdk",
-                &format!("a plugin future panicked while being dropped: {msg}"),
-            );
-        }
+        })
+    {
+        host_log(
+            crate::abi::level::ERROR,
+            "horizon_sdk",
+            &format!("a plugin future panicked while being dropped: {msg}"),
+        );
     }
 }
 
