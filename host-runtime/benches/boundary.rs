@@ -2,7 +2,7 @@
 //! tokio on the same runtime in the same run (multi-thread with 2 workers,
 //! and current-thread).
 //!
-//! `cargo bench -p horizon-host-runtime --bench boundary`; then
+//! `cargo bench -p horizon-plugin-host --bench boundary`; then
 //! `scripts/bench-table` turns criterion's estimates into the table of
 //! `BENCHMARKS.md`.
 
@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use horizon_host_runtime::PluginHost;
+use horizon_plugin_host::PluginHost;
 use support::{Loaded, Small, common, native, small};
 use tokio::runtime::Runtime;
 

@@ -6,7 +6,7 @@
 //! and memory per plugin, per routed task and per registered handler (RSS
 //! deltas).
 //!
-//! `cargo bench -p horizon-host-runtime --bench extras`; with `-- --test`
+//! `cargo bench -p horizon-plugin-host --bench extras`; with `-- --test`
 //! (as in the test command) it runs a tiny smoke version.
 
 mod support;
@@ -14,7 +14,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use horizon_host_runtime::{Event, PluginHost};
+use horizon_plugin_host::{Event, PluginHost};
 use serde_json::json;
 use support::{Loaded, common, native};
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use horizon_sdk::abi::{
+use horizon_plugin_sdk::abi::{
     ABI_VERSION, DECLARATION_SYMBOL, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr,
 };
 use libloading::Library;
@@ -33,7 +33,7 @@ pub struct Declaration {
 ///
 /// # Examples
 /// ```
-/// let (declaration, verdict) = horizon_host_runtime::inspect("/no/such/libplugin.so");
+/// let (declaration, verdict) = horizon_plugin_host::inspect("/no/such/libplugin.so");
 /// assert!(declaration.name.is_none());
 /// assert!(verdict.unwrap_err().to_string().contains("could not open"));
 /// ```
@@ -240,8 +240,10 @@ pub(crate) fn read_declaration(
 mod tests {
     use std::path::Path;
 
-    use horizon_sdk::Event;
-    use horizon_sdk::abi::{ABI_VERSION, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr};
+    use horizon_plugin_sdk::Event;
+    use horizon_plugin_sdk::abi::{
+        ABI_VERSION, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr,
+    };
     use proptest::prelude::*;
 
     use super::{HEADER_SIZE, check_header};

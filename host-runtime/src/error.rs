@@ -36,7 +36,7 @@ pub enum LoadError {
     },
     /// The plugin was built against another boundary version.
     #[error(
-        "{} was built against Horizon boundary version {plugin}, this host speaks version {host}: rebuild the plugin with a horizon-sdk of boundary version {host}",
+        "{} was built against Horizon boundary version {plugin}, this host speaks version {host}: rebuild the plugin with a horizon-plugin-sdk of boundary version {host}",
         path.display()
     )]
     AbiMismatch {

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use horizon_sdk::Event;
-use horizon_sdk::abi::guard::{catch, panic_message};
-use horizon_sdk::abi::{
+use horizon_plugin_sdk::Event;
+use horizon_plugin_sdk::abi::guard::{catch, panic_message};
+use horizon_plugin_sdk::abi::{
     HostApi, RStatus, RStr, RawFuture, SHUTDOWN_OK, SHUTDOWN_PANICKED, SHUTDOWN_STUCK,
 };
 use libloading::Library;
@@ -44,7 +44,7 @@ pub struct PluginInfo {
     pub id: PluginId,
     /// `Plugin::NAME`.
     pub name: String,
-    /// Version of `horizon-sdk` the plugin was built with.
+    /// Version of `horizon-plugin-sdk` the plugin was built with.
     pub sdk_version: String,
     /// `rustc --version` of the compiler that built the plugin.
     pub rustc_version: String,
@@ -276,7 +276,7 @@ impl HostBuilder {
 ///
 /// # Examples
 /// ```no_run
-/// use horizon_host_runtime::{Event, PluginHost};
+/// use horizon_plugin_host::{Event, PluginHost};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let host = PluginHost::new(tokio::runtime::Handle::current());
@@ -314,7 +314,7 @@ impl PluginHost {
     /// # Examples
     /// ```
     /// use std::time::Duration;
-    /// use horizon_host_runtime::PluginHost;
+    /// use horizon_plugin_host::PluginHost;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let host = PluginHost::builder(tokio::runtime::Handle::current())
@@ -338,7 +338,7 @@ impl PluginHost {
     ///
     /// # Examples
     /// ```
-    /// use horizon_host_runtime::{Event, FailureKind, PluginHost};
+    /// use horizon_plugin_host::{Event, FailureKind, PluginHost};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let host = PluginHost::new(tokio::runtime::Handle::current());
@@ -367,7 +367,7 @@ impl PluginHost {
     /// # Examples
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use horizon_host_runtime::{Event, PluginHost};
+    /// use horizon_plugin_host::{Event, PluginHost};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let host = PluginHost::new(tokio::runtime::Handle::current());
@@ -401,7 +401,7 @@ impl PluginHost {
     /// See [`LoadError`]; the host is unaffected by a failed load.
     ///
     /// ```
-    /// use horizon_host_runtime::{LoadError, PluginHost};
+    /// use horizon_plugin_host::{LoadError, PluginHost};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let host = PluginHost::new(tokio::runtime::Handle::current());

@@ -1,10 +1,10 @@
-//! # horizon-host-runtime
+//! # horizon-plugin-host
 //!
-//! Load plugins written with `horizon-sdk` from dynamic libraries and run
+//! Load plugins written with `horizon-plugin-sdk` from dynamic libraries and run
 //! them on your tokio runtime.
 //!
 //! ```no_run
-//! use horizon_host_runtime::{Event, LoadError, PluginHost};
+//! use horizon_plugin_host::{Event, LoadError, PluginHost};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let host = PluginHost::new(tokio::runtime::Handle::current());
@@ -17,13 +17,13 @@
 //! ```
 //!
 //! A plugin receives a `#[repr(C)]` table of this host's services
-//! ([`horizon_sdk::abi::HostApi`]), never a `tokio::runtime::Handle`: a
+//! ([`horizon_plugin_sdk::abi::HostApi`]), never a `tokio::runtime::Handle`: a
 //! `Handle` handed to another copy of tokio is undefined behaviour, and a
 //! plugin built with other tokio features than its host crashes on it. So a
 //! plugin built with another tokio version, other tokio features or another
 //! rustc loads and runs; only the boundary version
-//! ([`horizon_sdk::abi::ABI_VERSION`]) and its layout fingerprint
-//! ([`horizon_sdk::abi::LAYOUT_FINGERPRINT`]) have to match.
+//! ([`horizon_plugin_sdk::abi::ABI_VERSION`]) and its layout fingerprint
+//! ([`horizon_plugin_sdk::abi::LAYOUT_FINGERPRINT`]) have to match.
 //!
 //! ## What unloading promises
 //!
@@ -50,6 +50,6 @@ mod services;
 
 pub use declaration::{Declaration, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
-pub use horizon_sdk::Event;
+pub use horizon_plugin_sdk::Event;
 pub use host::{HostBuilder, PluginHost, PluginId, PluginInfo};
 pub use report::{EmitReport, FailureKind, HandlerFailure};

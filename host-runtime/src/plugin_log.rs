@@ -1,12 +1,12 @@
 //! Where a plugin's log records land: `tracing` events of this module's
-//! target (`horizon_host_runtime::plugin_log`), with the plugin's name in
+//! target (`horizon_plugin_host::plugin_log`), with the plugin's name in
 //! the `plugin` field and the plugin-side target in `target`. The host's
 //! subscriber filters them like any other event of this target.
 
 use std::ffi::c_void;
 
-use horizon_sdk::abi::guard::catch;
-use horizon_sdk::abi::{self, RStr};
+use horizon_plugin_sdk::abi::guard::catch;
+use horizon_plugin_sdk::abi::{self, RStr};
 
 use crate::services::services;
 

@@ -98,8 +98,8 @@ impl fmt::Display for HandlerFailure {
 /// A plugin's status turned into a host-owned value, so the plugin's string
 /// is freed (by the plugin's own `free`) while the plugin is still counted
 /// as running, never after it was unloaded.
-pub(crate) fn status_outcome(status: horizon_sdk::abi::RStatus) -> Result<(), FailureKind> {
-    use horizon_sdk::abi::{STATUS_OK, STATUS_PANIC};
+pub(crate) fn status_outcome(status: horizon_plugin_sdk::abi::RStatus) -> Result<(), FailureKind> {
+    use horizon_plugin_sdk::abi::{STATUS_OK, STATUS_PANIC};
     match status.code {
         STATUS_OK => Ok(()),
         STATUS_PANIC => Err(FailureKind::Panicked(status.message.to_string_lossy())),

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use horizon_sdk::Event;
-use horizon_sdk::abi::guard::catch;
-use horizon_sdk::abi::{
+use horizon_plugin_sdk::Event;
+use horizon_plugin_sdk::abi::guard::catch;
+use horizon_plugin_sdk::abi::{
     ABI_VERSION, BlockingJob, FLAG_STRICT_UNLOAD, HostApi, RStatus, RStr, RawFuture, RawHandler,
 };
 use rustc_hash::FxHashMap;
@@ -509,7 +509,7 @@ impl<F: Future> Future for Counted<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if !horizon_sdk::abi::waker::is_foreign(cx.waker()) {
+        if !horizon_plugin_sdk::abi::waker::is_foreign(cx.waker()) {
             return this.inner.poll(cx);
         }
         let waker = Waker::from(Arc::new(CountedWaker {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Basic, all_scenarios, current_thread, fresh_copy, multi_thread};
-use horizon_host_runtime::{LoadError, PluginHost};
+use horizon_plugin_host::{LoadError, PluginHost};
 use serde_json::json;
 
 #[global_allocator]

@@ -41,7 +41,7 @@ fn check_prints_the_declaration_and_the_verdict() {
         stdout.contains("rustc 1.")
             && stdout.contains(&format!(
                 "boundary: {v} (this host: {v})",
-                v = horizon_sdk::abi::ABI_VERSION
+                v = horizon_plugin_sdk::abi::ABI_VERSION
             )),
         "{stdout}"
     );
@@ -53,7 +53,7 @@ fn check_prints_the_declaration_and_the_verdict() {
     assert!(
         stdout.contains(&format!(
             "boundary: 999 (this host: {})",
-            horizon_sdk::abi::ABI_VERSION
+            horizon_plugin_sdk::abi::ABI_VERSION
         )) && stdout.contains("loadable: no"),
         "{stdout}"
     );
@@ -182,7 +182,7 @@ edition = "2024"
 crate-type = ["cdylib"]
 
 [dependencies]
-horizon-sdk = {{ path = {sdk:?} }}
+horizon-plugin-sdk = {{ path = {sdk:?} }}
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 tokio = {{ version = "1", features = ["time", "sync"] }}

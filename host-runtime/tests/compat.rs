@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Basic, all_scenarios, compat_fixture, current_thread, fresh_copy_of, multi_thread};
-use horizon_host_runtime::PluginHost;
+use horizon_plugin_host::PluginHost;
 use serde_json::json;
 
 const ROUNDS: usize = 100;

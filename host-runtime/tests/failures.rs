@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Basic, current_thread, fixture, fresh_copy, multi_thread};
-use horizon_host_runtime::{FailureKind, LoadError, PluginHost, UnloadError};
+use horizon_plugin_host::{FailureKind, LoadError, PluginHost, UnloadError};
 use serde_json::json;
 
 #[test]
@@ -86,14 +86,14 @@ fn a_plugin_of_another_boundary_version_is_refused_before_any_call() {
     match &err {
         LoadError::AbiMismatch { plugin, host, .. } => {
             assert_eq!(*plugin, 999);
-            assert_eq!(*host, horizon_sdk::abi::ABI_VERSION);
+            assert_eq!(*host, horizon_plugin_sdk::abi::ABI_VERSION);
         }
         other => panic!("expected AbiMismatch, got {other:?}"),
     }
     let text = err.to_string();
     assert!(
         text.contains("999")
-            && text.contains(&format!("version {}", horizon_sdk::abi::ABI_VERSION)),
+            && text.contains(&format!("version {}", horizon_plugin_sdk::abi::ABI_VERSION)),
         "{text}"
     );
 }
@@ -240,9 +240,32 @@ fn a_truncated_declaration_is_refused_before_it_is_read() {
     let err = rt.block_on(host.load(fixture("truncated"))).unwrap_err();
     assert!(matches!(err, LoadError::Malformed { .. }), "{err:?}");
     let text = err.to_string();
-    let expected = size_of::<horizon_sdk::abi::PluginDeclaration>().to_string();
+    let expected = size_of::<horizon_plugin_sdk::abi::PluginDeclaration>().to_string();
     assert!(
         text.contains("truncated") && text.contains("24 bytes") && text.contains(&expected),
         "{text}"
     );
+}
+
+/// A plugin that names the SDK `sdk` in its `Cargo.toml` (and has no tokio
+/// dependency) builds and runs: the attribute's expansion names the SDK the
+/// way the plugin crate does.
+#[test]
+fn a_plugin_with_the_sdk_under_another_name_runs() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let pongs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&pongs);
+    host.on("renamed:pong", move |event| {
+        sink.lock()
+            .unwrap()
+            .push(event.json::<(u64, String)>().unwrap());
+    });
+    rt.block_on(async {
+        host.load(common::fresh_copy("renamed-sdk")).await.unwrap();
+        let report = host.emit("renamed:ping", &21u64).await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.failures);
+        host.shutdown().await;
+    });
+    assert_eq!(*pongs.lock().unwrap(), [(42, "sleep".to_owned())]);
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Basic, current_thread, fresh_copy, multi_thread};
-use horizon_host_runtime::{Event, PluginHost, UnloadError};
+use horizon_plugin_host::{Event, PluginHost, UnloadError};
 use serde_json::json;
 
 /// Counts `basic:tick` events, which the `ticker` scenario's detached task

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::{Basic, multi_thread};
-use horizon_host_runtime::PluginHost;
+use horizon_plugin_host::PluginHost;
 use serde_json::json;
 
 /// A writer into a shared buffer, for the host's `fmt` subscriber.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{fresh_copy, multi_thread};
-use horizon_host_runtime::{Event, PluginHost};
+use horizon_plugin_host::{Event, PluginHost};
 use serde_json::{Value, json};
 
 /// A line of `/proc/self/status`, e.g. `Threads` or `VmRSS` (in kB).

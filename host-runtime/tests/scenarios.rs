@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Basic, all_scenarios, current_thread, multi_thread};
-use horizon_host_runtime::PluginHost;
+use horizon_plugin_host::PluginHost;
 use serde_json::json;
 
 #[test]

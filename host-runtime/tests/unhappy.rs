@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Basic, current_thread, fresh_copy, multi_thread};
-use horizon_host_runtime::{LoadError, PluginHost, ReloadError, UnloadError};
+use horizon_plugin_host::{LoadError, PluginHost, ReloadError, UnloadError};
 use serde_json::json;
 
 fn strict_host(rt: &tokio::runtime::Runtime, unload_timeout: Duration) -> PluginHost {
@@ -194,9 +194,11 @@ fn a_dropped_emit_frees_nothing_after_unload() {
         rt.block_on(async {
             // Unloaded while the handler runs.
             let basic = Basic::load(host.clone()).await;
+            // The handler runs far longer than the timeout, so that even a
+            // runtime stalled by valgrind polls the timeout first.
             let dropped = tokio::time::timeout(
                 Duration::from_millis(5),
-                basic.try_run("pending_handler", 30),
+                basic.try_run("pending_handler", 300),
             )
             .await;
             assert!(
@@ -209,11 +211,11 @@ fn a_dropped_emit_frees_nothing_after_unload() {
             let basic = Basic::load(host.clone()).await;
             let dropped = tokio::time::timeout(
                 Duration::from_millis(5),
-                basic.try_run("pending_handler", 10),
+                basic.try_run("pending_handler", 200),
             )
             .await;
             assert!(dropped.is_err());
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             host.unload(basic.id).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         });
@@ -275,7 +277,7 @@ fn strict_mode_child() {
     // SAFETY: the symbol is the plugin's declaration, of this type.
     let declaration = unsafe {
         library
-            .get::<*const horizon_sdk::abi::PluginDeclaration>(b"HORIZON_PLUGIN_DECLARATION")
+            .get::<*const horizon_plugin_sdk::abi::PluginDeclaration>(b"HORIZON_PLUGIN_DECLARATION")
             .unwrap()
     };
     // SAFETY: a violation on purpose: strict mode must abort inside.
@@ -290,4 +292,23 @@ fn race_storm_short() {
     let rt = multi_thread();
     let host = strict_host(&rt, Duration::from_secs(5));
     rt.block_on(common::race_storm(host, Duration::from_millis(1500), 40));
+}
+
+/// The plugin's private runtime cannot stop in time (a task of the plugin's
+/// own tokio blocks its worker past the 5 s shutdown deadline): `unload`
+/// says so, and keeps the library mapped and the table alive.
+#[test]
+fn a_private_runtime_that_does_not_stop_is_reported() {
+    let rt = multi_thread();
+    let host = strict_host(&rt, Duration::from_secs(5));
+    rt.block_on(async {
+        let basic = Basic::load(host.clone()).await;
+        basic.run("block_private", 9000).await;
+        let err = host.unload(basic.id).await.unwrap_err();
+        assert!(
+            matches!(err, UnloadError::PrivateRuntimeStuck { .. }),
+            "{err}"
+        );
+        assert!(host.plugins().is_empty());
+    });
 }

@@ -14,7 +14,7 @@ use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use common::{Basic, current_thread, multi_thread};
-use horizon_host_runtime::PluginHost;
+use horizon_plugin_host::PluginHost;
 use serde_json::json;
 
 macro_rules! forwarding_wakers {

@@ -56,20 +56,21 @@ pub(crate) fn horizon_plugin(args: TokenStream, input: TokenStream) -> TokenStre
 /// symbol error.
 fn declaration(plugin: &PluginImpl<'_>) -> TokenStream {
     let self_ty = plugin.self_ty;
+    let sdk = crate::crate_name::sdk(proc_macro2::Span::call_site());
     quote! {
         const _: () = {
             // The host reads this symbol with `dlsym`; its layout is
-            // `horizon_sdk::abi::PluginDeclaration`.
+            // `horizon_plugin_sdk::abi::PluginDeclaration`.
             #[unsafe(no_mangle)]
-            pub static HORIZON_PLUGIN_DECLARATION: ::horizon_sdk::__private::ExportedDeclaration =
-                ::horizon_sdk::__private::declare::<#self_ty>();
+            pub static HORIZON_PLUGIN_DECLARATION: ::#sdk::__private::ExportedDeclaration =
+                ::#sdk::__private::declare::<#self_ty>();
         };
     }
 }
 
 /// Committed expansion snapshots (`tests/expand/*.rs` → `*.expanded.rs`), in
 /// the spirit of pin-project's `tests/expand`. Regenerate with
-/// `HORIZON_BLESS=1 cargo test -p horizon-sdk-macros` and review the diff.
+/// `HORIZON_BLESS=1 cargo test -p horizon-plugin-sdk-macros` and review the diff.
 #[cfg(test)]
 mod snapshots {
     use std::path::Path;

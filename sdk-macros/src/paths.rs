@@ -1,4 +1,4 @@
-//! Which tokio paths are routed through `horizon_sdk::rt`, which are refused,
+//! Which tokio paths are routed through `horizon_plugin_sdk::rt`, which are refused,
 //! and which are left alone.
 //!
 //! Paths are matched conservatively, by their segments after a leading
@@ -6,11 +6,11 @@
 //! names, so a path is tokio's only when it says so, or when it starts with a
 //! name that a `use tokio::…` in the impl's bodies brought in (see
 //! `rewrite::Aliases`). A routed path keeps every segment and only has its
-//! root `tokio` replaced by `::horizon_sdk::rt`, whose modules mirror tokio's.
+//! root `tokio` replaced by `::horizon_plugin_sdk::rt`, whose modules mirror tokio's.
 
 /// What to do with a path below `tokio`.
 pub(crate) enum Class {
-    /// Replace the root `tokio` by `::horizon_sdk::rt`.
+    /// Replace the root `tokio` by `::horizon_plugin_sdk::rt`.
     Routed,
     /// A compile error with this message.
     Refused(&'static str),
@@ -44,20 +44,20 @@ const TIME_ROUTED: &[&str] = &[
 
 pub(crate) const RUNTIME_CREATION: &str = "creating a tokio runtime inside a plugin starts a second scheduler the host cannot see or shut down; \
      plugin code already runs on the host's runtime: use `tokio::spawn`, `tokio::time` and \
-     `tokio::task::spawn_blocking` directly (the attribute routes them through `horizon_sdk::rt`)";
+     `tokio::task::spawn_blocking` directly (the attribute routes them through `horizon_plugin_sdk::rt`)";
 
 const BLOCK_IN_PLACE: &str = "`tokio::task::block_in_place` blocks a host worker thread; use `tokio::task::spawn_blocking` \
-     (routed to `horizon_sdk::rt::spawn_blocking`) and await its handle";
+     (routed to `horizon_plugin_sdk::rt::spawn_blocking`) and await its handle";
 
 const LOCAL: &str = "plugin tasks run on the host's worker threads, where no `LocalSet` exists; \
-     use `tokio::spawn` with a `Send` future (routed to `horizon_sdk::rt::spawn`)";
+     use `tokio::spawn` with a `Send` future (routed to `horizon_plugin_sdk::rt::spawn`)";
 
 const HANDLE_BLOCKING: &str = "`Handle::block_on` and `Handle::enter` need tokio's thread-local runtime context, which a plugin \
      does not share with its host; `.await` the future instead";
 
 pub(crate) const HANDLE_STORAGE: &str = "a runtime handle stored in a `thread_local!` or `static` is set only where it was stored, and a plugin \
      does not share tokio's runtime with its host; the host injects the handle: call \
-     `tokio::runtime::Handle::current()` (routed to `horizon_sdk::rt::runtime::Handle`) where you need it";
+     `tokio::runtime::Handle::current()` (routed to `horizon_plugin_sdk::rt::runtime::Handle`) where you need it";
 
 pub(crate) const BLOCK_ON: &str = "`futures::executor::block_on` blocks a host worker thread until the future completes; \
      `.await` the future instead";

@@ -1,5 +1,5 @@
 //! Rewrites the bodies of the annotated impl: routed tokio paths go to
-//! `horizon_sdk::rt`, refused ones become errors.
+//! `horizon_plugin_sdk::rt`, refused ones become errors.
 //!
 //! Like async-trait's `VisitMut`s: every span is kept (the replacement path
 //! carries the span of the `tokio` it replaces, so type errors still land on
@@ -17,6 +17,7 @@ use syn::{
     Attribute, Block, Expr, ImplItemFn, Item, ItemUse, Macro, Path, PathSegment, Stmt, UseTree,
 };
 
+use crate::crate_name;
 use crate::paths::{self, Class};
 
 /// Rewrites one impl's bodies and collects every error it finds.
@@ -46,7 +47,7 @@ fn classify_full(full: &[String]) -> Class {
 }
 
 fn routed_root(span: Span) -> impl Iterator<Item = PathSegment> {
-    [Ident::new("horizon_sdk", span), Ident::new("rt", span)]
+    [crate_name::sdk(span), Ident::new("rt", span)]
         .into_iter()
         .map(PathSegment::from)
 }
@@ -155,10 +156,7 @@ impl Rewriter {
             match classify_full(&names) {
                 Class::Routed => {
                     let span = path[0].span();
-                    path.splice(
-                        0..1,
-                        [Ident::new("horizon_sdk", span), Ident::new("rt", span)],
-                    );
+                    path.splice(0..1, [crate_name::sdk(span), Ident::new("rt", span)]);
                     leading_colon = true;
                 }
                 Class::Refused(msg) => {
@@ -271,14 +269,16 @@ impl Rewriter {
                 && names.len() == 1
                 && paths::PURE_MACROS.contains(&names[0].as_str())
             {
-                out.extend(quote_spanned!(span=> ::horizon_sdk::__private::tokio));
+                let sdk = crate_name::sdk(span);
+                out.extend(quote_spanned!(span=> ::#sdk::__private::tokio));
                 out.extend(tts[root + 1..j].iter().cloned());
                 i = j;
                 continue;
             }
             match classify_full(&full) {
                 Class::Routed if root_ident == "tokio" && !is_macro => {
-                    out.extend(quote_spanned!(span=> ::horizon_sdk::rt));
+                    let sdk = crate_name::sdk(span);
+                    out.extend(quote_spanned!(span=> ::#sdk::rt));
                     out.extend(tts[root + 1..j].iter().cloned());
                 }
                 Class::Refused(msg) => {
@@ -398,8 +398,9 @@ impl VisitMut for Rewriter {
             ));
             let span = call.method.span();
             let (receiver, future) = (&call.receiver, &call.args[0]);
+            let sdk = crate_name::sdk(span);
             *expr = syn::parse_quote_spanned!(span=>
-                ::horizon_sdk::__private::refused_block_on(&#receiver, #future)
+                ::#sdk::__private::refused_block_on(&#receiver, #future)
             );
             return;
         }
@@ -416,7 +417,8 @@ impl VisitMut for Rewriter {
         if segs.len() == 2 && segs[0] == "tokio" && paths::PURE_MACROS.contains(&segs[1].as_str()) {
             let span = mac.path.segments[0].ident.span();
             let name = &mac.path.segments[1];
-            mac.path = syn::parse_quote_spanned!(span=> ::horizon_sdk::__private::tokio::#name);
+            let sdk = crate_name::sdk(span);
+            mac.path = syn::parse_quote_spanned!(span=> ::#sdk::__private::tokio::#name);
         }
         mac.tokens = self.rewrite_tokens(std::mem::take(&mut mac.tokens));
     }

@@ -7,7 +7,7 @@ use std::fmt;
 ///
 /// # Examples
 /// ```
-/// use horizon_sdk::PluginError;
+/// use horizon_plugin_sdk::PluginError;
 /// let e = PluginError::msg("database unreachable");
 /// assert_eq!(e.to_string(), "database unreachable");
 /// let e: PluginError = serde_json::from_str::<u64>("\"x\"").unwrap_err().into();

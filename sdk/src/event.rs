@@ -12,7 +12,7 @@ use crate::PluginError;
 ///
 /// # Examples
 /// ```
-/// use horizon_sdk::Event;
+/// use horizon_plugin_sdk::Event;
 /// let event = Event::new("ping", &21u64).unwrap();
 /// assert_eq!(event.name(), "ping");
 /// assert_eq!(event.json::<u64>().unwrap(), 21);

@@ -191,7 +191,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
     }) {
         injected::host_log(
             crate::abi::level::ERROR,
-            "horizon_sdk",
+            "horizon_plugin_sdk",
             &format!("dropping the plugin panicked: {panic}"),
         );
         code = SHUTDOWN_PANICKED;
@@ -206,7 +206,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
         Ok(false) => {
             injected::host_log(
                 crate::abi::level::ERROR,
-                "horizon_sdk",
+                "horizon_plugin_sdk",
                 "the plugin's private runtime did not stop within 5 s; its threads may still run",
             );
             return SHUTDOWN_STUCK;
@@ -214,7 +214,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
         Err(panic) => {
             injected::host_log(
                 crate::abi::level::ERROR,
-                "horizon_sdk",
+                "horizon_plugin_sdk",
                 &format!("stopping the private runtime panicked: {panic}"),
             );
             return SHUTDOWN_STUCK;

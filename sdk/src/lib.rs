@@ -1,4 +1,4 @@
-//! # horizon-sdk
+//! # horizon-plugin-sdk
 //!
 //! Write async plugins that a tokio host loads as dynamic libraries, with
 //! ordinary tokio code.
@@ -11,7 +11,7 @@
 //! ([`abi::HostApi`]) injected when the host loads the plugin.
 //!
 //! ```
-//! use horizon_sdk::prelude::*;
+//! use horizon_plugin_sdk::prelude::*;
 //! use std::time::Duration;
 //!
 //! #[derive(Default)]
@@ -80,7 +80,7 @@ pub use event::Event;
 /// # Example
 ///
 /// ```
-/// use horizon_sdk::prelude::*;
+/// use horizon_plugin_sdk::prelude::*;
 /// use std::time::Duration;
 ///
 /// #[derive(Default)]
@@ -110,7 +110,7 @@ pub use event::Event;
 /// # Equivalent code without the attribute
 ///
 /// ```
-/// use horizon_sdk::prelude::*;
+/// use horizon_plugin_sdk::prelude::*;
 /// use std::time::Duration;
 ///
 /// #[derive(Default)]
@@ -125,8 +125,8 @@ pub use event::Event;
 ///             let out = out.clone();
 ///             async move {
 ///                 let n: u64 = event.json()?;
-///                 ::horizon_sdk::rt::time::sleep(Duration::from_millis(2)).await;
-///                 let doubled = ::horizon_sdk::rt::spawn(async move { n * 2 }).await?;
+///                 ::horizon_plugin_sdk::rt::time::sleep(Duration::from_millis(2)).await;
+///                 let doubled = ::horizon_plugin_sdk::rt::spawn(async move { n * 2 }).await?;
 ///                 out.emit("echo:pong", &doubled).await
 ///             }
 ///         })?;
@@ -136,10 +136,10 @@ pub use event::Event;
 ///
 /// const _: () = {
 ///     // The host reads this symbol with `dlsym`; its layout is
-///     // `horizon_sdk::abi::PluginDeclaration`.
+///     // `horizon_plugin_sdk::abi::PluginDeclaration`.
 ///     #[unsafe(no_mangle)]
-///     pub static HORIZON_PLUGIN_DECLARATION: ::horizon_sdk::__private::ExportedDeclaration =
-///         ::horizon_sdk::__private::declare::<Echo>();
+///     pub static HORIZON_PLUGIN_DECLARATION: ::horizon_plugin_sdk::__private::ExportedDeclaration =
+///         ::horizon_plugin_sdk::__private::declare::<Echo>();
 /// };
 /// # fn main() {}
 /// ```
@@ -155,10 +155,10 @@ pub use event::Event;
 /// enters it around every poll, so such code finds a reactor and a timer
 /// (`tokio::spawn` there runs on that private runtime's thread).
 #[doc(inline)]
-pub use horizon_sdk_macros::horizon_plugin;
+pub use horizon_plugin_sdk_macros::horizon_plugin;
 pub use plugin::{Plugin, PluginContext};
 
-/// Everything a plugin needs: `use horizon_sdk::prelude::*;`.
+/// Everything a plugin needs: `use horizon_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{Event, Plugin, PluginContext, PluginError, horizon_plugin};
 }

@@ -19,7 +19,7 @@ use crate::{Event, PluginError};
 ///
 /// # Examples
 /// ```
-/// use horizon_sdk::prelude::*;
+/// use horizon_plugin_sdk::prelude::*;
 ///
 /// #[derive(Default)]
 /// pub struct Hello;
@@ -110,7 +110,7 @@ impl PluginContext {
     ///
     /// # Examples
     /// ```
-    /// use horizon_sdk::prelude::*;
+    /// use horizon_plugin_sdk::prelude::*;
     ///
     /// #[derive(serde::Deserialize)]
     /// struct Join {
@@ -183,7 +183,7 @@ impl PluginContext {
 fn no_host(what: &str) -> PluginError {
     PluginError::msg(format!(
         "`PluginContext::{what}` needs a Horizon host: this plugin was not loaded by \
-         `horizon_host_runtime::PluginHost`"
+         `horizon_plugin_host::PluginHost`"
     ))
 }
 

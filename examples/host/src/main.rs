@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use horizon_host_runtime::{Event, PluginHost};
+use horizon_plugin_host::{Event, PluginHost};
 use serde_json::json;
 
 const PLUGINS: &[&str] = &["logger", "timers"];

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 use serde_json::json;
 use tokio::sync::mpsc;
 

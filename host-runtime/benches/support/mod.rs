@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use horizon_host_runtime::{Event, PluginHost};
+use horizon_plugin_host::{Event, PluginHost};
 use serde::Serialize;
 use serde_json::json;
 use tokio::runtime::Runtime;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
 
-use horizon_host_runtime::{Event, PluginHost, PluginId, inspect};
+use horizon_plugin_host::{Event, PluginHost, PluginId, inspect};
 
 const USAGE: &str = "\
 usage: horizon run [--watch] [--seconds N] [--tick-ms N] <plugin crate dir | library>...
@@ -62,7 +62,7 @@ fn check_command(libraries: &[String]) -> ExitCode {
         println!(
             "    boundary: {} (this host: {})",
             decl.abi_version.map_or_else(unknown, |v| v.to_string()),
-            horizon_sdk::abi::ABI_VERSION
+            horizon_plugin_sdk::abi::ABI_VERSION
         );
         println!(
             "       rustc: {}",
@@ -391,7 +391,7 @@ async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
             target.id = Some(new);
             target.library = library.0;
         }
-        Err(horizon_host_runtime::ReloadError::Unload { new, source }) => {
+        Err(horizon_plugin_host::ReloadError::Unload { new, source }) => {
             status("Reloaded", format!("{name} ({id} -> {new})"));
             eprintln!("warning: {source}");
             target.id = Some(new);

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use horizon_host_runtime::{EmitReport, Event, PluginHost, PluginId};
+use horizon_plugin_host::{EmitReport, Event, PluginHost, PluginId};
 use serde_json::{Value, json};
 
 pub const FIXTURES: &[&str] = &[
@@ -20,6 +20,7 @@ pub const FIXTURES: &[&str] = &[
     "fixture-load-panic",
     "fixture-init-panic",
     "fixture-lean",
+    "fixture-renamed-sdk",
     "fixture-bench",
     "fixture-bad-magic",
     "fixture-truncated",
@@ -331,7 +332,7 @@ impl Rng {
 /// unload); at the end one emit reaches exactly the copies listed. Run it
 /// on a strict host: any plugin code after an unload aborts.
 pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_changes: u64) {
-    use horizon_host_runtime::{FailureKind, ReloadError, UnloadError};
+    use horizon_plugin_host::{FailureKind, ReloadError, UnloadError};
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

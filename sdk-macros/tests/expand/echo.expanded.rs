@@ -1,4 +1,4 @@
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 use std::time::Duration;
 #[derive(Default)]
 pub struct Echo;
@@ -12,8 +12,9 @@ impl Plugin for Echo {
                 let out = out.clone();
                 async move {
                     let n: u64 = event.json()?;
-                    ::horizon_sdk::rt::time::sleep(Duration::from_millis(2)).await;
-                    let doubled = ::horizon_sdk::rt::spawn(async move { n * 2 })
+                    ::horizon_plugin_sdk::rt::time::sleep(Duration::from_millis(2))
+                        .await;
+                    let doubled = ::horizon_plugin_sdk::rt::spawn(async move { n * 2 })
                         .await
                         .map_err(PluginError::msg)?;
                     out.emit("echo:pong", &doubled).await
@@ -25,7 +26,7 @@ impl Plugin for Echo {
 }
 const _: () = {
     #[unsafe(no_mangle)]
-    pub static HORIZON_PLUGIN_DECLARATION: ::horizon_sdk::__private::ExportedDeclaration = ::horizon_sdk::__private::declare::<
+    pub static HORIZON_PLUGIN_DECLARATION: ::horizon_plugin_sdk::__private::ExportedDeclaration = ::horizon_plugin_sdk::__private::declare::<
         Echo,
     >();
 };

@@ -1,21 +1,22 @@
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 #[derive(Default)]
 pub struct Timers;
 impl Plugin for Timers {
     const NAME: &'static str = "timers";
     async fn on_load(&mut self, _ctx: PluginContext) -> Result<(), PluginError> {
         use std::time::Duration;
-        use ::horizon_sdk::rt::time;
-        use ::horizon_sdk::rt::time::sleep as nap;
-        use ::horizon_sdk::rt::spawn;
+        use ::horizon_plugin_sdk::rt::time;
+        use ::horizon_plugin_sdk::rt::time::sleep as nap;
+        use ::horizon_plugin_sdk::rt::spawn;
         use tokio::sync::mpsc;
         let (tx, mut rx) = mpsc::channel::<u64>(1);
-        let handle: ::horizon_sdk::rt::task::JoinHandle<()> = spawn(async move {
+        let handle: ::horizon_plugin_sdk::rt::task::JoinHandle<()> = spawn(async move {
             let mut ticks = time::interval(Duration::from_millis(10));
             loop {
-                ::horizon_sdk::__private::tokio::select! {
+                ::horizon_plugin_sdk::__private::tokio::select! {
                     _ = ticks.tick() => { let _ = tx.send(1). await; } _ =
-                    ::horizon_sdk::rt::time::sleep(Duration::from_secs(1)) => break,
+                    ::horizon_plugin_sdk::rt::time::sleep(Duration::from_secs(1)) =>
+                    break,
                 }
             }
         });
@@ -25,18 +26,21 @@ impl Plugin for Timers {
         Ok(())
     }
     async fn on_unload(&mut self, _ctx: PluginContext) -> Result<(), PluginError> {
-        let sum = ::horizon_sdk::rt::task::spawn_blocking(|| (1..=10u64).sum::<u64>())
+        let sum = ::horizon_plugin_sdk::rt::task::spawn_blocking(|| {
+                (1..=10u64).sum::<u64>()
+            })
             .await?;
         println!(
             "{}", format!("{sum} {:?}",
-            ::horizon_sdk::rt::time::timeout(std::time::Duration::ZERO, async {}). await)
+            ::horizon_plugin_sdk::rt::time::timeout(std::time::Duration::ZERO, async {}).
+            await)
         );
         Ok(())
     }
 }
 const _: () = {
     #[unsafe(no_mangle)]
-    pub static HORIZON_PLUGIN_DECLARATION: ::horizon_sdk::__private::ExportedDeclaration = ::horizon_sdk::__private::declare::<
+    pub static HORIZON_PLUGIN_DECLARATION: ::horizon_plugin_sdk::__private::ExportedDeclaration = ::horizon_plugin_sdk::__private::declare::<
         Timers,
     >();
 };

@@ -6,7 +6,7 @@
 //! or an `extern "C"` function pointer, and each side frees only what it
 //! allocated, through the owner's function pointer.
 //!
-//! Host authors use these types through `horizon-host-runtime`; plugin
+//! Host authors use these types through `horizon-plugin-host`; plugin
 //! authors never touch them (the `#[horizon_plugin]` attribute emits the
 //! declaration).
 
@@ -111,7 +111,7 @@ const fn fingerprint() -> u64 {
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
 pub const DECLARATION_SYMBOL: &str = "HORIZON_PLUGIN_DECLARATION";
 
-/// Version of the `horizon-sdk` crate this binary was built with.
+/// Version of the `horizon-plugin-sdk` crate this binary was built with.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `rustc --version` of the compiler that built this binary.

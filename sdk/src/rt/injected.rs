@@ -231,7 +231,7 @@ pub(crate) fn wake_caught(wake: impl FnOnce()) {
     if let Err(msg) = catch(wake) {
         host_log(
             crate::abi::level::ERROR,
-            "horizon_sdk::rt",
+            "horizon_plugin_sdk::rt",
             &format!("a waker panicked when woken: {msg}"),
         );
     }
@@ -272,7 +272,7 @@ fn drop_guarded<F>(mut fut: Pin<&mut Option<F>>) {
     {
         host_log(
             crate::abi::level::ERROR,
-            "horizon_sdk",
+            "horizon_plugin_sdk",
             &format!("a plugin future panicked while being dropped: {msg}"),
         );
     }

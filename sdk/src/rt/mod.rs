@@ -39,7 +39,7 @@ pub mod runtime {
     /// # Examples
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use horizon_sdk::rt::runtime::Handle;
+    /// use horizon_plugin_sdk::rt::runtime::Handle;
     /// let handle = Handle::current();
     /// let a = handle.spawn(async { 20 });
     /// let b = handle.spawn_blocking(|| 22);
@@ -49,7 +49,7 @@ pub mod runtime {
     ///
     /// Outside a host and a runtime, `try_current` says so:
     /// ```
-    /// assert!(horizon_sdk::rt::runtime::Handle::try_current().is_err());
+    /// assert!(horizon_plugin_sdk::rt::runtime::Handle::try_current().is_err());
     /// ```
     #[derive(Clone, Copy)]
     pub struct Handle {
@@ -155,7 +155,7 @@ pub mod runtime {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str(
                 "no Horizon host is attached and no tokio runtime is running: load the plugin \
-                 with `horizon_host_runtime::PluginHost`, or run inside a tokio runtime",
+                 with `horizon_plugin_host::PluginHost`, or run inside a tokio runtime",
             )
         }
     }

@@ -204,7 +204,7 @@ fn drop_future<F>(slot: &mut Option<F>) {
     }) {
         injected::host_log(
             abi::level::ERROR,
-            "horizon_sdk::rt",
+            "horizon_plugin_sdk::rt",
             &format!("a plugin future panicked while being dropped: {msg}"),
         );
     }
@@ -247,7 +247,7 @@ where
         Err(msg) => {
             injected::host_log(
                 abi::level::ERROR,
-                "horizon_sdk::rt",
+                "horizon_plugin_sdk::rt",
                 &format!("a spawned task panicked: {msg}"),
             );
             Err(msg)
@@ -288,8 +288,8 @@ where
 
 fn no_runtime(what: &str) -> ! {
     panic!(
-        "`horizon_sdk::rt::{what}` was called with no Horizon host attached and outside a tokio \
-         runtime: load the plugin with `horizon_host_runtime::PluginHost`, or run this code \
+        "`horizon_plugin_sdk::rt::{what}` was called with no Horizon host attached and outside a tokio \
+         runtime: load the plugin with `horizon_plugin_host::PluginHost`, or run this code \
          inside a tokio runtime (for example a `#[tokio::test]`)"
     )
 }
@@ -306,7 +306,7 @@ fn no_runtime(what: &str) -> ! {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let handle = horizon_sdk::rt::spawn(async { 40 + 2 });
+/// let handle = horizon_plugin_sdk::rt::spawn(async { 40 + 2 });
 /// assert_eq!(handle.await.unwrap(), 42);
 /// # }
 /// ```
@@ -360,7 +360,7 @@ where
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let sum = horizon_sdk::rt::spawn_blocking(|| (1..=10).sum::<u32>()).await.unwrap();
+/// let sum = horizon_plugin_sdk::rt::spawn_blocking(|| (1..=10).sum::<u32>()).await.unwrap();
 /// assert_eq!(sum, 55);
 /// # }
 /// ```
@@ -438,7 +438,7 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
             if let Err(msg) = &result {
                 injected::host_log(
                     abi::level::ERROR,
-                    "horizon_sdk::rt",
+                    "horizon_plugin_sdk::rt",
                     &format!("a blocking job panicked: {msg}"),
                 );
             }
@@ -464,7 +464,7 @@ unsafe extern "C" fn drop_job<F, R: Send>(data: *mut c_void) {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// horizon_sdk::rt::yield_now().await;
+/// horizon_plugin_sdk::rt::yield_now().await;
 /// # }
 /// ```
 pub async fn yield_now() {
@@ -488,7 +488,7 @@ pub async fn yield_now() {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::{self, time::Duration};
+/// use horizon_plugin_sdk::rt::{self, time::Duration};
 ///
 /// let slow = rt::spawn(rt::sleep(Duration::from_secs(60)));
 /// slow.abort();
@@ -581,7 +581,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let err = horizon_sdk::rt::spawn(async { panic!("boom") }).await.unwrap_err();
+/// let err = horizon_plugin_sdk::rt::spawn(async { panic!("boom") }).await.unwrap_err();
 /// assert!(err.is_panic());
 /// assert_eq!(err.panic_message(), Some("boom"));
 /// # }

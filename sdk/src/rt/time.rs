@@ -22,7 +22,7 @@ use super::injected;
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::time::{sleep, Duration, Instant};
+/// use horizon_plugin_sdk::rt::time::{sleep, Duration, Instant};
 /// let start = Instant::now();
 /// sleep(Duration::from_millis(5)).await;
 /// assert!(start.elapsed() >= Duration::from_millis(5));
@@ -38,7 +38,7 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::time::{sleep_until, Duration, Instant};
+/// use horizon_plugin_sdk::rt::time::{sleep_until, Duration, Instant};
 /// let deadline = Instant::now() + Duration::from_millis(3);
 /// sleep_until(deadline).await;
 /// assert!(Instant::now() >= deadline);
@@ -80,7 +80,7 @@ impl Sleep {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use horizon_sdk::rt::time::{sleep, Duration, Instant};
+    /// use horizon_plugin_sdk::rt::time::{sleep, Duration, Instant};
     /// let mut s = Box::pin(sleep(Duration::from_secs(60)));
     /// s.as_mut().reset(Instant::now());
     /// s.await; // at once
@@ -125,9 +125,9 @@ impl Future for Sleep {
                             SleepState::Native(Box::pin(tokio::time::sleep_until(this.deadline)));
                     } else {
                         panic!(
-                            "`horizon_sdk::rt::time::Sleep` was polled with no Horizon host attached \
+                            "`horizon_plugin_sdk::rt::time::Sleep` was polled with no Horizon host attached \
                              and outside a tokio runtime: load the plugin with \
-                             `horizon_host_runtime::PluginHost`, or poll it inside a tokio runtime"
+                             `horizon_plugin_host::PluginHost`, or poll it inside a tokio runtime"
                         );
                     }
                 }
@@ -172,7 +172,7 @@ pub mod error {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::time::{sleep, timeout, Duration};
+/// use horizon_plugin_sdk::rt::time::{sleep, timeout, Duration};
 /// assert!(timeout(Duration::from_millis(1), sleep(Duration::from_secs(5))).await.is_err());
 /// assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await.unwrap(), 7);
 /// # }
@@ -186,7 +186,7 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::time::{timeout_at, Duration, Instant};
+/// use horizon_plugin_sdk::rt::time::{timeout_at, Duration, Instant};
 /// let deadline = Instant::now() + Duration::from_secs(1);
 /// assert_eq!(timeout_at(deadline, async { "done" }).await, Ok("done"));
 /// # }
@@ -249,7 +249,7 @@ impl<F: Future> Future for Timeout<F> {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::time::{interval, Duration};
+/// use horizon_plugin_sdk::rt::time::{interval, Duration};
 /// let mut ticks = interval(Duration::from_millis(2));
 /// ticks.tick().await; // at once
 /// ticks.tick().await; // 2 ms later
@@ -268,7 +268,7 @@ pub fn interval(period: Duration) -> Interval {
 /// # Examples
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use horizon_sdk::rt::time::{interval_at, Duration, Instant, MissedTickBehavior};
+/// use horizon_plugin_sdk::rt::time::{interval_at, Duration, Instant, MissedTickBehavior};
 /// let start = Instant::now() + Duration::from_millis(2);
 /// let mut ticks = interval_at(start, Duration::from_millis(2));
 /// ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);

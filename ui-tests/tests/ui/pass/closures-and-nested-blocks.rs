@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 fn run_later<F: Future<Output = ()> + Send + 'static>(f: F) -> F {
     f

@@ -3,7 +3,7 @@
 //! attribute, in `cargo clippy --all-targets`).
 #![deny(warnings, clippy::all, clippy::pedantic)]
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 /// A plugin.
 #[derive(Default)]

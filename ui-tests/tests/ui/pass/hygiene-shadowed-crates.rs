@@ -1,4 +1,4 @@
-//! The expansion names only absolute paths through `::horizon_sdk`: local
+//! The expansion names only absolute paths through `::horizon_plugin_sdk`: local
 //! modules called `tokio`, `core` and `std` beside the plugin change nothing,
 //! and rewritten calls do not resolve through the local `tokio`.
 #![allow(dead_code)]
@@ -7,7 +7,7 @@ mod tokio {}
 mod core {}
 mod std {}
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 #[derive(Default)]
 pub struct P;

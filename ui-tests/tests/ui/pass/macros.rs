@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 #[derive(Default)]
 pub struct P;

@@ -1,7 +1,7 @@
 //! Every routed call, written `tokio::…`, `::tokio::…` and through `tokio::task`.
 use std::time::Duration;
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 #[derive(Default)]
 pub struct P;

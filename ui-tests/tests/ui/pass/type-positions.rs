@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 #[derive(Default)]
 pub struct P;

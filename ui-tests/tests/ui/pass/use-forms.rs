@@ -1,5 +1,5 @@
 //! `use` forms inside the bodies: plain, `self` with a group, renamed, glob.
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 #[derive(Default)]
 pub struct P;

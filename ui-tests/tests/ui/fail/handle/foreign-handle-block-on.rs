@@ -1,4 +1,4 @@
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 /// A tokio handle that reaches plugin code some other way than the SDK.
 fn handle_from_somewhere() -> tokio::runtime::Handle {

@@ -1,4 +1,4 @@
-use horizon_sdk::prelude::*;
+use horizon_plugin_sdk::prelude::*;
 
 #[derive(Default)]
 pub struct P;
