@@ -164,20 +164,20 @@ fn anonymous_kb() -> u64 {
         .expect("Anonymous in /proc/self/smaps_rollup")
 }
 
-/// Mapped segments of library copies made by the tests, from `/proc/self/maps`.
-fn mapped_copies() -> (usize, usize) {
+/// Of the library copies at `paths`: (mapped segments, files still
+/// mapped), from `/proc/self/maps`. Only these paths: other tests of this
+/// binary (strict ones keep their libraries mapped) share the process.
+fn mapped_copies(paths: &[std::path::PathBuf]) -> (usize, usize) {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let lines: Vec<&str> = maps
+    let mut files: Vec<&str> = maps
         .lines()
-        .filter(|l| l.contains("fixture-copies"))
-        .collect();
-    let mut files: Vec<&str> = lines
-        .iter()
         .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|file| paths.iter().any(|p| p.as_os_str() == *file))
         .collect();
+    let segments = files.len();
     files.sort_unstable();
     files.dedup();
-    (lines.len(), files.len())
+    (segments, files.len())
 }
 
 /// What 200 reloads from fresh paths (as `horizon run --watch` does) leave
@@ -197,17 +197,20 @@ fn two_hundred_reloads(fixture: &str, event: &str, payload: serde_json::Value) -
             count.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let mut id = rt.block_on(host.load(fresh_copy(fixture))).unwrap();
-    let (anon_before, maps_before) = (anonymous_kb(), mapped_copies());
+    let mut paths = vec![fresh_copy(fixture)];
+    let mut id = rt.block_on(host.load(&paths[0])).unwrap();
+    let (anon_before, maps_before) = (anonymous_kb(), mapped_copies(&paths));
     let started = Instant::now();
     rt.block_on(async {
         for _ in 0..200 {
-            id = host.reload(id, fresh_copy(fixture)).await.unwrap();
+            let path = fresh_copy(fixture);
+            id = host.reload(id, &path).await.unwrap();
+            paths.push(path);
             host.emit(event, &payload).await.unwrap();
         }
         host.shutdown().await;
     });
-    let (anon_after, maps_after) = (anonymous_kb(), mapped_copies());
+    let (anon_after, maps_after) = (anonymous_kb(), mapped_copies(&paths));
     assert_eq!(answered.load(Ordering::SeqCst), 200, "every event answered");
     let growth = anon_after.saturating_sub(anon_before);
     eprintln!(
