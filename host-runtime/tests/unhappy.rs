@@ -33,7 +33,7 @@ fn a_blocking_job_past_the_deadline_keeps_the_table_alive() {
     rt.block_on(async {
         let basic = Basic::load(host.clone()).await;
         assert_eq!(
-            basic.run("detached_blocking", 1500).await,
+            basic.run("detached_blocking", 3000).await,
             json!("blocking")
         );
         let err = host.unload(basic.id).await.unwrap_err();
@@ -43,9 +43,9 @@ fn a_blocking_job_past_the_deadline_keeps_the_table_alive() {
         );
         assert!(host.plugins().is_empty());
         // The job finishes now, wakes its joiner through the table, and the
-        // task runs to its end (the job takes 1.5 s: long enough for a
+        // task runs to its end (the job takes 3 s: long enough for a
         // host under valgrind to reach the deadline first).
-        tokio::time::sleep(Duration::from_millis(1700)).await;
+        tokio::time::sleep(Duration::from_millis(3200)).await;
     });
 }
 
@@ -60,7 +60,7 @@ fn a_task_blocking_in_poll_past_the_deadline_keeps_the_library() {
     rt.block_on(async {
         let basic = Basic::load(host.clone()).await;
         assert_eq!(
-            basic.run("blocking_poll", 1500).await,
+            basic.run("blocking_poll", 3000).await,
             json!("blocking in poll")
         );
         // Told from the task itself (a host handler runs inline), not
@@ -71,7 +71,7 @@ fn a_task_blocking_in_poll_past_the_deadline_keeps_the_library() {
             matches!(err, UnloadError::TasksStillRunning { .. }),
             "{err}"
         );
-        tokio::time::sleep(Duration::from_millis(1700)).await;
+        tokio::time::sleep(Duration::from_millis(3200)).await;
     });
 }
 
