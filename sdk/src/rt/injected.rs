@@ -45,31 +45,26 @@ impl Injected {
         private_runtime: bool,
     ) -> std::io::Result<Box<Self>> {
         let threads = Arc::new(AtomicUsize::new(0));
-        if !private_runtime {
-            return Ok(Box::new(Injected {
-                api,
-                private_handle: None,
-                private: std::sync::Mutex::new(None),
-                private_threads: threads,
-                generation: 0,
-            }));
-        }
         let (started, stopped) = (Arc::clone(&threads), Arc::clone(&threads));
-        let private = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("horizon-plugin-{name}"))
-            .on_thread_start(move || {
-                started.fetch_add(1, Ordering::SeqCst);
+        let private = private_runtime
+            .then(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(format!("horizon-plugin-{name}"))
+                    .on_thread_start(move || {
+                        started.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .on_thread_stop(move || {
+                        stopped.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .enable_all()
+                    .build()
             })
-            .on_thread_stop(move || {
-                stopped.fetch_sub(1, Ordering::SeqCst);
-            })
-            .enable_all()
-            .build()?;
+            .transpose()?;
         Ok(Box::new(Injected {
             api,
-            private_handle: Some(private.handle().clone()),
-            private: std::sync::Mutex::new(Some(private)),
+            private_handle: private.as_ref().map(|rt| rt.handle().clone()),
+            private: std::sync::Mutex::new(private),
             private_threads: threads,
             generation: 0,
         }))
