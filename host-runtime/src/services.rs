@@ -471,8 +471,13 @@ impl Services {
                 notified.await;
             }
         };
-        let _ = tokio::time::timeout(deadline, wait).await;
-        usize::try_from(self.live()).unwrap_or(usize::MAX)
+        match tokio::time::timeout(deadline, wait).await {
+            // Once `closed` is stored and 0 seen, every later `enter` is
+            // refused: a count it adds for a moment is no live task (reading
+            // the count again here took it for one, and leaked the plugin).
+            Ok(()) => 0,
+            Err(_) => usize::try_from(self.live()).unwrap_or(usize::MAX),
+        }
     }
 
     /// Calls the plugin's `drop` for every handler it registered. Only once no
