@@ -400,6 +400,12 @@ impl PluginHost {
     /// # Errors
     /// See [`LoadError`]; the host is unaffected by a failed load.
     ///
+    /// # Cancellation
+    /// The load runs as a task of its own: dropping this future does not
+    /// stop it. The plugin then ends up loaded and listed in
+    /// [`PluginHost::plugins`] (and unloaded by [`PluginHost::shutdown`]), or
+    /// not loaded at all, never half.
+    ///
     /// ```
     /// use horizon_plugin_host::{LoadError, PluginHost};
     ///
@@ -411,7 +417,18 @@ impl PluginHost {
     /// # }
     /// ```
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<PluginId, LoadError> {
-        let plugin = self.load_inactive(path.as_ref()).await?;
+        let (host, path) = (self.clone(), path.as_ref().to_owned());
+        // A task of its own: dropping the caller's future during `init` or
+        // `on_load` must not leave a plugin running but unlisted.
+        run_to_end(
+            &self.inner.handle,
+            async move { host.load_now(&path).await },
+        )
+        .await
+    }
+
+    async fn load_now(&self, path: &Path) -> Result<PluginId, LoadError> {
+        let plugin = self.load_inactive(path).await?;
         let id = plugin.info.id;
         plugin.services.activate(&self.inner, None);
         lock(&self.inner.plugins).insert(id, plugin);

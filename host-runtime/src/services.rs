@@ -11,6 +11,7 @@
 use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
@@ -23,7 +24,6 @@ use horizon_plugin_sdk::abi::{
 };
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::host::{Inner, PluginId, Subscriber};
@@ -54,11 +54,13 @@ pub(crate) struct Services {
     /// `Pending`), by task key, so that unload can wake them to drop. Also
     /// the lock that orders subscriptions against `close`.
     parked: Mutex<FxHashMap<usize, Waker>>,
-    /// Low 32 bits: tasks and inline calls whose plugin future is alive
-    /// ([`LIVE`]); high 32 bits: handler invocations running ([`HANDLER`]).
+    /// Low 32 bits: tasks, blocking jobs and inline calls whose plugin
+    /// future is alive ([`LIVE`]); high 32 bits: handler invocations
+    /// running ([`HANDLER`]). Work that holds a [`CountedRef`] touches the
+    /// `Services` for the last time in the decrement that releases its
+    /// count (`leave`), so `abort_all` watches this word instead of being
+    /// notified: a notification would be a touch after the decrement.
     counts: AtomicU64,
-    /// Notified when the last live task goes, once `closed`.
-    drained: Notify,
     /// Handlers the plugin registered; their `drop` is called at unload, once
     /// no task of the plugin is left.
     handlers: Mutex<Vec<RawHandler>>,
@@ -99,14 +101,44 @@ unsafe impl Send for Services {}
 // SAFETY: as above.
 unsafe impl Sync for Services {}
 
-/// Keeps a plugin's `Services` counted as in use by a blocking job. Owns
-/// an `Arc`: `leave` touches the `Services` after its decrement, which may
-/// be the one unload waits for.
-struct LiveGuard(Arc<Services>);
+/// How a task or blocking job of a plugin reaches its `Services`: a plain
+/// pointer, no `Arc` (a locked increment and decrement per task on a line
+/// every worker touches; see BENCHMARKS.md).
+///
+/// Invariant, upheld here and in `teardown`: a `CountedRef` is made only
+/// for work already counted as [`LIVE`] (`Services::enter`, or a waker
+/// call counted by `CountedWaker`), and is used until that count's
+/// `leave`, whose decrement is the last access. The `Services` is freed
+/// only when its last `Arc` goes, and the `Arc` in `LoadedPlugin` goes
+/// only after `abort_all` saw no live work with the plugin closed
+/// (`teardown`); on every other path it is leaked (`LoadedPlugin::leak`).
+/// So the pointer is valid for as long as it is used.
+#[derive(Clone, Copy)]
+struct CountedRef(NonNull<Services>);
+
+impl CountedRef {
+    /// # Safety
+    /// `services` has a live count taken for the work this is made for;
+    /// the result is used only until that count's `leave`.
+    unsafe fn new(services: &Services) -> Self {
+        CountedRef(NonNull::from(services))
+    }
+
+    fn get(&self) -> &Services {
+        // SAFETY: see the invariant on `CountedRef`.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+// SAFETY: `Services` is `Sync`; the pointer is only read through `get`.
+unsafe impl Send for CountedRef {}
+
+/// Keeps a plugin's `Services` counted as in use by a blocking job.
+struct LiveGuard(CountedRef);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.leave(LIVE);
+        self.0.get().leave(LIVE);
     }
 }
 
@@ -131,15 +163,14 @@ pin_project_lite::pin_project! {
     /// lock and checks both flags again there, so an abort or unload that
     /// looked for it a moment before it registered is not missed.
     ///
-    /// The task holds an `Arc` of its `Services`: the decrement in `leave`
-    /// may be the last live count unload waits for, and `leave` still reads
-    /// the `Services` after it.
+    /// The task reaches its `Services` through a [`CountedRef`]: its drop
+    /// releases its count last.
     ///
     /// The output is `None` when the task was cancelled this way.
     pub(crate) struct PluginTask<F> {
         #[pin]
         fut: Option<F>,
-        services: Arc<Services>,
+        services: CountedRef,
         // The plugin's `RawFuture::cancelled` (null for host futures).
         cancelled: *const AtomicBool,
         // Key in `parked`: the plugin's `RawFuture::data`, or this task's
@@ -151,10 +182,12 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for PluginTask<F> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            unpark(this.services, *this.key, this.parked);
+            let services = this.services.get();
+            unpark(services, *this.key, this.parked);
             // Plugin code: before the task stops counting as live.
             this.fut.set(None);
-            this.services.leave(LIVE);
+            // The last access to `services` (see `CountedRef`).
+            services.leave(LIVE);
         }
     }
 }
@@ -162,21 +195,27 @@ pin_project_lite::pin_project! {
 /// Removes a task's waker from `parked`, if it registered one. Called
 /// before the task's future is dropped: dropping it may free the plugin's
 /// cell whose address is the key, and a new task may then reuse the key.
+#[inline]
 fn unpark(services: &Services, key: usize, parked: &mut bool) {
     if std::mem::take(parked) {
-        let waker = lock(&services.parked).remove(&key);
-        drop(waker);
+        unpark_slow(services, key);
     }
 }
 
-// SAFETY: `services` is `Sync`; `cancelled` points to an atomic in the
+#[cold]
+fn unpark_slow(services: &Services, key: usize) {
+    let waker = lock(&services.parked).remove(&key);
+    drop(waker);
+}
+
+// SAFETY: `services` is `Send`; `cancelled` points to an atomic in the
 // plugin's task cell; `F: Send` moves the future.
 unsafe impl<F: Send> Send for PluginTask<F> {}
 
 impl<F> PluginTask<F> {
     /// A task of `services`, already counted as live there (see
     /// [`Services::enter`]); its drop takes the count off.
-    fn counted(services: Arc<Services>, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
+    fn counted(services: CountedRef, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
         PluginTask {
             fut: Some(fut),
             services,
@@ -193,7 +232,7 @@ impl<F: Future> Future for PluginTask<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let address = std::ptr::from_ref::<Self>(&self) as usize;
         let mut this = self.project();
-        let services = &**this.services;
+        let services = this.services.get();
         let cancelled = *this.cancelled;
         // SAFETY: `cancelled` is in the plugin's task cell, alive while the
         // plugin's `RawFuture` (our `fut`) is; read only while `fut` is `Some`.
@@ -266,7 +305,6 @@ impl Services {
             closed: AtomicBool::new(false),
             parked: Mutex::new(FxHashMap::default()),
             counts: AtomicU64::new(0),
-            drained: Notify::new(),
             handlers: Mutex::new(Vec::new()),
             pending: Mutex::new(Some(Vec::new())),
             consecutive_failures: AtomicU32::new(0),
@@ -299,17 +337,10 @@ impl Services {
         self.counts.load(Ordering::SeqCst) & (HANDLER - 1)
     }
 
-    /// Takes `amount` off [`Services::counts`]; wakes `abort_all` when the
-    /// last live task goes after `close`.
+    /// Takes `amount` off [`Services::counts`]. For work holding a
+    /// [`CountedRef`], this decrement is its last access to `self`.
     fn leave(&self, amount: u64) {
-        let before = self.counts.fetch_sub(amount, Ordering::SeqCst);
-        let live = amount & (HANDLER - 1);
-        // `close` stores `closed` before `abort_all` reads the count (both
-        // SeqCst): either this sees `closed`, or `abort_all` sees the count
-        // already without this task.
-        if live != 0 && (before & (HANDLER - 1)) == live && self.closed.load(Ordering::SeqCst) {
-            self.drained.notify_waiters();
-        }
+        self.counts.fetch_sub(amount, Ordering::SeqCst);
     }
 
     /// Waits until no handler invocation of this plugin runs, or `deadline`.
@@ -367,12 +398,12 @@ impl Services {
     /// Spawns a future on the host runtime as a task of this plugin, or
     /// `None` once the plugin is being unloaded. The task's output is `None`
     /// if unload cancelled it.
-    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> Option<JoinHandle<Option<F::Output>>>
+    pub(crate) fn spawn<F>(&self, fut: F) -> Option<JoinHandle<Option<F::Output>>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_task(Arc::clone(self), fut, 0, std::ptr::null())
+        self.spawn_task(fut, 0, std::ptr::null())
     }
 
     /// Counts and spawns a task; when refused, the task is dropped at once
@@ -380,7 +411,6 @@ impl Services {
     /// counted, and drops its future at its first poll.
     fn spawn_task<F>(
         &self,
-        owner: Arc<Self>,
         fut: F,
         key: usize,
         cancelled: *const AtomicBool,
@@ -390,27 +420,27 @@ impl Services {
         F::Output: Send + 'static,
     {
         let open = self.enter(LIVE);
-        let task = PluginTask::counted(owner, fut, key, cancelled);
+        // SAFETY: counted just above; the task's drop releases that count.
+        let services = unsafe { CountedRef::new(self) };
+        let task = PluginTask::counted(services, fut, key, cancelled);
         open.then(|| self.handle.spawn(task))
     }
 
     /// Runs a plugin future as a detached task of this plugin; the plugin
     /// keeps its join state. False (and the future dropped) if refused.
-    /// `owner` is an `Arc` of `self`, moved into the task (one count per
-    /// task, taken by the caller).
-    fn spawn_raw(&self, owner: Arc<Self>, fut: RawFuture) -> bool {
+    fn spawn_raw(&self, fut: RawFuture) -> bool {
         let (key, cancelled) = (fut.data() as usize, fut.cancelled());
         // Dropping the task when refused tells the plugin its task was cancelled.
-        self.spawn_task(owner, fut, key, cancelled).is_some()
+        self.spawn_task(fut, key, cancelled).is_some()
     }
 
-    /// `owner` as in [`Services::spawn_raw`].
-    fn spawn_blocking(&self, owner: Arc<Self>, job: BlockingJob) -> bool {
+    fn spawn_blocking(&self, job: BlockingJob) -> bool {
         let job = OwnedJob(job);
         let open = self.enter(LIVE);
         let counted = CountedJob {
             job,
-            guard: LiveGuard(owner),
+            // SAFETY: counted just above; `LiveGuard`'s drop releases it.
+            guard: LiveGuard(unsafe { CountedRef::new(self) }),
         };
         if !open {
             return false;
@@ -419,7 +449,7 @@ impl Services {
         // down), `CountedJob` drops the job before releasing the count.
         drop(self.handle.spawn_blocking(move || {
             let CountedJob { job, guard } = counted;
-            if guard.0.closed.load(Ordering::Acquire) {
+            if guard.0.get().closed.load(Ordering::Acquire) {
                 // Unloading before it started: dropped, like an aborted blocking task.
                 drop(job);
             } else {
@@ -460,15 +490,18 @@ impl Services {
         for waker in lock(&self.parked).values() {
             waker.wake_by_ref();
         }
+        // Polled, not notified (see `counts`): a few yields first, which
+        // is enough for tasks just woken on this runtime; then every
+        // millisecond, for blocking jobs and busy workers.
         let wait = async {
-            loop {
-                let notified = self.drained.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.live() == 0 {
-                    return;
+            let mut yields = 0;
+            while self.live() != 0 {
+                if yields < 32 {
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                notified.await;
             }
         };
         match tokio::time::timeout(deadline, wait).await {
@@ -606,14 +639,14 @@ unsafe fn services_arc(data: *const c_void) -> Arc<Services> {
 
 unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {
     // SAFETY: the plugin passes back the `data` of its table.
-    let (services, owner) = unsafe { (services(data), services_arc(data)) };
-    catch(|| services.spawn_raw(owner, fut)).unwrap_or(false)
+    let services = unsafe { services(data) };
+    catch(|| services.spawn_raw(fut)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> bool {
     // SAFETY: as in `host_spawn`.
-    let (services, owner) = unsafe { (services(data), services_arc(data)) };
-    catch(|| services.spawn_blocking(owner, job)).unwrap_or(false)
+    let services = unsafe { services(data) };
+    catch(|| services.spawn_blocking(job)).unwrap_or(false)
 }
 
 unsafe extern "C" fn host_task_abort(data: *const c_void, task: *const c_void) {

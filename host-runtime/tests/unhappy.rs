@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::time::Duration;
 
 use common::{Basic, current_thread, fresh_copy, multi_thread};
@@ -311,4 +312,88 @@ fn a_private_runtime_that_does_not_stop_is_reported() {
         );
         assert!(host.plugins().is_empty());
     });
+}
+
+/// A subscription made once unload has begun (by a blocking job the
+/// unload waits for) is refused, and the host hands the handler back to the
+/// plugin, whose own code drops it during that call.
+#[test]
+fn a_refused_subscription_is_dropped_by_the_plugin() {
+    let rt = multi_thread();
+    let host = strict_host(&rt, Duration::from_secs(10));
+    let tag = u64::from(std::process::id()) * 1000 + 1;
+    let base = std::env::temp_dir().join(format!("horizon-late-{tag}"));
+    let (dropped, outcome) = (
+        base.with_extension("dropped"),
+        base.with_extension("outcome"),
+    );
+    let _ = std::fs::remove_file(&dropped);
+    let _ = std::fs::remove_file(&outcome);
+    rt.block_on(async {
+        let basic = Basic::load(host.clone()).await;
+        assert_eq!(
+            basic.run("subscribe_late", tag).await,
+            json!("subscribing once unloading")
+        );
+        host.unload(basic.id).await.unwrap();
+    });
+    let outcome = std::fs::read_to_string(&outcome).expect("the job wrote its outcome");
+    assert!(
+        outcome.starts_with("refused") && outcome.contains("being unloaded"),
+        "{outcome}"
+    );
+    assert_eq!(std::fs::read_to_string(&dropped).unwrap(), "dropped");
+    let _ = std::fs::remove_file(&dropped);
+    let _ = std::fs::remove_file(base.with_extension("outcome"));
+}
+
+/// Polls a `load` once (it is then running `init`) and drops it.
+async fn start_and_drop_load(host: &PluginHost, path: &std::path::Path) {
+    let load = host.load(path);
+    tokio::pin!(load);
+    let pending =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(load.as_mut().poll(cx).is_pending()))
+            .await;
+    assert!(pending, "a load finished at its first poll");
+}
+
+/// Waits up to 20 s for `done`.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Dropping a `load` future mid-way does not stop the load: the plugin ends
+/// up loaded and listed (and unloaded by `shutdown`), or, when its
+/// `on_load` fails, torn down with the task it started; never left running
+/// unlisted.
+#[test]
+fn a_dropped_load_ends_loaded_or_torn_down() {
+    for rt in [multi_thread(), current_thread()] {
+        let host = strict_host(&rt, Duration::from_secs(5));
+        rt.block_on(async {
+            start_and_drop_load(&host, &fresh_copy("basic")).await;
+            eventually("the dropped load lists its plugin", || {
+                host.plugins().len() == 1
+            })
+            .await;
+            let basic = Basic::attach(host.clone(), host.plugins()[0].id);
+            assert_eq!(basic.run("spawn", 21).await, json!(42));
+            host.shutdown().await;
+            assert!(host.plugins().is_empty());
+
+            // `on_load` fails after spawning a task that loops forever.
+            start_and_drop_load(&host, &fresh_copy("load-error")).await;
+            let metrics = tokio::runtime::Handle::current().metrics();
+            // This block_on body is no task; the loop of the failed plugin is.
+            eventually("the failed load stops the task it started", || {
+                metrics.num_alive_tasks() == 0
+            })
+            .await;
+            assert!(host.plugins().is_empty());
+        });
+    }
 }

@@ -170,6 +170,12 @@ impl Basic {
 
     /// Loads a build of the `basic` fixture's source from `path`.
     pub async fn load_path(host: PluginHost, path: PathBuf) -> Basic {
+        let id = host.load(&path).await.expect("load the basic fixture");
+        Basic::attach(host, id)
+    }
+
+    /// Collects the replies of the copy of `basic` loaded as `id`.
+    pub fn attach(host: PluginHost, id: PluginId) -> Basic {
         let replies: Arc<Mutex<HashMap<u64, Vec<Value>>>> = Arc::default();
         let sink = Arc::clone(&replies);
         host.on("basic:result", move |event: Event| {
@@ -181,7 +187,6 @@ impl Basic {
                 .or_default()
                 .push(reply["value"].clone());
         });
-        let id = host.load(&path).await.expect("load the basic fixture");
         Basic {
             host,
             id,

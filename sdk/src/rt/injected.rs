@@ -258,13 +258,16 @@ impl<F: Future> Guarded<F> {
 
 /// Drops a guarded future in place, with the private runtime entered and
 /// a panic turned into a log line.
-fn drop_guarded<F>(mut fut: Pin<&mut Option<F>>) {
-    if fut.is_some()
-        && let Err(msg) = catch(|| {
-            enter_private();
-            fut.set(None);
-        })
-    {
+fn drop_guarded<F>(fut: Pin<&mut Option<F>>) {
+    if fut.is_some() {
+        enter_private();
+        drop_entered(fut);
+    }
+}
+
+/// [`drop_guarded`] on a thread that has entered the private runtime.
+fn drop_entered<F>(mut fut: Pin<&mut Option<F>>) {
+    if let Err(msg) = catch(|| fut.set(None)) {
         host_log(
             crate::abi::level::ERROR,
             "horizon_plugin_sdk",
@@ -289,9 +292,10 @@ impl<F: Future> Future for Guarded<F> {
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
         };
-        // Drop the finished future now, inside the runtime context and the
-        // panic guard, rather than whenever the host drops the task.
-        drop_guarded(fut);
+        // Drop the finished future now, inside the runtime context (entered
+        // for the poll) and the panic guard, rather than whenever the host
+        // drops the task.
+        drop_entered(fut);
         Poll::Ready(out)
     }
 }
