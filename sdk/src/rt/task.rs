@@ -195,11 +195,14 @@ struct TaskCell<F: Future> {
     future: UnsafeCell<Option<F>>,
 }
 
-/// Drops the future in place (it is pinned inside the cell), inside the
-/// private runtime's context and a panic guard.
-fn drop_future<F>(slot: &mut Option<F>) {
+/// Drops the future in place (it is pinned inside the cell), inside a
+/// panic guard and the private runtime's context: entered here if `enter`,
+/// else already entered by the caller on this thread (for the poll).
+fn drop_future<F>(slot: &mut Option<F>, enter: bool) {
     if let Err(msg) = catch(|| {
-        injected::enter_private();
+        if enter {
+            injected::enter_private();
+        }
         *slot = None;
     }) {
         injected::host_log(
@@ -253,7 +256,8 @@ where
             Err(msg)
         }
     };
-    drop_future(slot);
+    // Entered for the poll above.
+    drop_future(slot, false);
     cell.shared.finish(Some(output));
     // The output is `()`: nothing to write.
     true
@@ -279,7 +283,7 @@ where
     };
     if slot.is_some() {
         // Aborted, or dropped by a runtime shutting down, before completing.
-        drop_future(slot);
+        drop_future(slot, true);
         cell.shared.finish(None);
     }
     // SAFETY: the host's reference, given up once.
