@@ -100,6 +100,16 @@ pub enum LoadError {
         /// The panic's message.
         message: String,
     },
+    /// [`PluginHost::shutdown`](crate::PluginHost::shutdown) began while
+    /// the plugin was loading: it was unloaded again, as shutdown unloads
+    /// every plugin.
+    #[error("plugin `{name}` ({}) was unloaded again: the host shut down while it was loading", path.display())]
+    ShutDown {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+    },
 }
 
 /// Why [`PluginHost::unload`](crate::PluginHost::unload) reported a problem.

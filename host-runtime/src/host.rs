@@ -161,6 +161,9 @@ pub(crate) struct Inner {
     plugins: Mutex<HashMap<PluginId, Arc<LoadedPlugin>>>,
     subscribers: RwLock<Subscriptions>,
     next_id: AtomicU64,
+    /// Bumped (under `plugins`' lock) when a `shutdown` begins: a load that
+    /// started before does not list its plugin, it unloads it again.
+    shutdowns: AtomicU64,
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
     strict_unload: bool,
@@ -262,6 +265,7 @@ impl HostBuilder {
                 plugins: Mutex::new(HashMap::new()),
                 subscribers: RwLock::default(),
                 next_id: AtomicU64::new(1),
+                shutdowns: AtomicU64::new(0),
                 unload_timeout: self.unload_timeout,
                 quarantine_after: self.quarantine_after,
                 strict_unload: self.strict_unload,
@@ -400,11 +404,18 @@ impl PluginHost {
     /// # Errors
     /// See [`LoadError`]; the host is unaffected by a failed load.
     ///
+    /// A [`PluginHost::shutdown`] that begins while the plugin loads
+    /// unloads it again ([`LoadError::ShutDown`]).
+    ///
     /// # Cancellation
     /// The load runs as a task of its own: dropping this future does not
     /// stop it. The plugin then ends up loaded and listed in
-    /// [`PluginHost::plugins`] (and unloaded by [`PluginHost::shutdown`]), or
-    /// not loaded at all, never half.
+    /// [`PluginHost::plugins`], or not loaded at all, never running
+    /// unlisted.
+    ///
+    /// # Panics
+    /// If the host's runtime shuts down during the load (as `unload` and
+    /// `reload`).
     ///
     /// ```
     /// use horizon_plugin_host::{LoadError, PluginHost};
@@ -418,21 +429,38 @@ impl PluginHost {
     /// ```
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<PluginId, LoadError> {
         let (host, path) = (self.clone(), path.as_ref().to_owned());
+        // The load begins here, at the first poll: a shutdown from now on
+        // unloads its plugin.
+        let shutdowns = self.inner.shutdowns.load(Ordering::SeqCst);
         // A task of its own: dropping the caller's future during `init` or
         // `on_load` must not leave a plugin running but unlisted.
-        run_to_end(
-            &self.inner.handle,
-            async move { host.load_now(&path).await },
-        )
+        run_to_end(&self.inner.handle, async move {
+            host.load_now(&path, shutdowns).await
+        })
         .await
     }
 
-    async fn load_now(&self, path: &Path) -> Result<PluginId, LoadError> {
+    /// `shutdowns`: [`Inner::shutdowns`] when the load began.
+    async fn load_now(&self, path: &Path, shutdowns: u64) -> Result<PluginId, LoadError> {
         let plugin = self.load_inactive(path).await?;
         let id = plugin.info.id;
-        plugin.services.activate(&self.inner, None);
-        lock(&self.inner.plugins).insert(id, plugin);
-        Ok(id)
+        {
+            let mut plugins = lock(&self.inner.plugins);
+            if self.inner.shutdowns.load(Ordering::SeqCst) == shutdowns {
+                plugins.insert(id, Arc::clone(&plugin));
+                drop(plugins);
+                // A shutdown from now on finds the plugin listed; if it
+                // closes it first, `activate` finds nothing pending.
+                plugin.services.activate(&self.inner, None);
+                return Ok(id);
+            }
+        }
+        // A shutdown began during the load and may be done already.
+        let (path, name) = (plugin.info.path.clone(), plugin.info.name.clone());
+        if let Err(e) = self.inner.unload_loaded(&plugin).await {
+            tracing::warn!("{e}");
+        }
+        Err(LoadError::ShutDown { path, name })
     }
 
     /// Loads and runs `on_load`, keeping the plugin's subscriptions aside
@@ -630,9 +658,14 @@ impl PluginHost {
     }
 
     /// Unloads every plugin, until none is left (a reload racing it
-    /// replaces a plugin by another, which is unloaded too). Errors are
-    /// logged.
+    /// replaces a plugin by another, which is unloaded too; a load begun
+    /// before it unloads its plugin again, see [`LoadError::ShutDown`]).
+    /// Errors are logged. The host can load plugins again afterwards.
     pub async fn shutdown(&self) {
+        {
+            let _plugins = lock(&self.inner.plugins);
+            self.inner.shutdowns.fetch_add(1, Ordering::SeqCst);
+        }
         loop {
             let ids: Vec<PluginId> = lock(&self.inner.plugins).keys().copied().collect();
             if ids.is_empty() {

@@ -24,6 +24,7 @@ use horizon_plugin_sdk::abi::{
 };
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::host::{Inner, PluginId, Subscriber};
@@ -56,11 +57,13 @@ pub(crate) struct Services {
     parked: Mutex<FxHashMap<usize, Waker>>,
     /// Low 32 bits: tasks, blocking jobs and inline calls whose plugin
     /// future is alive ([`LIVE`]); high 32 bits: handler invocations
-    /// running ([`HANDLER`]). Work that holds a [`CountedRef`] touches the
-    /// `Services` for the last time in the decrement that releases its
-    /// count (`leave`), so `abort_all` watches this word instead of being
-    /// notified: a notification would be a touch after the decrement.
+    /// running ([`HANDLER`]).
     counts: AtomicU64,
+    /// Notified by work released once `closed` (see [`CountedRef::release`]),
+    /// so `abort_all` need not wait for its next look at `counts`. An `Arc`:
+    /// the releaser takes its own before the decrement that may let the
+    /// `Services` go.
+    drained: Arc<Notify>,
     /// Handlers the plugin registered; their `drop` is called at unload, once
     /// no task of the plugin is left.
     handlers: Mutex<Vec<RawHandler>>,
@@ -105,32 +108,61 @@ unsafe impl Sync for Services {}
 /// pointer, no `Arc` (a locked increment and decrement per task on a line
 /// every worker touches; see BENCHMARKS.md).
 ///
-/// Invariant, upheld here and in `teardown`: a `CountedRef` is made only
-/// for work already counted as [`LIVE`] (`Services::enter`, or a waker
-/// call counted by `CountedWaker`), and is used until that count's
-/// `leave`, whose decrement is the last access. The `Services` is freed
-/// only when its last `Arc` goes, and the `Arc` in `LoadedPlugin` goes
-/// only after `abort_all` saw no live work with the plugin closed
-/// (`teardown`); on every other path it is leaked (`LoadedPlugin::leak`).
-/// So the pointer is valid for as long as it is used.
-#[derive(Clone, Copy)]
+/// Invariant: a `CountedRef` is made only for work just counted as
+/// [`LIVE`] (`Services::enter`, in `spawn_task` and `spawn_blocking`), is
+/// neither copied nor cloned, and is used until [`CountedRef::release`]
+/// takes that count off, which is its last access: it touches only the
+/// counter, through the pointer, so no reference to the `Services` is
+/// alive once the count is gone. The `Services` is freed when its last
+/// `Arc` goes; the `Arc` in `LoadedPlugin` goes only once `teardown`'s
+/// `abort_all` saw no live work with the plugin closed, and on every other
+/// path it is leaked (`LoadedPlugin::leak`: tasks past the deadline, a
+/// stuck private runtime, a host dropped without `shutdown`). So the
+/// pointer is valid for as long as it is used.
 struct CountedRef(NonNull<Services>);
 
 impl CountedRef {
     /// # Safety
-    /// `services` has a live count taken for the work this is made for;
-    /// the result is used only until that count's `leave`.
+    /// `services` has a count just taken for the work this is made for,
+    /// which releases it through this `CountedRef`.
     unsafe fn new(services: &Services) -> Self {
         CountedRef(NonNull::from(services))
     }
 
     fn get(&self) -> &Services {
-        // SAFETY: see the invariant on `CountedRef`.
+        // SAFETY: see the invariant on `CountedRef`: the count is still held.
         unsafe { self.0.as_ref() }
+    }
+
+    /// Takes the work's count off: the last use of `self`. During unload,
+    /// also wakes `abort_all` (through a `Notify` taken before the
+    /// decrement); a wake missed because `closed` was set just after this
+    /// looked is caught by `abort_all`'s own periodic look.
+    ///
+    /// # Safety
+    /// Called once, and `self` is not used afterwards.
+    unsafe fn release(&self) {
+        let services = self.0.as_ptr();
+        // SAFETY: the count is still held until the decrement below (the
+        // invariant on `CountedRef`). Each place expression borrows one
+        // field only, and none is used after the decrement, which may let
+        // `teardown` free the `Services`.
+        let drained = unsafe {
+            let drained = (*services)
+                .closed
+                .load(Ordering::SeqCst)
+                .then(|| Arc::clone(&(*services).drained));
+            (*services).counts.fetch_sub(LIVE, Ordering::SeqCst);
+            drained
+        };
+        if let Some(drained) = drained {
+            drained.notify_waiters();
+        }
     }
 }
 
-// SAFETY: `Services` is `Sync`; the pointer is only read through `get`.
+// SAFETY: `Services` is `Sync`; the pointer is only read through `get`
+// and `release`.
 unsafe impl Send for CountedRef {}
 
 /// Keeps a plugin's `Services` counted as in use by a blocking job.
@@ -138,7 +170,8 @@ struct LiveGuard(CountedRef);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.get().leave(LIVE);
+        // SAFETY: the guard's one release; it is dropped once.
+        unsafe { self.0.release() };
     }
 }
 
@@ -186,8 +219,8 @@ pin_project_lite::pin_project! {
             unpark(services, *this.key, this.parked);
             // Plugin code: before the task stops counting as live.
             this.fut.set(None);
-            // The last access to `services` (see `CountedRef`).
-            services.leave(LIVE);
+            // SAFETY: the task's one release, its last use of `services`.
+            unsafe { this.services.release() };
         }
     }
 }
@@ -305,6 +338,7 @@ impl Services {
             closed: AtomicBool::new(false),
             parked: Mutex::new(FxHashMap::default()),
             counts: AtomicU64::new(0),
+            drained: Arc::new(Notify::new()),
             handlers: Mutex::new(Vec::new()),
             pending: Mutex::new(Some(Vec::new())),
             consecutive_failures: AtomicU32::new(0),
@@ -337,10 +371,15 @@ impl Services {
         self.counts.load(Ordering::SeqCst) & (HANDLER - 1)
     }
 
-    /// Takes `amount` off [`Services::counts`]. For work holding a
-    /// [`CountedRef`], this decrement is its last access to `self`.
+    /// Takes `amount` off [`Services::counts`], waking `abort_all` during
+    /// unload. For callers that keep `self` alive past the decrement (an
+    /// `Arc` or a borrow of one); work holding a [`CountedRef`] uses
+    /// [`CountedRef::release`] instead.
     fn leave(&self, amount: u64) {
         self.counts.fetch_sub(amount, Ordering::SeqCst);
+        if amount & (HANDLER - 1) != 0 && self.closed.load(Ordering::SeqCst) {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Waits until no handler invocation of this plugin runs, or `deadline`.
@@ -379,9 +418,10 @@ impl Services {
     }
 
     /// Adds `amount` to [`Services::counts`], then tells whether the plugin
-    /// still accepts work. Counting first (both SeqCst, see `leave`) means
-    /// either unload's `abort_all` sees the new work, or this sees `closed`.
-    /// The caller takes `amount` off again, accepted or not.
+    /// still accepts work. `close` stores `closed` before `abort_all` reads
+    /// the count, and this adds before it reads `closed`, all SeqCst: either
+    /// `abort_all` sees the new work, or this sees `closed`. The caller
+    /// takes `amount` off again, accepted or not.
     fn enter(&self, amount: u64) -> bool {
         self.counts.fetch_add(amount, Ordering::SeqCst);
         !self.closed.load(Ordering::SeqCst)
@@ -490,17 +530,19 @@ impl Services {
         for waker in lock(&self.parked).values() {
             waker.wake_by_ref();
         }
-        // Polled, not notified (see `counts`): a few yields first, which
-        // is enough for tasks just woken on this runtime; then every
-        // millisecond, for blocking jobs and busy workers.
+        // Woken by the releases (`CountedRef::release`), and every
+        // millisecond for a release that did not see `closed` yet.
         let wait = async {
-            let mut yields = 0;
-            while self.live() != 0 {
-                if yields < 32 {
-                    yields += 1;
-                    tokio::task::yield_now().await;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+            loop {
+                let notified = self.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.live() == 0 {
+                    return;
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(Duration::from_millis(1)) => {}
                 }
             }
         };

@@ -347,7 +347,7 @@ fn a_refused_subscription_is_dropped_by_the_plugin() {
     let _ = std::fs::remove_file(base.with_extension("outcome"));
 }
 
-/// Polls a `load` once (it is then running `init`) and drops it.
+/// Polls a `load` once (it has then begun, as a task of the host) and drops it.
 async fn start_and_drop_load(host: &PluginHost, path: &std::path::Path) {
     let load = host.load(path);
     tokio::pin!(load);
@@ -394,6 +394,38 @@ fn a_dropped_load_ends_loaded_or_torn_down() {
             })
             .await;
             assert!(host.plugins().is_empty());
+        });
+    }
+}
+
+/// A `shutdown` that begins while a load runs leaves nothing loaded: the
+/// load unloads its plugin again instead of listing it after the shutdown.
+#[test]
+fn a_load_racing_shutdown_leaves_nothing_loaded() {
+    for rt in [multi_thread(), current_thread()] {
+        let host = strict_host(&rt, Duration::from_secs(5));
+        rt.block_on(async {
+            let path = fresh_copy("basic");
+            let load = host.load(&path);
+            tokio::pin!(load);
+            // First poll: the load begins.
+            let pending = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(load.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            assert!(pending);
+            host.shutdown().await;
+            match load.await {
+                Err(LoadError::ShutDown { name, .. }) => assert_eq!(name, "basic"),
+                // Only if the load finished before the shutdown began.
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(host.plugins().is_empty(), "{:?}", host.plugins());
+            // The host loads again after a shutdown.
+            let basic = Basic::load(host.clone()).await;
+            assert_eq!(basic.run("spawn", 21).await, json!(42));
+            host.shutdown().await;
         });
     }
 }
