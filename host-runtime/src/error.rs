@@ -10,7 +10,7 @@ use crate::PluginId;
 #[non_exhaustive]
 pub enum LoadError {
     /// The file could not be opened as a shared library.
-    #[error("could not open plugin library {}: {source}", path.display())]
+    #[error("could not open plugin library {}: {}", path.display(), loader_reason(.source))]
     Open {
         /// The file.
         path: PathBuf,
@@ -177,4 +177,14 @@ pub enum ReloadError {
         #[source]
         source: UnloadError,
     },
+}
+
+/// libloading's error with the dynamic loader's own words: its `Display`
+/// says only "dlopen failed" and keeps `dlerror`'s text as its source.
+fn loader_reason(error: &libloading::Error) -> String {
+    use std::error::Error as _;
+    match error.source() {
+        Some(reason) => format!("{error}: {reason}"),
+        None => error.to_string(),
+    }
 }

@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 
 use crate::declaration::read_declaration;
 use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
+use crate::plugin_log::{LogSink, PluginLog};
 use crate::report::{EmitReport, FailureKind, HandlerFailure, Tally, status_outcome};
 use crate::services::{Services, lock};
 
@@ -167,6 +168,7 @@ pub(crate) struct Inner {
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
     strict_unload: bool,
+    log_sink: Option<LogSink>,
 }
 
 /// A loaded library and what the host must keep alive for it.
@@ -219,13 +221,24 @@ pub(crate) struct DeclFns {
 }
 
 /// Settings of a [`PluginHost`], from [`PluginHost::builder`].
-#[derive(Debug)]
 #[must_use = "call `build` to get the host"]
 pub struct HostBuilder {
     handle: Handle,
     unload_timeout: Duration,
     quarantine_after: Option<u32>,
     strict_unload: bool,
+    log_sink: Option<LogSink>,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("unload_timeout", &self.unload_timeout)
+            .field("quarantine_after", &self.quarantine_after)
+            .field("strict_unload", &self.strict_unload)
+            .field("log_sink", &self.log_sink.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HostBuilder {
@@ -257,6 +270,19 @@ impl HostBuilder {
         self
     }
 
+    /// Also hands every log record of this host's plugins, of every level,
+    /// to `sink` (besides the host's `tracing` subscriber, which filters
+    /// them as usual). For tests and consoles that show a plugin's log
+    /// ([`crate::testing`] uses it). `sink` runs on the plugin's thread,
+    /// inside the plugin's log call: keep it short; a panic in it is caught.
+    pub fn plugin_log_sink<F>(mut self, sink: F) -> Self
+    where
+        F: Fn(&PluginLog) + Send + Sync + 'static,
+    {
+        self.log_sink = Some(Arc::new(sink));
+        self
+    }
+
     /// The host.
     pub fn build(self) -> PluginHost {
         PluginHost {
@@ -269,6 +295,7 @@ impl HostBuilder {
                 unload_timeout: self.unload_timeout,
                 quarantine_after: self.quarantine_after,
                 strict_unload: self.strict_unload,
+                log_sink: self.log_sink,
             }),
         }
     }
@@ -334,6 +361,7 @@ impl PluginHost {
             unload_timeout: Duration::from_secs(5),
             quarantine_after: None,
             strict_unload: std::env::var_os("HORIZON_STRICT_UNLOAD").is_some_and(|v| v == "1"),
+            log_sink: None,
         }
     }
 
@@ -483,6 +511,7 @@ impl PluginHost {
             id,
             info.name.clone(),
             self.inner.strict_unload,
+            self.inner.log_sink.clone(),
         );
         let plugin = Arc::new(LoadedPlugin {
             info,

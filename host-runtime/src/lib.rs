@@ -47,9 +47,12 @@ mod host;
 mod plugin_log;
 mod report;
 mod services;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use declaration::{Declaration, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::Event;
 pub use host::{HostBuilder, PluginHost, PluginId, PluginInfo};
+pub use plugin_log::PluginLog;
 pub use report::{EmitReport, FailureKind, HandlerFailure};

@@ -1,7 +1,9 @@
 //! Where a plugin's log records land: `tracing` events of this module's
 //! target (`horizon_plugin_host::plugin_log`), with the plugin's name in
 //! the `plugin` field and the plugin-side target in `target`. The host's
-//! subscriber filters them like any other event of this target.
+//! subscriber filters them like any other event of this target. A host
+//! built with [`crate::HostBuilder::plugin_log_sink`] also hands each record
+//! to its sink.
 
 use std::ffi::c_void;
 
@@ -9,6 +11,33 @@ use horizon_plugin_sdk::abi::guard::catch;
 use horizon_plugin_sdk::abi::{self, RStr};
 
 use crate::services::services;
+
+/// One log record of a plugin, as handed to a
+/// [`plugin_log_sink`](crate::HostBuilder::plugin_log_sink).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PluginLog {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The record's level.
+    pub level: tracing::Level,
+    /// The plugin-side target (usually the module path).
+    pub target: String,
+    /// The formatted message.
+    pub message: String,
+}
+
+pub(crate) type LogSink = std::sync::Arc<dyn Fn(&PluginLog) + Send + Sync>;
+
+fn tracing_level(level: u32) -> tracing::Level {
+    match level {
+        abi::level::ERROR => tracing::Level::ERROR,
+        abi::level::WARN => tracing::Level::WARN,
+        abi::level::INFO => tracing::Level::INFO,
+        abi::level::DEBUG => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    }
+}
 
 /// The host's most verbose enabled level, as a boundary [`abi::level`].
 pub(crate) fn max_level() -> u32 {
@@ -24,10 +53,14 @@ pub(crate) fn max_level() -> u32 {
 }
 
 pub(crate) unsafe extern "C" fn enabled(
-    _data: *const c_void,
+    data: *const c_void,
     level: u32,
     _target: RStr<'_>,
 ) -> bool {
+    // SAFETY: the plugin passes back the `data` of its live table.
+    if unsafe { services(data) }.log_sink.is_some() {
+        return true;
+    }
     // A host subscriber that panics must not unwind out of `extern "C"`.
     catch(|| match level {
         abi::level::ERROR => tracing::enabled!(tracing::Level::ERROR),
@@ -56,6 +89,14 @@ pub(crate) unsafe extern "C" fn log(
             String::from_utf8_lossy(message),
         );
         let plugin = services.name.as_str();
+        if let Some(sink) = &services.log_sink {
+            sink(&PluginLog {
+                plugin: plugin.to_owned(),
+                level: tracing_level(level),
+                target: target.clone().into_owned(),
+                message: message.clone().into_owned(),
+            });
+        }
         match level {
             abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
             abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),

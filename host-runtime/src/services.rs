@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::host::{Inner, PluginId, Subscriber};
-use crate::plugin_log;
+use crate::plugin_log::{self, LogSink};
 
 /// Locks a mutex, ignoring poisoning (every critical section here leaves
 /// the data consistent).
@@ -72,6 +72,8 @@ pub(crate) struct Services {
     pending: Mutex<Option<Vec<(String, Subscriber)>>>,
     consecutive_failures: AtomicU32,
     quarantined: AtomicBool,
+    /// See [`crate::HostBuilder::plugin_log_sink`].
+    pub(crate) log_sink: Option<LogSink>,
 }
 
 /// Counts one running handler invocation of a plugin.
@@ -312,6 +314,7 @@ impl Services {
         id: PluginId,
         name: String,
         strict: bool,
+        log_sink: Option<LogSink>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me: &Weak<Services>| Services {
             api: HostApi {
@@ -327,7 +330,11 @@ impl Services {
                 sleep: host_sleep,
                 emit: host_emit,
                 subscribe: host_subscribe,
-                max_level: plugin_log::max_level(),
+                max_level: if log_sink.is_some() {
+                    horizon_plugin_sdk::abi::level::TRACE
+                } else {
+                    plugin_log::max_level()
+                },
                 log_enabled: plugin_log::enabled,
                 log: plugin_log::log,
             },
@@ -343,6 +350,7 @@ impl Services {
             pending: Mutex::new(Some(Vec::new())),
             consecutive_failures: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
+            log_sink,
         })
     }
 

@@ -66,9 +66,124 @@ fn check_prints_the_declaration_and_the_verdict() {
     assert!(!not_plugin.status.success());
     assert!(String::from_utf8_lossy(&not_plugin.stderr).contains("is not a Horizon plugin"));
 
+    // A file that is no library at all: the loader's own reason is shown.
+    let junk = fixtures_dir().join(format!("junk-{}.so", std::process::id()));
+    std::fs::write(
+        &junk,
+        "this is not a shared library, just text long enough\n".repeat(40),
+    )
+    .unwrap();
+    let bad = horizon(&["check", junk.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(stderr.contains("invalid ELF header"), "{stderr}");
+    let _ = std::fs::remove_file(&junk);
+}
+
+#[test]
+fn the_command_line_is_conventional() {
     let usage = horizon(&["frobnicate"]);
-    assert!(!usage.status.success());
-    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage: horizon run"));
+    assert_eq!(usage.status.code(), Some(2), "usage errors exit with 2");
+    let stderr = String::from_utf8_lossy(&usage.stderr);
+    assert!(
+        stderr.contains("unrecognized subcommand") && stderr.contains("Usage: horizon"),
+        "{stderr}"
+    );
+    let version = horizon(&["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("horizon {}", env!("CARGO_PKG_VERSION"))
+    );
+    for sub in ["new", "run", "check"] {
+        let help = horizon(&[sub, "--help"]);
+        assert!(help.status.success());
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains(&format!("Usage: horizon {sub}")),
+            "{sub} --help"
+        );
+    }
+    let bad_emit = horizon(&["run", "--emit", "ping=not json", "somewhere"]);
+    assert_eq!(bad_emit.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_emit.stderr).contains("is not JSON"));
+}
+
+/// `horizon new` writes a crate that `horizon run` runs (events sent with
+/// `--emit` and on standard input answered) and whose own test passes under
+/// `cargo test`, with the testing harness.
+#[test]
+fn new_writes_a_plugin_that_runs_and_passes_its_own_test() {
+    let base = fixtures_dir()
+        .join("fixture-copies")
+        .join(format!("new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("my-plugin");
+    let created = horizon(&["new", dir.to_str().unwrap()]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    // A second `new` into it refuses.
+    assert!(!horizon(&["new", dir.to_str().unwrap()]).status.success());
+    // Resolve dependencies as the workspace does, and share its target
+    // directory, so they are built once.
+    std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let target = fixtures_dir().parent().unwrap().to_owned();
+
+    let mut run = Command::new(HORIZON)
+        .args([
+            "run",
+            dir.to_str().unwrap(),
+            "--seconds",
+            "60",
+            "--emit",
+            "my-plugin:ping=21",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start horizon");
+    let mut stdin = run.stdin.take().unwrap();
+    let stdout = BufReader::new(run.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stdout.lines().map_while(Result::ok) {
+        if line.contains(r#"my-plugin:pong {"doubled":42}"#) {
+            // Loaded and answering: now one typed on standard input.
+            use std::io::Write;
+            writeln!(stdin, "my-plugin:ping 5").unwrap();
+        }
+        let done = line.contains(r#"my-plugin:pong {"doubled":10}"#);
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = run.kill();
+    let output = run.wait_with_output().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains(r#"{"doubled":10}"#)),
+        "stdout:\n{}\nstderr:\n{}",
+        seen.join("\n"),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let test = Command::new(env!("CARGO"))
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo test");
+    assert!(
+        test.status.success(),
+        "the scaffold's test failed:\n{}\n{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(String::from_utf8_lossy(&test.stdout).contains("1 passed"));
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]

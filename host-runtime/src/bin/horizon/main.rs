@@ -1,26 +1,104 @@
 //! `horizon`: the plugin author's everyday loop.
 //!
 //! ```text
-//! horizon run [--watch] [--seconds N] [--tick-ms N] <plugin crate dir | library>...
+//! horizon new <dir>                      a plugin crate that builds, runs and has a test
+//! horizon run [--watch] [--emit name=json]... <plugin crate dir | library>...
 //! horizon check <library>...
 //! ```
 //!
-//! `run` builds the given plugin crates with cargo, loads them, sends a
-//! `server_tick` event every `--tick-ms` (default 1000), and prints every
-//! event and log line with the plugin's name. With `--watch` it rebuilds a
-//! crate when its sources change and reloads the plugin in place; a failed
-//! build leaves the previous build serving. `check` prints what a library
-//! declares and whether this host would load it.
+//! `run` builds the given plugin crates with cargo, loads them, sends the
+//! `--emit` events, then a `server_tick` event every `--tick-ms` (default
+//! 1000), and prints every event and log line with the plugin's name. Lines
+//! on standard input send more events (`ping 21` sends `ping` with payload
+//! `21`). With `--watch` it rebuilds a crate when its sources change and
+//! reloads the plugin in place; a failed build leaves the previous build
+//! serving. `check` prints what a library declares and whether this host
+//! would load it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use clap::{Parser, Subcommand};
+use horizon_plugin_host::testing::cargo_build;
 use horizon_plugin_host::{Event, PluginHost, PluginId, inspect};
 
-const USAGE: &str = "\
-usage: horizon run [--watch] [--seconds N] [--tick-ms N] <plugin crate dir | library>...
-       horizon check <library>...";
+mod scaffold;
+
+/// Build, run and check Horizon plugins.
+#[derive(Parser)]
+#[command(name = "horizon", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new plugin crate (a handler that uses tokio, and a test).
+    New {
+        /// The directory to create.
+        dir: PathBuf,
+        /// The plugin's name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Build plugin crates (or take built libraries), load them and run.
+    Run(RunOptions),
+    /// Show what a library declares and whether this host would load it.
+    Check {
+        /// The plugin libraries.
+        #[arg(required = true)]
+        libraries: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunOptions {
+    /// Rebuild a crate when its sources change, and reload the plugin.
+    #[arg(long)]
+    watch: bool,
+    /// Stop after this many seconds (default: on Ctrl-C).
+    #[arg(long, value_name = "N")]
+    seconds: Option<u64>,
+    /// Milliseconds between `server_tick` events.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    tick_ms: u64,
+    /// An event to send once the plugins are loaded, as `name=json`
+    /// (repeatable; `name` alone sends `null`).
+    #[arg(long, value_name = "NAME=JSON", value_parser = parse_emit)]
+    emit: Vec<(String, serde_json::Value)>,
+    /// Plugin crate directories or built libraries.
+    #[arg(required = true, value_name = "PLUGIN")]
+    targets: Vec<PathBuf>,
+}
+
+/// `name=json` (or `name`): an event to send.
+fn parse_emit(spec: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, payload) = spec.split_once('=').unwrap_or((spec, "null"));
+    if name.is_empty() {
+        return Err("the event name is empty".to_owned());
+    }
+    let payload = serde_json::from_str(payload)
+        .map_err(|e| format!("the payload of `{name}` is not JSON: {e}"))?;
+    Ok((name.to_owned(), payload))
+}
+
+/// A line typed on standard input: `name [json]`.
+fn parse_line(line: &str) -> Option<Result<(String, serde_json::Value), String>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let (name, payload) = line
+        .split_once(char::is_whitespace)
+        .map_or((line, "null"), |(n, p)| (n, p.trim()));
+    Some(
+        serde_json::from_str(payload)
+            .map(|payload| (name.to_owned(), payload))
+            .map_err(|e| format!("the payload of `{name}` is not JSON: {e}")),
+    )
+}
 
 /// Prints a cargo-style status line: a right-aligned verb, then the message.
 fn status(verb: &str, message: impl std::fmt::Display) {
@@ -32,29 +110,33 @@ fn error(message: impl std::fmt::Display) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("run") => run_command(&args[1..]),
-        Some("check") => check_command(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            error(format!("expected a command\n{USAGE}"));
-            ExitCode::FAILURE
-        }
+    match Cli::parse().command {
+        Command::New { dir, name } => match scaffold::write(&dir, name.as_deref()) {
+            Ok(name) => {
+                status("Created", format!("plugin `{name}` in {}", dir.display()));
+                status(
+                    "Next",
+                    format!(
+                        "horizon run {0}    (its test: cd {0} && cargo test)",
+                        dir.display()
+                    ),
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error(e);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(options) => run_command(options),
+        Command::Check { libraries } => check_command(&libraries),
     }
 }
 
-fn check_command(libraries: &[String]) -> ExitCode {
-    if libraries.is_empty() {
-        error(format!("`check` needs a library\n{USAGE}"));
-        return ExitCode::FAILURE;
-    }
+fn check_command(libraries: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for library in libraries {
-        status("Checking", library);
+        status("Checking", library.display());
         let (decl, verdict) = inspect(library);
         let unknown = || "?".to_owned();
         println!("      plugin: {}", decl.name.unwrap_or_else(unknown));
@@ -95,41 +177,6 @@ struct Target {
     stamp: SystemTime,
 }
 
-struct RunOptions {
-    watch: bool,
-    seconds: Option<u64>,
-    tick: Duration,
-    targets: Vec<String>,
-}
-
-fn parse_run(args: &[String]) -> Result<RunOptions, String> {
-    let mut options = RunOptions {
-        watch: false,
-        seconds: None,
-        tick: Duration::from_millis(1000),
-        targets: Vec::new(),
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut number = |flag: &str| -> Result<u64, String> {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("`{flag}` needs a number"))
-        };
-        match arg.as_str() {
-            "--watch" => options.watch = true,
-            "--seconds" => options.seconds = Some(number("--seconds")?),
-            "--tick-ms" => options.tick = Duration::from_millis(number("--tick-ms")?.max(1)),
-            flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
-            target => options.targets.push(target.to_owned()),
-        }
-    }
-    if options.targets.is_empty() {
-        return Err("`run` needs a plugin crate directory or library".to_owned());
-    }
-    Ok(options)
-}
-
 /// The newest modification time under a crate's `src/` and its manifest.
 fn source_stamp(dir: &Path) -> SystemTime {
     fn walk(path: &Path, newest: &mut SystemTime) {
@@ -149,48 +196,6 @@ fn source_stamp(dir: &Path) -> SystemTime {
     walk(&dir.join("src"), &mut newest);
     walk(&dir.join("Cargo.toml"), &mut newest);
     newest
-}
-
-/// Builds a plugin crate with cargo and returns its `cdylib`.
-fn build(dir: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--message-format=json-render-diagnostics",
-            "--manifest-path",
-        ])
-        .arg(dir.join("Cargo.toml"))
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("could not run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("build of {} failed", dir.display()));
-    }
-    let mut library = None;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let is_cdylib = message["target"]["kind"]
-            .as_array()
-            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
-        if message["reason"] == "compiler-artifact" && is_cdylib {
-            library = message["filenames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str())
-                .find(|f| f.ends_with(std::env::consts::DLL_SUFFIX))
-                .map(PathBuf::from);
-        }
-    }
-    library.ok_or_else(|| {
-        format!(
-            "{} builds no `cdylib`: add `crate-type = [\"cdylib\"]` to its [lib]",
-            dir.display()
-        )
-    })
 }
 
 /// Copies a library to a fresh path, so a rebuild never overwrites a file
@@ -214,14 +219,7 @@ fn fresh_copy(library: &Path) -> Result<PathBuf, String> {
     Ok(dest)
 }
 
-fn run_command(args: &[String]) -> ExitCode {
-    let options = match parse_run(args) {
-        Ok(options) => options,
-        Err(e) => {
-            error(format!("{e}\n{USAGE}"));
-            return ExitCode::FAILURE;
-        }
-    };
+fn run_command(options: RunOptions) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -261,14 +259,14 @@ async fn run(options: RunOptions) -> ExitCode {
     });
 
     let mut targets = Vec::new();
-    for given in &options.targets {
-        let path = PathBuf::from(given);
+    for path in &options.targets {
+        let path = path.clone();
         let target = if path.is_dir() {
             status("Building", path.display());
             let stamp = source_stamp(&path);
             match tokio::task::spawn_blocking({
                 let path = path.clone();
-                move || build(&path)
+                move || cargo_build(&path, None)
             })
             .await
             {
@@ -322,7 +320,11 @@ async fn run(options: RunOptions) -> ExitCode {
     let deadline = options
         .seconds
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let mut ticks = tokio::time::interval(options.tick);
+    for (name, payload) in &options.emit {
+        emit(&host, name, payload).await;
+    }
+    let mut ticks = tokio::time::interval(Duration::from_millis(options.tick_ms));
+    let mut stdin = Some(stdin_lines());
     let mut watch = tokio::time::interval(Duration::from_millis(300));
     let mut tick = 0u64;
     loop {
@@ -342,6 +344,15 @@ async fn run(options: RunOptions) -> ExitCode {
                     Err(e) => error(e),
                 }
             }
+            line = next_line(&mut stdin) => match line {
+                Some(line) => match parse_line(&line) {
+                    Some(Ok((name, payload))) => emit(&host, &name, &payload).await,
+                    Some(Err(e)) => error(e),
+                    None => {}
+                },
+                // End of input: keep running without it.
+                None => stdin = None,
+            },
             _ = watch.tick(), if options.watch => {
                 for target in &mut targets {
                     rebuild_if_changed(&host, target).await;
@@ -352,6 +363,41 @@ async fn run(options: RunOptions) -> ExitCode {
     status("Stopping", format!("{} plugin(s)", host.plugins().len()));
     host.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// The lines of standard input, read on a thread of their own (a blocked
+/// read then never holds up the runtime's shutdown).
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of standard input; `None` at its end.
+async fn next_line(
+    stdin: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+) -> Option<String> {
+    match stdin {
+        Some(lines) => lines.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one event and reports what failed.
+async fn emit(host: &PluginHost, name: &str, payload: &serde_json::Value) {
+    match host.emit(name, payload).await {
+        Ok(report) => report
+            .failures
+            .iter()
+            .for_each(|f| eprintln!("warning: {f}")),
+        Err(e) => error(e),
+    }
 }
 
 /// The name of a loaded plugin (empty if it is gone).
@@ -373,7 +419,7 @@ async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
     }
     target.stamp = stamp;
     status("Rebuilding", dir.display());
-    let built = tokio::task::spawn_blocking(move || build(&dir))
+    let built = tokio::task::spawn_blocking(move || cargo_build(&dir, None))
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);

@@ -1,0 +1,287 @@
+//! Test a plugin crate with `cargo test`: build it with cargo (once per
+//! test binary), load it into a real [`PluginHost`] on the test's runtime,
+//! emit events, await the plugin's answers with a timeout, and read its log.
+//!
+//! Turn on the `testing` feature in the plugin crate's dev-dependencies:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! horizon-plugin-host = { version = "0.1", features = ["testing"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! and write `tests/plugin.rs`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use horizon_plugin_host::testing::TestHost;
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn answers_a_ping() {
+//!     let host = TestHost::new();
+//!     host.load_crate(env!("CARGO_MANIFEST_DIR")).await.unwrap();
+//!     host.emit("ping", &21u64).await.unwrap();
+//!     let pong = host.next_event("pong", Duration::from_secs(5)).await.unwrap();
+//!     assert_eq!(pong.json::<u64>().unwrap(), 42);
+//!     assert!(host.logs().iter().any(|l| l.message.contains("ping")));
+//!     host.shutdown().await;
+//! }
+//! ```
+//!
+//! The plugin is built in the debug profile into the test's own target
+//! directory, and each load uses a fresh copy of the library, so several
+//! tests of one binary may load it at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::services::lock;
+use crate::{EmitError, EmitReport, Event, LoadError, PluginHost, PluginId, PluginLog};
+
+/// Why a plugin crate could not be built or loaded for a test.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestError {
+    /// cargo could not build the crate, or it builds no `cdylib`.
+    #[error("{0}")]
+    Build(String),
+    /// The built library did not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// No event of that name arrived in time.
+    #[error("no `{event}` event within {timeout:?}")]
+    TimedOut {
+        /// The awaited event's name.
+        event: String,
+        /// How long it was awaited.
+        timeout: Duration,
+    },
+}
+
+/// Builds the plugin crate at `crate_dir` with `cargo build` and returns
+/// its `cdylib`. cargo's diagnostics go to standard error.
+///
+/// # Errors
+/// When cargo cannot run or the build fails, or the crate builds no
+/// `cdylib` (the message says what to add).
+pub fn cargo_build(crate_dir: &Path, target_dir: Option<&Path>) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(crate_dir.join("Cargo.toml"))
+        .stderr(Stdio::inherit());
+    if let Some(dir) = target_dir {
+        command.arg("--target-dir").arg(dir);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("build of {} failed", crate_dir.display()));
+    }
+    let mut library = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_cdylib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+        if message["reason"] == "compiler-artifact" && is_cdylib {
+            library = message["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(std::env::consts::DLL_SUFFIX))
+                .map(PathBuf::from);
+        }
+    }
+    library.ok_or_else(|| {
+        format!(
+            "{} builds no `cdylib`: add `crate-type = [\"cdylib\"]` to its [lib]",
+            crate_dir.display()
+        )
+    })
+}
+
+/// The target directory of the running test binary
+/// (`<target>/<profile>/deps/<binary>`), if it looks like one.
+fn test_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(Path::to_owned))?
+}
+
+/// Builds the plugin crate at `crate_dir`, once per process (later calls
+/// for the same directory return the first build's library).
+///
+/// # Errors
+/// As [`cargo_build`].
+pub fn build_plugin(crate_dir: impl AsRef<Path>) -> Result<PathBuf, TestError> {
+    type Builds = Mutex<HashMap<PathBuf, Arc<OnceLock<Result<PathBuf, String>>>>>;
+    static BUILDS: OnceLock<Builds> = OnceLock::new();
+    let dir = crate_dir.as_ref().to_owned();
+    let once = Arc::clone(
+        lock(BUILDS.get_or_init(Builds::default))
+            .entry(dir.clone())
+            .or_default(),
+    );
+    // A plugin crate's tests run from its own target directory: build the
+    // library there (cargo does not hold its lock while tests run).
+    once.get_or_init(|| cargo_build(&dir, test_target_dir().as_deref()))
+        .clone()
+        .map_err(TestError::Build)
+}
+
+/// A copy of `library` at a fresh path (a file loaded twice would share its
+/// statics, and a rebuild must never overwrite a loaded file).
+fn fresh_copy(library: &Path) -> Result<PathBuf, TestError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("horizon-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| TestError::Build(e.to_string()))?;
+    let stem = library
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let dest = dir.join(format!(
+        "{stem}-{}{}",
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::env::consts::DLL_SUFFIX
+    ));
+    std::fs::copy(library, &dest)
+        .map_err(|e| TestError::Build(format!("could not copy {}: {e}", library.display())))?;
+    Ok(dest)
+}
+
+/// What a [`TestHost`] saw: every event (from its plugins and the host)
+/// and every plugin log record, in order.
+#[derive(Default)]
+struct Seen {
+    events: Mutex<Vec<Event>>,
+    logs: Mutex<Vec<PluginLog>>,
+    arrived: Notify,
+}
+
+/// A real [`PluginHost`] on the current tokio runtime, in strict unload
+/// mode, that records every event and plugin log record.
+pub struct TestHost {
+    host: PluginHost,
+    seen: Arc<Seen>,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost::new()
+    }
+}
+
+impl TestHost {
+    /// A host on the current runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn new() -> TestHost {
+        let seen = Arc::new(Seen::default());
+        let sink = Arc::clone(&seen);
+        let host = PluginHost::builder(tokio::runtime::Handle::current())
+            .strict_unload(true)
+            .plugin_log_sink(move |record| lock(&sink.logs).push(record.clone()))
+            .build();
+        let events = Arc::clone(&seen);
+        host.on_any(move |event| {
+            lock(&events.events).push(event);
+            events.arrived.notify_waiters();
+        });
+        TestHost { host, seen }
+    }
+
+    /// The host, for anything this type does not wrap.
+    pub fn host(&self) -> &PluginHost {
+        &self.host
+    }
+
+    /// Builds the plugin crate at `crate_dir` (once per test binary, see
+    /// [`build_plugin`]) and loads a fresh copy of it.
+    ///
+    /// # Errors
+    /// When the build or the load fails.
+    pub async fn load_crate(&self, crate_dir: impl AsRef<Path>) -> Result<PluginId, TestError> {
+        let dir = crate_dir.as_ref().to_owned();
+        let library = tokio::task::spawn_blocking(move || build_plugin(dir))
+            .await
+            .map_err(|e| TestError::Build(e.to_string()))??;
+        self.load_library(&library).await
+    }
+
+    /// Loads a fresh copy of an already built library.
+    ///
+    /// # Errors
+    /// When the load fails.
+    pub async fn load_library(&self, library: &Path) -> Result<PluginId, TestError> {
+        let copy = fresh_copy(library)?;
+        Ok(self.host.load(copy).await?)
+    }
+
+    /// Emits an event to every subscriber and waits until each handled it.
+    ///
+    /// # Errors
+    /// When the payload does not serialize.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+    ) -> Result<EmitReport, EmitError> {
+        self.host.emit(event, payload).await
+    }
+
+    /// Waits for the first event named `event` not yet returned by this
+    /// method (events already seen count), up to `timeout`.
+    ///
+    /// # Errors
+    /// [`TestError::TimedOut`] when none arrives in time.
+    pub async fn next_event(&self, event: &str, timeout: Duration) -> Result<Event, TestError> {
+        let wait = async {
+            loop {
+                let arrived = self.seen.arrived.notified();
+                tokio::pin!(arrived);
+                arrived.as_mut().enable();
+                {
+                    let mut events = lock(&self.seen.events);
+                    if let Some(i) = events.iter().position(|e| e.name() == event) {
+                        return events.remove(i);
+                    }
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| TestError::TimedOut {
+                event: event.to_owned(),
+                timeout,
+            })
+    }
+
+    /// Every log record the plugins of this host made so far.
+    pub fn logs(&self) -> Vec<PluginLog> {
+        lock(&self.seen.logs).clone()
+    }
+
+    /// Unloads every plugin.
+    pub async fn shutdown(&self) {
+        self.host.shutdown().await;
+    }
+}
