@@ -12,15 +12,18 @@ pub(crate) fn horizon_plugin(args: TokenStream, input: TokenStream) -> TokenStre
     let mut item: syn::ItemImpl = match syn::parse2(input.clone()) {
         Ok(item) => item,
         Err(e) => {
-            // Keep the user's tokens so IDEs and the rest of the crate keep working.
-            let mut out = input;
-            out.extend(
-                syn::Error::new(
+            // An item that is no impl gets our hint; code that does not
+            // parse at all keeps syn's own message, which says where.
+            let error = match syn::parse2::<syn::Item>(input.clone()) {
+                Ok(_) => syn::Error::new(
                     e.span(),
                     "`#[horizon_plugin]` goes on `impl Plugin for YourType`",
-                )
-                .to_compile_error(),
-            );
+                ),
+                Err(_) => e,
+            };
+            // Keep the user's tokens so IDEs and the rest of the crate keep working.
+            let mut out = input;
+            out.extend(error.to_compile_error());
             return out;
         }
     };

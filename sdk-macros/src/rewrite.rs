@@ -25,7 +25,8 @@ use crate::paths::{self, Class};
 pub(crate) struct Rewriter {
     /// Names brought in by a `use tokio::…` / `use futures::…` in the bodies,
     /// mapped to the full path they stand for. Only consulted to refuse
-    /// calls through such names; routed `use`s are rewritten in place.
+    /// calls through such names (in paths and in macro arguments alike);
+    /// routed `use`s are rewritten in place.
     aliases: HashMap<String, Vec<String>>,
     pub(crate) errors: Vec<syn::Error>,
 }
@@ -230,6 +231,20 @@ impl Rewriter {
         };
         let mut i = 0;
         while i < tts.len() {
+            // `.block_on(..)` on any receiver, as `visit_expr_mut` refuses
+            // it outside macros.
+            if let (
+                TokenTree::Punct(dot),
+                Some(TokenTree::Ident(method)),
+                Some(TokenTree::Group(args)),
+            ) = (&tts[i], tts.get(i + 1), tts.get(i + 2))
+                && dot.as_char() == '.'
+                && method == "block_on"
+                && args.delimiter() == proc_macro2::Delimiter::Parenthesis
+            {
+                self.errors
+                    .push(syn::Error::new(method.span(), paths::METHOD_BLOCK_ON));
+            }
             if let TokenTree::Group(g) = &tts[i] {
                 let mut ng = Group::new(g.delimiter(), self.rewrite_tokens(g.stream()));
                 ng.set_span(g.span());
@@ -237,10 +252,19 @@ impl Rewriter {
                 i += 1;
                 continue;
             }
-            // A path starts at `tokio` (or `::tokio`) not preceded by `::`.
+            // A path starts at `tokio` or `futures` (or `::tokio`), or at a
+            // name a `use tokio::…` in the bodies brought in, and is not
+            // preceded by `::` or `.` (a path's tail, a method or field).
             let (start, root) = if is_colon2(i) { (i, i + 2) } else { (i, i) };
-            let preceded = start >= 2 && is_colon2(start - 2);
-            let root_is_tokio = matches!(tts.get(root), Some(TokenTree::Ident(id)) if id == "tokio" || id == "futures");
+            let preceded = (start >= 2 && is_colon2(start - 2))
+                || (start >= 1
+                    && matches!(&tts[start - 1], TokenTree::Punct(p) if p.as_char() == '.'));
+            let alias = match tts.get(root) {
+                Some(TokenTree::Ident(id)) if start == root => self.aliases.get(&id.to_string()),
+                _ => None,
+            };
+            let root_is_tokio = alias.is_some()
+                || matches!(tts.get(root), Some(TokenTree::Ident(id)) if id == "tokio" || id == "futures");
             if preceded || !root_is_tokio {
                 out.push(tts[i].clone());
                 i += 1;
@@ -261,7 +285,9 @@ impl Rewriter {
                 unreachable!()
             };
             let is_macro = matches!(tts.get(j), Some(TokenTree::Punct(p)) if p.as_char() == '!');
-            let mut full = vec![root_ident.to_string()];
+            let mut full = alias
+                .cloned()
+                .unwrap_or_else(|| vec![root_ident.to_string()]);
             full.extend(names.iter().cloned());
             let span = root_ident.span();
             if is_macro
