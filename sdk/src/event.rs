@@ -41,6 +41,7 @@ impl Event {
     }
 
     /// An event whose name is already shared (no copy of the name).
+    #[cfg(feature = "plugin")]
     pub(crate) fn from_shared(name: Arc<str>, payload: &[u8]) -> Event {
         Event {
             name,

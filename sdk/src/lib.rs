@@ -42,11 +42,15 @@
 pub mod abi;
 mod error;
 mod event;
+#[cfg(feature = "plugin")]
 mod log_bridge;
+#[cfg(feature = "plugin")]
 mod plugin;
+#[cfg(feature = "plugin")]
 pub mod rt;
 mod sync;
 
+#[cfg(feature = "plugin")]
 #[doc(hidden)]
 #[path = "export.rs"]
 pub mod __private;
@@ -154,11 +158,14 @@ pub use event::Event;
 /// plugin tasks: the plugin runs a private runtime of its own tokio copy and
 /// enters it around every poll, so such code finds a reactor and a timer
 /// (`tokio::spawn` there runs on that private runtime's thread).
+#[cfg(feature = "plugin")]
 #[doc(inline)]
 pub use horizon_plugin_sdk_macros::horizon_plugin;
+#[cfg(feature = "plugin")]
 pub use plugin::{Plugin, PluginContext};
 
 /// Everything a plugin needs: `use horizon_plugin_sdk::prelude::*;`.
+#[cfg(feature = "plugin")]
 pub mod prelude {
     pub use crate::{Event, Plugin, PluginContext, PluginError, horizon_plugin};
 }

@@ -5,6 +5,8 @@
 //!
 //! A custom cfg rather than `loom`: `--cfg loom` would switch tokio's own
 //! loom mode on too, which does not build as a dependency.
+// Without the `plugin` feature only the waker registry uses this module.
+#![cfg_attr(not(feature = "plugin"), allow(unused_imports, dead_code))]
 
 #[cfg(not(horizon_loom))]
 pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};

@@ -38,12 +38,14 @@ fn entered_after_unload(entry: &'static str) -> ! {
 /// Marks this library unloaded, for [`entered`]. Only the plugin's
 /// `shutdown`, in strict mode, calls this: afterwards any entry aborts,
 /// until `init` starts a new load of the same mapping ([`mark_loaded`]).
+#[cfg(feature = "plugin")]
 pub(crate) fn mark_unloaded() {
     UNLOADED.store(true, Ordering::Relaxed);
 }
 
 /// A new load of this mapping starts (`init`): a library kept mapped by a
 /// strict host, or by the loader, may be loaded again from the same path.
+#[cfg(feature = "plugin")]
 pub(crate) fn mark_loaded() {
     UNLOADED.store(false, Ordering::Relaxed);
 }
