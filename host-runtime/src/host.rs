@@ -523,11 +523,12 @@ impl PluginHost {
 
         let init = decl.init;
         let api = SendPtr(std::ptr::from_ref(plugin.services.api()));
-        // SAFETY: the header matched, so `init` has the declared signature;
-        // the table lives in `plugin.services`, which outlives any code of
-        // the plugin (`teardown` leaks it when code may still run). The
-        // status is made host-owned while the plugin is loaded.
+        // The status is made host-owned while the plugin is loaded.
         let status = on_own_thread(&self.inner.handle, move || {
+            // SAFETY: the header matched, so `init` has the declared
+            // signature; the table lives in `plugin.services`, which
+            // outlives any code of the plugin (`teardown` leaks it when code
+            // may still run).
             status_outcome(unsafe { init(api.get()) })
         })
         .await

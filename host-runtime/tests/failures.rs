@@ -17,8 +17,10 @@ fn control_plain_tokio_in_a_cdylib_has_no_reactor_but_the_sdk_works() {
     rt.block_on(async {
         // From a host worker thread, inside the host's runtime.
         let message = tokio::spawn(async {
-            // SAFETY: the fixture exports this function with this signature.
+            // SAFETY: loading runs the fixture's initialisers, which are
+            // plain Rust ones (a test library of this repository).
             let lib = unsafe { libloading::Library::new(fixture("no-sdk")) }.unwrap();
+            // SAFETY: the fixture exports this function with this signature.
             let f = unsafe {
                 lib.get::<unsafe extern "C" fn(*mut u8, usize) -> usize>(b"control_tokio_spawn")
             }
