@@ -123,7 +123,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             )
         })?;
         let plugin: Box<dyn ErasedPlugin> = Box::new(instance);
-        *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Some(plugin), T::NAME));
+        *crate::sync::lock(&INSTANCE) = Some((Some(plugin), T::NAME));
         Ok(())
     });
     match outcome {
@@ -133,9 +133,26 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
     }
 }
 
-/// Runs `on_load` (`true`) or `on_unload` of the instance.
-fn run_lifecycle(on_load: bool) -> RawFuture<RStatus> {
-    let taken = match &mut *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) {
+/// Which lifecycle call of the instance.
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    Load,
+    Unload,
+}
+
+/// The body of the `on_load` and `on_unload` entry points.
+fn lifecycle(which: Lifecycle) -> RawFuture<RStatus> {
+    entered(match which {
+        Lifecycle::Load => "on_load",
+        Lifecycle::Unload => "on_unload",
+    });
+    catch(|| run_lifecycle(which))
+        .unwrap_or_else(|panic| RawFuture::new(std::future::ready(RStatus::panic(panic))))
+}
+
+/// Runs `on_load` or `on_unload` of the instance.
+fn run_lifecycle(which: Lifecycle) -> RawFuture<RStatus> {
+    let taken = match &mut *crate::sync::lock(&INSTANCE) {
         None => Err("the plugin is not initialized"),
         Some((instance, name)) => instance
             .take()
@@ -148,12 +165,11 @@ fn run_lifecycle(on_load: bool) -> RawFuture<RStatus> {
     };
     let fut = async move {
         let ctx = PluginContext::new(name);
-        let result = if on_load {
-            plugin.on_load(ctx).await
-        } else {
-            plugin.on_unload(ctx).await
+        let result = match which {
+            Lifecycle::Load => plugin.on_load(ctx).await,
+            Lifecycle::Unload => plugin.on_unload(ctx).await,
         };
-        if let Some((slot, _)) = &mut *INSTANCE.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some((slot, _)) = &mut *crate::sync::lock(&INSTANCE) {
             *slot = Some(plugin);
         }
         result
@@ -162,15 +178,11 @@ fn run_lifecycle(on_load: bool) -> RawFuture<RStatus> {
 }
 
 unsafe extern "C" fn on_load() -> RawFuture<RStatus> {
-    entered("on_load");
-    catch(|| run_lifecycle(true))
-        .unwrap_or_else(|panic| RawFuture::new(std::future::ready(RStatus::panic(panic))))
+    lifecycle(Lifecycle::Load)
 }
 
 unsafe extern "C" fn on_unload() -> RawFuture<RStatus> {
-    entered("on_unload");
-    catch(|| run_lifecycle(false))
-        .unwrap_or_else(|panic| RawFuture::new(std::future::ready(RStatus::panic(panic))))
+    lifecycle(Lifecycle::Unload)
 }
 
 unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
@@ -183,7 +195,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
     // SAFETY: `api` is the table this library was installed with, still
     // valid (the host keeps it until after `shutdown`).
     let strict = unsafe { (*api).flags } & FLAG_STRICT_UNLOAD != 0;
-    let instance = INSTANCE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let instance = crate::sync::lock(&INSTANCE).take();
     let mut code = SHUTDOWN_OK;
     if let Err(panic) = catch(move || {
         injected::enter_private();

@@ -125,9 +125,7 @@ impl Subscriber for HostSubscriber {
             format!("{}{{{}}}", span.metadata().name(), fields.0)
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.spans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.spans)
             .insert(id, (text, 1));
         Id::from_u64(id)
     }
@@ -135,10 +133,7 @@ impl Subscriber for HostSubscriber {
     fn record(&self, span: &Id, values: &Record<'_>) {
         let mut fields = Fields::default();
         values.record(&mut fields);
-        if let Some((text, _)) = self
-            .spans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        if let Some((text, _)) = crate::sync::lock(&self.spans)
             .get_mut(&span.into_u64())
         {
             let _ = write!(text, " {}", fields.0);
@@ -149,7 +144,7 @@ impl Subscriber for HostSubscriber {
 
     fn event(&self, event: &Event<'_>) {
         let mut text = String::new();
-        let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let spans = crate::sync::lock(&self.spans);
         ENTERED.with(|entered| {
             for id in entered.borrow().iter() {
                 if let Some((name, _)) = spans.get(id) {
@@ -165,7 +160,8 @@ impl Subscriber for HostSubscriber {
         event.record(&mut fields);
         text.push_str(&fields.0);
         let metadata = event.metadata();
-        injected::host_log(abi_level(*metadata.level()), metadata.target(), &text);
+        // `enabled` asked the host already (tracing calls it first).
+        injected::send_log(abi_level(*metadata.level()), metadata.target(), &text);
     }
 
     fn enter(&self, span: &Id) {
@@ -182,10 +178,7 @@ impl Subscriber for HostSubscriber {
     }
 
     fn clone_span(&self, id: &Id) -> Id {
-        if let Some((_, refs)) = self
-            .spans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        if let Some((_, refs)) = crate::sync::lock(&self.spans)
             .get_mut(&id.into_u64())
         {
             *refs += 1;
@@ -194,7 +187,7 @@ impl Subscriber for HostSubscriber {
     }
 
     fn try_close(&self, id: Id) -> bool {
-        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spans = crate::sync::lock(&self.spans);
         let key = id.into_u64();
         let closed = match spans.get_mut(&key) {
             Some((_, refs)) if *refs > 1 => {
@@ -232,7 +225,7 @@ impl log::Log for HostLogger {
     fn log(&self, record: &log::Record<'_>) {
         let level = log_level(record.level());
         if host_enabled(level, record.target()) {
-            injected::host_log(level, record.target(), &record.args().to_string());
+            injected::send_log(level, record.target(), &record.args().to_string());
         }
     }
 

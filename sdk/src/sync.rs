@@ -39,3 +39,10 @@ impl<T> UnsafeCell<T> {
 
 #[cfg(horizon_loom)]
 pub(crate) use loom::cell::UnsafeCell;
+
+/// Locks a std mutex, ignoring poisoning: every critical section in this
+/// crate leaves its data consistent, and a panic it caught must not turn
+/// into a second one here.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

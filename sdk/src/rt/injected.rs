@@ -32,7 +32,8 @@ pub(crate) struct Injected {
     /// Threads of `private` that have not finished (`on_thread_start` and
     /// `on_thread_stop`), so `uninstall` can tell whether they stopped.
     private_threads: Arc<AtomicUsize>,
-    /// Which `install` this is (see `enter_private`).
+    /// Which load this state belongs to (see `enter_private`): unique per
+    /// `start`, so a later load of the same mapping differs.
     generation: u64,
 }
 
@@ -66,7 +67,7 @@ impl Injected {
             private_handle: private.as_ref().map(|rt| rt.handle().clone()),
             private: std::sync::Mutex::new(private),
             private_threads: threads,
-            generation: 0,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
         }))
     }
 }
@@ -93,8 +94,7 @@ pub(crate) fn host() -> Option<&'static HostApi> {
 
 /// Stores the injected state; fails if this copy of the library was already
 /// initialized (the same file loaded twice shares its statics).
-pub(crate) fn install(mut state: Box<Injected>) -> Result<(), Box<Injected>> {
-    state.generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+pub(crate) fn install(state: Box<Injected>) -> Result<(), Box<Injected>> {
     let boxed = Box::into_raw(state);
     match INJECTED.compare_exchange(ptr::null_mut(), boxed, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(()),
@@ -121,11 +121,7 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
     // timeout passes; then they may still run plugin code (even with the
     // thread count at 0: a thread runs on after `on_thread_stop`), so a
     // shutdown that took the whole timeout counts as stuck.
-    let rt = state
-        .private
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let rt = crate::sync::lock(&state.private).take();
     if let Some(rt) = rt {
         let started = std::time::Instant::now();
         rt.shutdown_timeout(PRIVATE_SHUTDOWN);
@@ -145,8 +141,9 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
     true
 }
 
-/// Bumped by every `install`, so a thread can tell which load's private
-/// runtime it entered (the same mapping may be loaded again after an unload).
+/// Bumped by every `Injected::start`, so a thread can tell which load's
+/// private runtime it entered (the same mapping may be loaded again after
+/// an unload).
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -211,13 +208,21 @@ fn enter_private_slow(state: &'static Injected) {
 /// Sends a log line to the host, if one is attached and wants it.
 pub(crate) fn host_log(level: u32, target: &str, message: &str) {
     if let Some(api) = host() {
-        // SAFETY: `api` is the live host table (see `injected`); the strings
-        // outlive the calls.
-        unsafe {
-            if (api.log_enabled)(api.data, level, RStr::new(target)) {
-                (api.log)(api.data, level, RStr::new(target), RStr::new(message));
-            }
+        // SAFETY: `api` is the live host table (see `injected`); the string
+        // outlives the call.
+        if unsafe { (api.log_enabled)(api.data, level, RStr::new(target)) } {
+            send_log(level, target, message);
         }
+    }
+}
+
+/// Sends a log line the caller already knows the host wants (the logging
+/// bridge asked `log_enabled` in its own `enabled`), if a host is attached.
+pub(crate) fn send_log(level: u32, target: &str, message: &str) {
+    if let Some(api) = host() {
+        // SAFETY: `api` is the live host table (see `injected`); the strings
+        // outlive the call.
+        unsafe { (api.log)(api.data, level, RStr::new(target), RStr::new(message)) };
     }
 }
 
@@ -260,14 +265,21 @@ impl<F: Future> Guarded<F> {
 /// a panic turned into a log line.
 fn drop_guarded<F>(fut: Pin<&mut Option<F>>) {
     if fut.is_some() {
-        enter_private();
-        drop_entered(fut);
+        drop_pinned(fut, true);
     }
 }
 
-/// [`drop_guarded`] on a thread that has entered the private runtime.
-fn drop_entered<F>(mut fut: Pin<&mut Option<F>>) {
-    if let Err(msg) = catch(|| fut.set(None)) {
+/// Drops a plugin future in place (spawned tasks' and `Guarded`'s): inside
+/// a panic guard, a panic turned into a log line, and inside the private
+/// runtime's context: entered here if `enter`, else already entered by the
+/// caller on this thread (for the poll that just finished it).
+pub(crate) fn drop_pinned<F>(mut fut: Pin<&mut Option<F>>, enter: bool) {
+    if let Err(msg) = catch(|| {
+        if enter {
+            enter_private();
+        }
+        fut.set(None);
+    }) {
         host_log(
             crate::abi::level::ERROR,
             "horizon_plugin_sdk",
@@ -295,7 +307,7 @@ impl<F: Future> Future for Guarded<F> {
         // Drop the finished future now, inside the runtime context (entered
         // for the poll) and the panic guard, rather than whenever the host
         // drops the task.
-        drop_entered(fut);
+        drop_pinned(fut, false);
         Poll::Ready(out)
     }
 }

@@ -195,22 +195,10 @@ struct TaskCell<F: Future> {
     future: UnsafeCell<Option<F>>,
 }
 
-/// Drops the future in place (it is pinned inside the cell), inside a
-/// panic guard and the private runtime's context: entered here if `enter`,
-/// else already entered by the caller on this thread (for the poll).
+/// Drops the future in its cell (see [`injected::drop_pinned`]).
 fn drop_future<F>(slot: &mut Option<F>, enter: bool) {
-    if let Err(msg) = catch(|| {
-        if enter {
-            injected::enter_private();
-        }
-        *slot = None;
-    }) {
-        injected::host_log(
-            abi::level::ERROR,
-            "horizon_plugin_sdk::rt",
-            &format!("a plugin future panicked while being dropped: {msg}"),
-        );
-    }
+    // SAFETY: the future is pinned in the cell: never moved, dropped in place.
+    injected::drop_pinned(unsafe { Pin::new_unchecked(slot) }, enter);
 }
 
 unsafe extern "C" fn poll_task<F>(
