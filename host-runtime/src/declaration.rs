@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use horizon_plugin_sdk::abi::{
-    ABI_VERSION, DECLARATION_SYMBOL, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr,
+    ABI_VERSION, DECLARATION_SYMBOL, HostApi, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
+    RStatus, RStr, RawFuture,
 };
 use libloading::Library;
 
 use crate::error::LoadError;
-use crate::host::{DeclFns, PluginId, PluginInfo};
 
 /// What a plugin library declares, read without initializing it
 /// ([`inspect`]).
@@ -160,12 +160,28 @@ pub(crate) fn check_header(
     Ok(())
 }
 
+/// The declaration's entry points, copied out after the header check.
+#[derive(Clone, Copy)]
+pub(crate) struct DeclFns {
+    pub(crate) init: unsafe extern "C" fn(*const HostApi) -> RStatus,
+    pub(crate) on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    pub(crate) on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    pub(crate) shutdown: unsafe extern "C" fn(*const HostApi) -> u32,
+}
+
+/// What a declaration says about its plugin, checked to be UTF-8.
+pub(crate) struct Declared {
+    pub(crate) name: String,
+    pub(crate) sdk_version: String,
+    pub(crate) rustc_version: String,
+}
+
 /// Checks the header of the library's declaration and copies out what the
 /// host needs. Calls none of the plugin's functions.
 pub(crate) fn read_declaration(
     library: &Library,
     path: &Path,
-) -> Result<(DeclFns, PluginInfo), LoadError> {
+) -> Result<(DeclFns, Declared), LoadError> {
     // SAFETY: we only take the symbol's address here; it is read below only
     // after the header check.
     let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
@@ -219,13 +235,10 @@ pub(crate) fn read_declaration(
             reason: format!("its {what} is not UTF-8"),
         }),
     };
-    let info = PluginInfo {
-        id: PluginId(0),
+    let info = Declared {
         name: text(&decl.name, "name")?,
         sdk_version: text(&decl.sdk_version, "SDK version")?,
         rustc_version: text(&decl.rustc_version, "rustc version")?,
-        path: path.to_owned(),
-        quarantined: false,
     };
     let fns = DeclFns {
         init: decl.init,

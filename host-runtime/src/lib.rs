@@ -41,18 +41,22 @@
 //! rebuilt plugin from a fresh path, never over the file of a loaded one.
 #![warn(missing_docs)]
 
+// The layers, bottom to top; each module uses only those above it here.
+mod bus;
 mod declaration;
 mod error;
 mod host;
-mod plugin_log;
+mod info;
+mod loaded;
 mod report;
-mod services;
+mod sync;
+mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use declaration::{Declaration, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::Event;
-pub use host::{HostBuilder, PluginHost, PluginId, PluginInfo};
-pub use plugin_log::PluginLog;
+pub use host::{HostBuilder, PluginHost};
+pub use info::{PluginId, PluginInfo, PluginLog};
 pub use report::{EmitReport, FailureKind, HandlerFailure};

@@ -106,3 +106,6 @@ pub(crate) fn status_outcome(status: horizon_plugin_sdk::abi::RStatus) -> Result
         _ => Err(FailureKind::Failed(status.message.to_string_lossy())),
     }
 }
+
+/// A plugin call's outcome, host-owned (see [`status_outcome`]).
+pub(crate) type Outcome = Result<(), FailureKind>;

@@ -41,7 +41,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::services::lock;
+use crate::sync::lock;
 use crate::{EmitError, EmitReport, Event, LoadError, PluginHost, PluginId, PluginLog};
 
 /// Why a plugin crate could not be built or loaded for a test.

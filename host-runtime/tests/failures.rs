@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{Basic, current_thread, fixture, fresh_copy, multi_thread};
 use horizon_plugin_host::{FailureKind, LoadError, PluginHost, UnloadError};
 use serde_json::json;

@@ -125,17 +125,14 @@ impl Subscriber for HostSubscriber {
             format!("{}{{{}}}", span.metadata().name(), fields.0)
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::sync::lock(&self.spans)
-            .insert(id, (text, 1));
+        crate::sync::lock(&self.spans).insert(id, (text, 1));
         Id::from_u64(id)
     }
 
     fn record(&self, span: &Id, values: &Record<'_>) {
         let mut fields = Fields::default();
         values.record(&mut fields);
-        if let Some((text, _)) = crate::sync::lock(&self.spans)
-            .get_mut(&span.into_u64())
-        {
+        if let Some((text, _)) = crate::sync::lock(&self.spans).get_mut(&span.into_u64()) {
             let _ = write!(text, " {}", fields.0);
         }
     }
@@ -178,9 +175,7 @@ impl Subscriber for HostSubscriber {
     }
 
     fn clone_span(&self, id: &Id) -> Id {
-        if let Some((_, refs)) = crate::sync::lock(&self.spans)
-            .get_mut(&id.into_u64())
-        {
+        if let Some((_, refs)) = crate::sync::lock(&self.spans).get_mut(&id.into_u64()) {
             *refs += 1;
         }
         id.clone()

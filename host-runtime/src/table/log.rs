@@ -10,24 +10,8 @@ use std::ffi::c_void;
 use horizon_plugin_sdk::abi::guard::catch;
 use horizon_plugin_sdk::abi::{self, RStr};
 
-use crate::services::services;
-
-/// One log record of a plugin, as handed to a
-/// [`plugin_log_sink`](crate::HostBuilder::plugin_log_sink).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct PluginLog {
-    /// The plugin's name.
-    pub plugin: String,
-    /// The record's level.
-    pub level: tracing::Level,
-    /// The plugin-side target (usually the module path).
-    pub target: String,
-    /// The formatted message.
-    pub message: String,
-}
-
-pub(crate) type LogSink = std::sync::Arc<dyn Fn(&PluginLog) + Send + Sync>;
+use super::services::services;
+use crate::info::PluginLog;
 
 fn tracing_level(level: u32) -> tracing::Level {
     match level {
@@ -52,7 +36,7 @@ pub(crate) fn max_level() -> u32 {
     }
 }
 
-pub(crate) unsafe extern "C" fn enabled(
+pub(super) unsafe extern "C" fn enabled(
     data: *const c_void,
     level: u32,
     _target: RStr<'_>,
@@ -72,7 +56,7 @@ pub(crate) unsafe extern "C" fn enabled(
     .unwrap_or(false)
 }
 
-pub(crate) unsafe extern "C" fn log(
+pub(super) unsafe extern "C" fn log(
     data: *const c_void,
     level: u32,
     target: RStr<'_>,

@@ -1,0 +1,334 @@
+//! The event bus: who is subscribed to which event, and delivering one
+//! event to each of them (host handlers called in place, plugin handlers
+//! polled once inline and moved into a task of their plugin if pending).
+//!
+//! Lock order: see `crate::table`.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, Waker};
+
+use horizon_plugin_sdk::Event;
+use horizon_plugin_sdk::abi::RStr;
+use horizon_plugin_sdk::abi::guard::{catch, panic_message};
+use rustc_hash::FxHashMap;
+
+use crate::info::PluginId;
+use crate::report::{EmitReport, FailureKind, HandlerFailure, Outcome, Tally, status_outcome};
+use crate::sync::{read, write};
+use crate::table::{EventBus, NamedHandler, PluginHandler};
+
+/// A host handler (`PluginHost::on`, `on_any`).
+pub(crate) type HostHandler = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// One subscription to an event name.
+#[derive(Clone)]
+pub(crate) enum Subscriber {
+    Host(HostHandler),
+    Plugin(Arc<PluginHandler>),
+}
+
+impl Subscriber {
+    fn plugin_id(&self) -> Option<PluginId> {
+        match self {
+            Subscriber::Host(_) => None,
+            Subscriber::Plugin(h) => Some(h.services.id),
+        }
+    }
+}
+
+/// Every subscription, read by each dispatch under one read lock.
+#[derive(Default)]
+struct Subscriptions {
+    /// Per event name, an immutable list replaced on every change, so a
+    /// dispatch takes a snapshot by cloning one `Arc`.
+    named: FxHashMap<String, Arc<[Subscriber]>>,
+    /// Host handlers of every event (`on_any`), replaced the same way.
+    any: Option<Arc<[HostHandler]>>,
+}
+
+/// Removes every subscription of plugin `id`.
+fn remove_plugin(subs: &mut FxHashMap<String, Arc<[Subscriber]>>, id: PluginId) {
+    for list in subs.values_mut() {
+        if list.iter().any(|s| s.plugin_id() == Some(id)) {
+            *list = list
+                .iter()
+                .filter(|s| s.plugin_id() != Some(id))
+                .cloned()
+                .collect();
+        }
+    }
+    subs.retain(|_, list| !list.is_empty());
+}
+
+/// Calls a host handler, turning a panic into a failure in `report`.
+fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut Tally) {
+    match catch(|| handler(event.clone())) {
+        Ok(()) => report.delivered += 1,
+        Err(message) => report.failures.push(HandlerFailure {
+            plugin: None,
+            subscriber: "host".to_owned(),
+            event: event.name().to_owned(),
+            kind: FailureKind::Panicked(message),
+        }),
+    }
+}
+
+/// How many handler polls may nest inline on one thread (see `start_handler`).
+const MAX_INLINE_DEPTH: u32 = 16;
+
+thread_local! {
+    /// Handler polls nested inline on this thread right now.
+    static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// How a plugin handler's run for one event went, or is going.
+enum HandlerRun {
+    /// The plugin is being unloaded; the handler did not run.
+    Refused,
+    /// It finished on its first poll.
+    Done(Outcome),
+    /// It runs as a task of its plugin (`None`: cancelled by unload).
+    Task(tokio::task::JoinHandle<Option<Outcome>>),
+}
+
+/// The subscriptions of one host, and the quarantine policy applied to
+/// plugin handlers' outcomes.
+pub(crate) struct Bus {
+    subscribers: RwLock<Subscriptions>,
+    quarantine_after: Option<u32>,
+}
+
+impl EventBus for Bus {
+    fn dispatch(&self, event: Event) -> Pin<Box<dyn Future<Output = EmitReport> + Send + '_>> {
+        Box::pin(Bus::dispatch(self, event))
+    }
+
+    fn swap(&self, replacing: Option<PluginId>, handlers: Vec<NamedHandler>) {
+        self.swap_subscribers(
+            replacing,
+            handlers
+                .into_iter()
+                .map(|(event, handler)| (event, Subscriber::Plugin(handler)))
+                .collect(),
+        );
+    }
+
+    fn remove(&self, plugin: PluginId) {
+        self.remove_subscribers(plugin);
+    }
+}
+
+impl Bus {
+    pub(crate) fn new(quarantine_after: Option<u32>) -> Self {
+        Bus {
+            subscribers: RwLock::default(),
+            quarantine_after,
+        }
+    }
+
+    /// Adds a host handler for events named `event`.
+    pub(crate) fn on(&self, event: &str, handler: HostHandler) {
+        self.swap_subscribers(None, vec![(event.to_owned(), Subscriber::Host(handler))]);
+    }
+
+    /// Adds a host handler for every event.
+    pub(crate) fn on_any(&self, handler: HostHandler) {
+        let mut subs = write(&self.subscribers);
+        subs.any = Some(
+            subs.any
+                .iter()
+                .flat_map(|any| any.iter().cloned())
+                .chain(std::iter::once(handler))
+                .collect(),
+        );
+    }
+
+    /// Removes `old`'s subscriptions and adds `new` ones under one write lock.
+    fn swap_subscribers(&self, old: Option<PluginId>, new: Vec<(String, Subscriber)>) {
+        let mut subs = write(&self.subscribers);
+        if let Some(old) = old {
+            remove_plugin(&mut subs.named, old);
+        }
+        for (event, subscriber) in new {
+            let list = subs.named.entry(event).or_default();
+            *list = list
+                .iter()
+                .cloned()
+                .chain(std::iter::once(subscriber))
+                .collect();
+        }
+    }
+
+    pub(crate) fn remove_subscribers(&self, id: PluginId) {
+        remove_plugin(&mut write(&self.subscribers).named, id);
+    }
+
+    /// Delivers one event to every subscriber and waits for all of them.
+    pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
+        let (any, named) = {
+            let subs = read(&self.subscribers);
+            (subs.any.clone(), subs.named.get(event.name()).cloned())
+        };
+        let mut report = Tally::default();
+        for handler in any.iter().flat_map(|any| any.iter()) {
+            call_host_handler(handler, &event, &mut report);
+        }
+        // Handlers still running after their first poll, awaited once every
+        // handler has started.
+        let mut running = Vec::new();
+        if let Some(list) = &named {
+            // Every handler is started (and plugin handlers polled once)
+            // before any is awaited.
+            {
+                for subscriber in list.iter() {
+                    match subscriber {
+                        Subscriber::Host(handler) => {
+                            call_host_handler(handler, &event, &mut report);
+                        }
+                        Subscriber::Plugin(handler) => match self.start_handler(handler, &event) {
+                            HandlerRun::Task(task) => running.push((handler, task)),
+                            HandlerRun::Done(outcome) => {
+                                self.record(handler, outcome, &event, &mut report);
+                            }
+                            HandlerRun::Refused => self.record(
+                                handler,
+                                Err(FailureKind::Cancelled(
+                                    "the plugin is being unloaded".to_owned(),
+                                )),
+                                &event,
+                                &mut report,
+                            ),
+                        },
+                    }
+                }
+            }
+        }
+        for (handler, task) in running {
+            let status = match task.await {
+                Ok(Some(outcome)) => outcome,
+                Err(e) if e.is_panic() => {
+                    Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
+                }
+                Ok(None) | Err(_) => {
+                    Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
+                }
+            };
+            self.record(handler, status, &event, &mut report);
+        }
+        report.into_report(event.into_name())
+    }
+
+    /// Adds one plugin handler's outcome to `report`, and quarantines its
+    /// plugin if that was one failure too many.
+    fn record(&self, handler: &PluginHandler, outcome: Outcome, event: &Event, report: &mut Tally) {
+        let services = &handler.services;
+        let kind = match outcome {
+            Ok(()) => None,
+            // Unloading cancels the plugin's tasks, and a handler that was
+            // running then sees its own work cancelled: the unload is the
+            // cause (and must not count toward quarantine).
+            Err(FailureKind::Failed(message)) if services.is_closed() => {
+                Some(FailureKind::Cancelled(format!(
+                    "the plugin was unloaded while the handler ran ({message})"
+                )))
+            }
+            Err(kind) => Some(kind),
+        };
+        let counts = matches!(
+            kind,
+            Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
+        );
+        if services.record_outcome(counts, self.quarantine_after) {
+            self.remove_subscribers(services.id);
+            tracing::warn!(
+                plugin = %services.name,
+                id = %services.id,
+                "plugin quarantined: its handlers failed {} times in a row; it gets no more events",
+                self.quarantine_after.unwrap_or_default()
+            );
+            report.quarantined.push(services.id);
+        }
+        match kind {
+            None => report.delivered += 1,
+            Some(kind) => report.failures.push(HandlerFailure {
+                plugin: Some(services.id),
+                subscriber: services.name.clone(),
+                event: event.name().to_owned(),
+                kind,
+            }),
+        }
+    }
+
+    /// Starts one plugin handler for `event`.
+    ///
+    /// From a task of the runtime, the handler is polled once right here:
+    /// most handlers finish on their first poll, and then no task is needed
+    /// (a task per handler costs more than the rest of the dispatch). That
+    /// poll uses a host-owned no-op waker, never the emitter's: the emitter
+    /// may be another plugin, whose waker must not end up stored in this
+    /// plugin's structures beyond its own lifetime. A handler still pending
+    /// after that poll moves into a task of its plugin, whose first poll
+    /// registers the task's waker (a future registers the waker of its
+    /// latest poll), so unload can abort it. From a plain thread, the
+    /// handler runs as a task from the start, so plugin code only runs on
+    /// runtime threads. Either way the call is registered with the plugin,
+    /// so unload waits for it before releasing the handler.
+    fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
+        let services = &handler.services;
+        // A handler that emits polls the next handlers inline too; past a
+        // bounded depth (a chain, or a cycle, of events) handlers run as
+        // tasks instead, so a plugin cannot overflow the emitter's stack.
+        let depth = INLINE_DEPTH.with(Cell::get);
+        if tokio::task::try_id().is_none() || depth >= MAX_INLINE_DEPTH {
+            let ev = event.clone();
+            let h = Arc::clone(handler);
+            let running = services.handler_started();
+            let task = services.spawn(async move {
+                let _running = running;
+                // SAFETY: the handler is alive: its `drop` runs only after
+                // every task of its plugin is gone, and this is one. `ev`
+                // outlives the call (the plugin copies what it needs).
+                let fut = unsafe {
+                    (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload()))
+                };
+                status_outcome(fut.await)
+            });
+            return task.map_or(HandlerRun::Refused, HandlerRun::Task);
+        }
+        let Some(inline) = services.register_inline() else {
+            return HandlerRun::Refused;
+        };
+        // SAFETY: `inline` registers this call with the plugin, so the
+        // handler is not released (nor the library closed) until it is
+        // dropped, after the future below is polled and moved or dropped.
+        let mut fut = unsafe {
+            (handler.call)(
+                handler.data,
+                RStr::new(event.name()),
+                RStr::from_bytes(event.payload()),
+            )
+        };
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
+        let first = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
+        INLINE_DEPTH.with(|d| d.set(depth));
+        let run = match first {
+            Poll::Ready(status) => {
+                drop(fut);
+                HandlerRun::Done(status_outcome(status))
+            }
+            Poll::Pending => {
+                let running = services.handler_started();
+                let task = services.spawn(async move {
+                    let _running = running;
+                    status_outcome(fut.await)
+                });
+                task.map_or(HandlerRun::Refused, HandlerRun::Task)
+            }
+        };
+        drop(inline);
+        run
+    }
+}

@@ -1,0 +1,176 @@
+//! The `extern "C"` functions of a plugin's [`HostApi`](horizon_plugin_sdk::abi::HostApi).
+//!
+//! Every function here catches panics (a panic unwinding out of an
+//! `extern "C"` function aborts the process), may be called from any thread,
+//! including threads outside the runtime, and reports failure in its return
+//! value.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use horizon_plugin_sdk::Event;
+use horizon_plugin_sdk::abi::guard::catch;
+use horizon_plugin_sdk::abi::{
+    ABI_VERSION, BlockingJob, FLAG_STRICT_UNLOAD, HostApi, RStatus, RStr, RawFuture, RawHandler,
+};
+
+use super::log;
+use super::services::{PluginHandler, services, services_arc};
+use super::wakers::Counted;
+use crate::sync::lock;
+
+/// The service table of the `Services` at `data`: this module's functions.
+/// `data` is only stored here, and dereferenced by those functions, which
+/// the plugin calls after `init`, once the `Services` is built.
+pub(super) fn table(data: *const c_void, strict: bool, every_level: bool) -> HostApi {
+    HostApi {
+        abi_version: ABI_VERSION,
+        size: size_of::<HostApi>() as u32,
+        data,
+        flags: if strict { FLAG_STRICT_UNLOAD } else { 0 },
+        spawn: host_spawn,
+        spawn_blocking: host_spawn_blocking,
+        task_abort: host_task_abort,
+        sleep: host_sleep,
+        emit: host_emit,
+        subscribe: host_subscribe,
+        max_level: if every_level {
+            horizon_plugin_sdk::abi::level::TRACE
+        } else {
+            log::max_level()
+        },
+        log_enabled: log::enabled,
+        log: log::log,
+    }
+}
+
+pub(super) unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {
+    // SAFETY: the plugin passes back the `data` of its table.
+    let services = unsafe { services(data) };
+    catch(|| services.spawn_raw(fut)).unwrap_or(false)
+}
+
+pub(super) unsafe extern "C" fn host_spawn_blocking(data: *const c_void, job: BlockingJob) -> bool {
+    // SAFETY: as in `host_spawn`.
+    let services = unsafe { services(data) };
+    catch(|| services.spawn_blocking(job)).unwrap_or(false)
+}
+
+pub(super) unsafe extern "C" fn host_task_abort(data: *const c_void, task: *const c_void) {
+    // SAFETY: as in `host_spawn`.
+    let services = unsafe { services(data) };
+    let _ = catch(|| services.abort(task as usize));
+}
+
+pub(super) unsafe extern "C" fn host_sleep(data: *const c_void, nanos: u64) -> RawFuture<()> {
+    // SAFETY: the plugin passes back the `data` of its table.
+    let services = unsafe { services_arc(data) };
+    // Entering the handle lets this work from threads outside the runtime.
+    let made = catch(|| {
+        let _enter = services.handle.enter();
+        tokio::time::sleep(Duration::from_nanos(nanos))
+    });
+    match made {
+        Ok(sleep) => RawFuture::new(Counted {
+            inner: sleep,
+            services,
+        }),
+        Err(panic) => {
+            let _ = catch(|| {
+                tracing::error!(
+                    plugin = %services.name,
+                    "cannot start a timer for the plugin: {panic} (is the host runtime built with `enable_time`?)",
+                );
+            });
+            RawFuture::new(std::future::ready(()))
+        }
+    }
+}
+
+pub(super) unsafe extern "C" fn host_emit(
+    data: *const c_void,
+    name: RStr<'_>,
+    payload: RStr<'_>,
+) -> RawFuture<RStatus> {
+    // SAFETY: the plugin passes back the `data` of its table; `name` and
+    // `payload` are alive for this call and copied before it returns.
+    let (services, name, payload) =
+        unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
+    let started = catch(|| {
+        let Some(bus) = services.bus.upgrade() else {
+            return Err("the host has shut down");
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err("event name is not UTF-8");
+        };
+        let event = Event::from_json_bytes(name, payload).with_source(&services.name);
+        let from = services.name.clone();
+        Ok(Counted {
+            inner: async move {
+                let report = bus.dispatch(event).await;
+                for failure in &report.failures {
+                    tracing::warn!(from = %from, "{failure}");
+                }
+                RStatus::ok()
+            },
+            services,
+        })
+    });
+    match started {
+        Ok(Ok(fut)) => RawFuture::new(fut),
+        Ok(Err(msg)) => RawFuture::new(std::future::ready(RStatus::error(msg))),
+        Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
+    }
+}
+
+pub(super) unsafe extern "C" fn host_subscribe(
+    data: *const c_void,
+    name: RStr<'_>,
+    handler: RawHandler,
+) -> RStatus {
+    // SAFETY: the plugin passes back the `data` of its table; `name` is
+    // alive for this call.
+    let (services, name) = unsafe { (services_arc(data), name.to_str()) };
+    let (handler_data, handler_drop) = (handler.data, handler.drop);
+    let mut handler = Some(handler);
+    let result = catch(|| {
+        let Some(name) = name else {
+            return Err("event name is not UTF-8");
+        };
+        let Some(bus) = services.bus.upgrade() else {
+            return Err("the host has shut down");
+        };
+        let order = lock(&services.parked);
+        if services.closed.load(Ordering::SeqCst) {
+            return Err("the plugin is being unloaded");
+        }
+        let handler = handler.take().expect("taken once");
+        let subscriber = Arc::new(PluginHandler {
+            services: Arc::clone(&services),
+            data: handler.data,
+            call: handler.call,
+        });
+        lock(&services.handlers).push(handler);
+        match lock(&services.pending).as_mut() {
+            Some(pending) => pending.push((name.to_owned(), subscriber)),
+            None if services.is_quarantined() => {}
+            None => bus.swap(None, vec![(name.to_owned(), subscriber)]),
+        }
+        drop(order);
+        Ok(())
+    });
+    if handler.is_some() {
+        // Refused: the handler goes back to the plugin, which is running
+        // (this is its call), and is dropped by the plugin's own code.
+        // SAFETY: the plugin gave us `handler` with this call; it was not
+        // stored, so this is its one `drop`.
+        unsafe { handler_drop(handler_data) };
+    }
+    match result {
+        Ok(Ok(())) => RStatus::ok(),
+        Ok(Err(msg)) => RStatus::error(msg),
+        Err(panic) => RStatus::panic(panic),
+    }
+}

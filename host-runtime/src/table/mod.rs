@@ -1,0 +1,42 @@
+//! A plugin's service table and everything the host keeps for it
+//! (`Services`): the `extern "C"` functions of its `HostApi` (`api`),
+//! how its tasks and blocking jobs are counted and stopped (`task`), the
+//! plugin-made wakers the host holds (`wakers`), and its log records
+//! (`log`).
+//!
+//! This layer sits below the event bus: what it needs from the bus (deliver
+//! an event a plugin emits, add and remove its handlers) goes through the
+//! [`EventBus`] trait, which `crate::bus` implements.
+//!
+//! Lock order, here and in the bus: a plugin's `parked`, then its
+//! `handlers` or `pending`, then the bus's subscribers. Nothing takes them
+//! the other way.
+
+mod api;
+mod log;
+mod services;
+mod task;
+mod wakers;
+
+use std::sync::{Arc, Weak};
+
+use tokio::runtime::Handle;
+
+pub(crate) use services::{EventBus, NamedHandler, PluginHandler, Services};
+
+use crate::info::{LogSink, PluginId};
+
+/// A new plugin's `Services`, with its service table.
+pub(crate) fn new_services(
+    bus: Weak<dyn EventBus>,
+    handle: Handle,
+    id: PluginId,
+    name: String,
+    strict: bool,
+    log_sink: Option<LogSink>,
+) -> Arc<Services> {
+    let every_level = log_sink.is_some();
+    Services::new(bus, handle, id, name, log_sink, |data| {
+        api::table(data, strict, every_level)
+    })
+}
