@@ -11,6 +11,9 @@ use horizon_plugin_sdk::abi::guard::catch;
 use horizon_plugin_sdk::abi::{self, RStr};
 
 use super::services::services;
+
+/// The `tracing` target of plugin log records (stable: hosts filter on it).
+const TARGET: &str = "horizon_plugin_host::plugin_log";
 use crate::info::PluginLog;
 
 fn tracing_level(level: u32) -> tracing::Level {
@@ -47,11 +50,11 @@ pub(super) unsafe extern "C" fn enabled(
     }
     // A host subscriber that panics must not unwind out of `extern "C"`.
     catch(|| match level {
-        abi::level::ERROR => tracing::enabled!(tracing::Level::ERROR),
-        abi::level::WARN => tracing::enabled!(tracing::Level::WARN),
-        abi::level::INFO => tracing::enabled!(tracing::Level::INFO),
-        abi::level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
-        _ => tracing::enabled!(tracing::Level::TRACE),
+        abi::level::ERROR => tracing::enabled!(target: TARGET, tracing::Level::ERROR),
+        abi::level::WARN => tracing::enabled!(target: TARGET, tracing::Level::WARN),
+        abi::level::INFO => tracing::enabled!(target: TARGET, tracing::Level::INFO),
+        abi::level::DEBUG => tracing::enabled!(target: TARGET, tracing::Level::DEBUG),
+        _ => tracing::enabled!(target: TARGET, tracing::Level::TRACE),
     })
     .unwrap_or(false)
 }
@@ -82,11 +85,19 @@ pub(super) unsafe extern "C" fn log(
             });
         }
         match level {
-            abi::level::ERROR => tracing::error!(plugin, target = %target, "{message}"),
-            abi::level::WARN => tracing::warn!(plugin, target = %target, "{message}"),
-            abi::level::INFO => tracing::info!(plugin, target = %target, "{message}"),
-            abi::level::DEBUG => tracing::debug!(plugin, target = %target, "{message}"),
-            _ => tracing::trace!(plugin, target = %target, "{message}"),
+            abi::level::ERROR => {
+                tracing::error!(target: TARGET, plugin, target = %target, "{message}")
+            }
+            abi::level::WARN => {
+                tracing::warn!(target: TARGET, plugin, target = %target, "{message}")
+            }
+            abi::level::INFO => {
+                tracing::info!(target: TARGET, plugin, target = %target, "{message}")
+            }
+            abi::level::DEBUG => {
+                tracing::debug!(target: TARGET, plugin, target = %target, "{message}")
+            }
+            _ => tracing::trace!(target: TARGET, plugin, target = %target, "{message}"),
         }
     });
 }
