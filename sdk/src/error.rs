@@ -60,20 +60,6 @@ impl From<serde_json::Error> for PluginError {
     }
 }
 
-#[cfg(feature = "plugin")]
-impl From<crate::rt::JoinError> for PluginError {
-    fn from(e: crate::rt::JoinError) -> Self {
-        PluginError::new(e)
-    }
-}
-
-#[cfg(feature = "plugin")]
-impl From<crate::rt::time::error::Elapsed> for PluginError {
-    fn from(e: crate::rt::time::error::Elapsed) -> Self {
-        PluginError::new(e)
-    }
-}
-
 impl From<std::io::Error> for PluginError {
     fn from(e: std::io::Error) -> Self {
         PluginError::new(e)

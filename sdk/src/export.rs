@@ -16,8 +16,8 @@ use crate::abi::{
     RStatus, RStr, RUSTC_VERSION, RawFuture, SDK_VERSION, SHUTDOWN_OK, SHUTDOWN_PANICKED,
     SHUTDOWN_STUCK,
 };
-use crate::plugin::result_to_status;
-use crate::rt::injected::{self, Guarded, Injected, catch};
+use crate::boundary::handlers::result_to_status;
+use crate::boundary::injected::{self, Guarded, Injected, catch};
 use crate::{Plugin, PluginContext, PluginError};
 
 /// What `#[horizon_plugin]` replaces a refused `x.block_on(fut)` call with,
@@ -109,7 +109,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             );
         }
         guard::mark_loaded();
-        crate::log_bridge::install(api.max_level);
+        crate::boundary::log_bridge::install(api.max_level);
         // From here on the host calls `shutdown`, whatever `init` returns:
         // `Default` may have spawned tasks before it failed.
         let instance = catch(|| {

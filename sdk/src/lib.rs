@@ -39,21 +39,30 @@
 //! ```
 #![warn(missing_docs)]
 
+// The layers, bottom to top: `sync` and `abi` (the boundary types), `error`
+// and `event`; then, with the `plugin` feature, `boundary` (this side's
+// machinery), `rt` (the runtime facade the attribute routes to), `plugin`
+// (`Plugin`, `PluginContext`) and `export` (what the attribute's expansion
+// calls, re-exported as `__private`).
 pub mod abi;
+#[cfg(feature = "plugin")]
+mod boundary;
 mod error;
 mod event;
 #[cfg(feature = "plugin")]
-mod log_bridge;
+mod export;
 #[cfg(feature = "plugin")]
 mod plugin;
 #[cfg(feature = "plugin")]
 pub mod rt;
 mod sync;
 
+/// What `#[horizon_plugin]`'s expansion names; not an API.
 #[cfg(feature = "plugin")]
 #[doc(hidden)]
-#[path = "export.rs"]
-pub mod __private;
+pub mod __private {
+    pub use crate::export::*;
+}
 
 pub use error::PluginError;
 pub use event::Event;

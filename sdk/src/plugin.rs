@@ -1,15 +1,13 @@
 //! [`Plugin`], the trait a plugin implements, and [`PluginContext`], what it
 //! is given to talk to the host.
 
-use std::ffi::c_void;
 use std::future::Future;
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::abi::guard::entered;
-use crate::abi::{RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
-use crate::rt::injected::{self, Guarded, catch};
+use crate::abi::RStr;
+use crate::boundary::handlers::{self, status_to_result};
+use crate::boundary::injected;
 use crate::{Event, PluginError};
 
 /// A plugin: implement it on a `Default` type and annotate the impl with
@@ -84,13 +82,6 @@ pub struct PluginContext {
     name: &'static str,
 }
 
-/// A registered handler: the closure and its event's name (shared by every
-/// `Event` it receives, so a call copies only the payload).
-struct Handler<F> {
-    event: Arc<str>,
-    f: F,
-}
-
 impl PluginContext {
     pub(crate) fn new(name: &'static str) -> Self {
         PluginContext { name }
@@ -143,19 +134,7 @@ impl PluginContext {
         Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
     {
         let api = injected::host().ok_or_else(|| no_host("on"))?;
-        let handler = Box::new(Handler {
-            event: Arc::from(event),
-            f: handler,
-        });
-        let raw = RawHandler {
-            data: Box::into_raw(handler).cast_const().cast(),
-            call: call_handler::<F, Fut>,
-            drop: drop_handler::<F>,
-        };
-        // SAFETY: `api` is the live host table; `subscribe` never unwinds and
-        // takes ownership of `raw` whatever it returns.
-        let status = unsafe { (api.subscribe)(api.data, RStr::new(event), raw) };
-        status_to_result(status)
+        status_to_result(handlers::subscribe(api, event, handler))
     }
 
     /// Sends an event with a JSON payload to the host and every plugin
@@ -185,63 +164,4 @@ fn no_host(what: &str) -> PluginError {
         "`PluginContext::{what}` needs a Horizon host: this plugin was not loaded by \
          `horizon_plugin_host::PluginHost`"
     ))
-}
-
-pub(crate) fn status_to_result(status: RStatus) -> Result<(), PluginError> {
-    if status.code == STATUS_OK {
-        Ok(())
-    } else {
-        Err(PluginError::msg(status.message.to_string_lossy()))
-    }
-}
-
-pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) -> RStatus {
-    match result {
-        Ok(Ok(())) => RStatus::ok(),
-        Ok(Err(e)) => RStatus::error(e.to_string()),
-        Err(panic) => RStatus::panic(panic),
-    }
-}
-
-/// Starts one call of a handler. Monomorphized per handler type, so the
-/// handler's future is stored inline in the one allocation of the
-/// `RawFuture` that crosses back to the host.
-unsafe extern "C" fn call_handler<F, Fut>(
-    data: *const c_void,
-    name: RStr<'_>,
-    payload: RStr<'_>,
-) -> RawFuture<RStatus>
-where
-    F: Fn(Event) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
-{
-    entered("handler call");
-    let started = catch(|| {
-        // SAFETY: `data` is the `Box<Handler<F>>` made in `on`, alive until
-        // `drop_handler`, which the host calls only after its last call.
-        let handler = unsafe { &*data.cast::<Handler<F>>() };
-        // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.
-        let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
-        let event = if name == handler.event.as_bytes() {
-            Event::from_shared(Arc::clone(&handler.event), payload)
-        } else {
-            Event::from_json_bytes(&String::from_utf8_lossy(name), payload)
-        };
-        injected::enter_private();
-        (handler.f)(event)
-    });
-    match started {
-        Ok(fut) => RawFuture::new(async move { result_to_status(Guarded::new(fut).await) }),
-        Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
-    }
-}
-
-unsafe extern "C" fn drop_handler<F>(data: *const c_void) {
-    entered("handler drop");
-    // SAFETY: as in `call_handler`; the host calls this exactly once.
-    let handler = unsafe { Box::from_raw(data.cast_mut().cast::<Handler<F>>()) };
-    let _ = catch(move || {
-        injected::enter_private();
-        drop(handler);
-    });
 }

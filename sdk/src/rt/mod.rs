@@ -12,7 +12,6 @@
 //! `tokio::task`, `rt::runtime` for `tokio::runtime`) so the rewrite is a
 //! path substitution.
 
-pub(crate) mod injected;
 pub mod task;
 pub mod time;
 
@@ -27,8 +26,8 @@ pub mod runtime {
     use std::fmt;
     use std::future::Future;
 
-    use super::injected;
     use super::task::JoinHandle;
+    use crate::boundary::injected;
 
     /// A handle to the runtime plugin code runs on: the host's, reached
     /// through the injected table. What `tokio::runtime::Handle` in a

@@ -15,7 +15,7 @@ use crate::abi::RawFuture;
 pub use std::time::Duration;
 pub use tokio::time::{Instant, MissedTickBehavior};
 
-use super::injected;
+use crate::boundary::injected;
 
 /// Waits until `duration` has elapsed, on the host's timer.
 ///
@@ -159,6 +159,12 @@ pub mod error {
     }
 
     impl std::error::Error for Elapsed {}
+
+    impl From<Elapsed> for crate::PluginError {
+        fn from(e: Elapsed) -> Self {
+            crate::PluginError::new(e)
+        }
+    }
 
     impl From<Elapsed> for std::io::Error {
         fn from(e: Elapsed) -> Self {

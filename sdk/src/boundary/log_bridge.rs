@@ -23,8 +23,8 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 
+use super::injected;
 use crate::abi::{RStr, level};
-use crate::rt::injected;
 
 fn abi_level(level: Level) -> u32 {
     match level {
