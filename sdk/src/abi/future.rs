@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 
-use super::RStatus;
 use super::guard::{catch, entered};
+use super::values::RStatus;
 use super::waker::{self, BoundaryWaker};
 
 /// A future owned by one side and polled by the other: `poll` and `drop`

@@ -3,6 +3,8 @@
 //! on, with a hand-counted reference for each side and one state word
 //! (model-checked with loom, below). The host polls and drops it through a
 //! `RawFuture` (or runs it as a `BlockingJob`) whose functions are here.
+//! One protocol in one file past 400 lines: the state word, the functions
+//! that move it and its loom model belong together.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;

@@ -1,0 +1,197 @@
+//! The plain values that cross the boundary: borrowed strings ([`RStr`]),
+//! owned strings freed by their owner ([`RString`]), and call outcomes
+//! ([`RStatus`]).
+
+use std::marker::PhantomData;
+
+use super::guard;
+
+/// A borrowed UTF-8 string, valid for the duration of the call it is passed to
+/// (or for `'static` when it points into a declaration).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RStr<'a> {
+    ptr: *const u8,
+    len: usize,
+    _marker: PhantomData<&'a str>,
+}
+
+// SAFETY: an `RStr` is a `&str` in another shape; `&str` is `Send + Sync`.
+unsafe impl Send for RStr<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for RStr<'_> {}
+
+impl<'a> RStr<'a> {
+    /// Borrows `s`.
+    pub const fn new(s: &'a str) -> Self {
+        RStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Borrows raw bytes (payloads are JSON, so UTF-8, but are treated as bytes).
+    pub const fn from_bytes(b: &'a [u8]) -> Self {
+        RStr {
+            ptr: b.as_ptr(),
+            len: b.len(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// The bytes.
+    ///
+    /// # Safety
+    /// `self` must have been built by [`RStr::new`] or [`RStr::from_bytes`]
+    /// (possibly on the other side of the boundary) from memory that is still
+    /// alive: the other side guarantees this for the duration of a call.
+    pub unsafe fn as_bytes(&self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller guarantees `ptr..ptr+len` is a live allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The string, or `None` if the bytes are not UTF-8.
+    ///
+    /// # Safety
+    /// As [`RStr::as_bytes`].
+    pub unsafe fn to_str(&self) -> Option<&'a str> {
+        // SAFETY: forwarded to the caller.
+        std::str::from_utf8(unsafe { self.as_bytes() }).ok()
+    }
+}
+
+/// An owned byte string allocated by one side and freed by that side's `free`.
+#[repr(C)]
+pub struct RString {
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
+    free: unsafe extern "C" fn(*mut u8, usize, usize),
+}
+
+// SAFETY: `RString` owns its buffer exclusively, like `Vec<u8>`.
+unsafe impl Send for RString {}
+// SAFETY: shared access is read-only.
+unsafe impl Sync for RString {}
+
+unsafe extern "C" fn free_vec(ptr: *mut u8, len: usize, cap: usize) {
+    guard::entered("RString::free");
+    // SAFETY: `ptr, len, cap` come from a `Vec<u8>` of this side's allocator
+    // that `RString::from` took apart; `RString::drop` calls us exactly once.
+    // Dropping a `Vec<u8>` cannot panic.
+    drop(unsafe { Vec::from_raw_parts(ptr, len, cap) });
+}
+
+impl From<String> for RString {
+    fn from(s: String) -> Self {
+        let mut v = std::mem::ManuallyDrop::new(s.into_bytes());
+        RString {
+            ptr: v.as_mut_ptr(),
+            len: v.len(),
+            cap: v.capacity(),
+            free: free_vec,
+        }
+    }
+}
+
+impl RString {
+    /// An empty string (no allocation).
+    pub fn empty() -> Self {
+        RString::from(String::new())
+    }
+
+    /// Copies the contents into this side's allocator; invalid UTF-8 is replaced.
+    pub fn to_string_lossy(&self) -> String {
+        if self.len == 0 {
+            return String::new();
+        }
+        // SAFETY: `ptr..ptr+len` is the live buffer this `RString` owns.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+impl Drop for RString {
+    fn drop(&mut self) {
+        // SAFETY: `free` is the allocating side's own deallocator for exactly
+        // this buffer, and `drop` runs once.
+        unsafe { (self.free)(self.ptr, self.len, self.cap) }
+    }
+}
+
+impl std::fmt::Debug for RString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.to_string_lossy(), f)
+    }
+}
+
+/// Outcome of a call that can fail: a code and a message owned by the side that wrote it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RStatus {
+    /// One of the `STATUS_*` codes.
+    pub code: u32,
+    /// Empty when `code == STATUS_OK`.
+    pub message: RString,
+}
+
+/// The call succeeded.
+pub const STATUS_OK: u32 = 0;
+/// The call returned an error; the message says which.
+pub const STATUS_ERROR: u32 = 1;
+/// The call panicked; the message is the panic's.
+pub const STATUS_PANIC: u32 = 2;
+
+impl RStatus {
+    /// Success.
+    pub fn ok() -> Self {
+        RStatus {
+            code: STATUS_OK,
+            message: RString::empty(),
+        }
+    }
+
+    /// An error with `message`.
+    pub fn error(message: impl Into<String>) -> Self {
+        RStatus {
+            code: STATUS_ERROR,
+            message: RString::from(message.into()),
+        }
+    }
+
+    /// A panic with `message`.
+    pub fn panic(message: impl Into<String>) -> Self {
+        RStatus {
+            code: STATUS_PANIC,
+            message: RString::from(message.into()),
+        }
+    }
+}
+
+/// Mixes the layouts of [`RStr`], [`RString`] and [`RStatus`] into a
+/// fingerprint, in this order (their fields are private to this module).
+pub(super) const fn layout(h: u64) -> u64 {
+    use super::layout::describe;
+    let h = describe!(h, RStr<'static> {
+        ptr: *const u8,
+        len: usize,
+        _marker: PhantomData<&'static str>,
+    });
+    let h = describe!(h, RString {
+        ptr: *mut u8,
+        len: usize,
+        cap: usize,
+        free: unsafe extern "C" fn(*mut u8, usize, usize),
+    });
+    describe!(
+        h,
+        RStatus {
+            code: u32,
+            message: RString,
+        }
+    )
+}
