@@ -15,15 +15,18 @@
 //! serving. `check` prints what a library declares and whether this host
 //! would load it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use horizon_plugin_host::testing::cargo_build;
-use horizon_plugin_host::{Event, PluginHost, PluginId, inspect};
+use horizon_plugin_host::inspect;
 
+mod out;
+mod run;
 mod scaffold;
+
+use out::{error, status};
+use run::RunOptions;
 
 /// Build, run and check Horizon plugins.
 #[derive(Parser)]
@@ -53,62 +56,6 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct RunOptions {
-    /// Rebuild a crate when its sources change, and reload the plugin.
-    #[arg(long)]
-    watch: bool,
-    /// Stop after this many seconds (default: on Ctrl-C).
-    #[arg(long, value_name = "N")]
-    seconds: Option<u64>,
-    /// Milliseconds between `server_tick` events.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    tick_ms: u64,
-    /// An event to send once the plugins are loaded, as `name=json`
-    /// (repeatable; `name` alone sends `null`).
-    #[arg(long, value_name = "NAME=JSON", value_parser = parse_emit)]
-    emit: Vec<(String, serde_json::Value)>,
-    /// Plugin crate directories or built libraries.
-    #[arg(required = true, value_name = "PLUGIN")]
-    targets: Vec<PathBuf>,
-}
-
-/// `name=json` (or `name`): an event to send.
-fn parse_emit(spec: &str) -> Result<(String, serde_json::Value), String> {
-    let (name, payload) = spec.split_once('=').unwrap_or((spec, "null"));
-    if name.is_empty() {
-        return Err("the event name is empty".to_owned());
-    }
-    let payload = serde_json::from_str(payload)
-        .map_err(|e| format!("the payload of `{name}` is not JSON: {e}"))?;
-    Ok((name.to_owned(), payload))
-}
-
-/// A line typed on standard input: `name [json]`.
-fn parse_line(line: &str) -> Option<Result<(String, serde_json::Value), String>> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let (name, payload) = line
-        .split_once(char::is_whitespace)
-        .map_or((line, "null"), |(n, p)| (n, p.trim()));
-    Some(
-        serde_json::from_str(payload)
-            .map(|payload| (name.to_owned(), payload))
-            .map_err(|e| format!("the payload of `{name}` is not JSON: {e}")),
-    )
-}
-
-/// Prints a cargo-style status line: a right-aligned verb, then the message.
-fn status(verb: &str, message: impl std::fmt::Display) {
-    eprintln!("{verb:>12} {message}");
-}
-
-fn error(message: impl std::fmt::Display) {
-    eprintln!("error: {message}");
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::New { dir, name } => match scaffold::write(&dir, name.as_deref()) {
@@ -128,7 +75,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(options) => run_command(options),
+        Command::Run(options) => run::run_command(options),
         Command::Check { libraries } => check_command(&libraries),
     }
 }
@@ -163,285 +110,5 @@ fn check_command(libraries: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// One plugin given on the command line.
-struct Target {
-    /// The crate directory, for `--watch` and rebuilds; `None` for a library.
-    crate_dir: Option<PathBuf>,
-    /// The built (or given) library.
-    library: PathBuf,
-    id: Option<PluginId>,
-    /// Newest source modification seen.
-    stamp: SystemTime,
-}
-
-/// The newest modification time under a crate's `src/` and its manifest.
-fn source_stamp(dir: &Path) -> SystemTime {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        let Ok(meta) = std::fs::metadata(path) else {
-            return;
-        };
-        if let Ok(modified) = meta.modified() {
-            *newest = (*newest).max(modified);
-        }
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                walk(&entry.path(), newest);
-            }
-        }
-    }
-    let mut newest = SystemTime::UNIX_EPOCH;
-    walk(&dir.join("src"), &mut newest);
-    walk(&dir.join("Cargo.toml"), &mut newest);
-    newest
-}
-
-/// Copies a library to a fresh path, so a rebuild never overwrites a file
-/// that is loaded (and the same file is never loaded twice).
-fn fresh_copy(library: &Path) -> Result<PathBuf, String> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("horizon-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let stem = library
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin");
-    let dest = dir.join(format!(
-        "{stem}-{}{}",
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        std::env::consts::DLL_SUFFIX
-    ));
-    std::fs::copy(library, &dest)
-        .map_err(|e| format!("could not copy {}: {e}", library.display()))?;
-    Ok(dest)
-}
-
-fn run_command(options: RunOptions) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error(format!("could not start the runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = rt.block_on(run(options));
-    rt.shutdown_timeout(Duration::from_secs(5));
-    let _ = std::fs::remove_dir_all(
-        std::env::temp_dir().join(format!("horizon-run-{}", std::process::id())),
-    );
-    code
-}
-
-async fn run(options: RunOptions) -> ExitCode {
-    let host = PluginHost::new(tokio::runtime::Handle::current());
-    host.on_any(|event: Event| {
-        let from = event.source().unwrap_or("host");
-        println!(
-            "[{from}] {} {}",
-            event.name(),
-            String::from_utf8_lossy(event.payload())
-        );
-    });
-
-    let mut targets = Vec::new();
-    for path in &options.targets {
-        let path = path.clone();
-        let target = if path.is_dir() {
-            status("Building", path.display());
-            let stamp = source_stamp(&path);
-            match tokio::task::spawn_blocking({
-                let path = path.clone();
-                move || cargo_build(&path, None)
-            })
-            .await
-            {
-                Ok(Ok(library)) => Target {
-                    crate_dir: Some(path),
-                    library,
-                    id: None,
-                    stamp,
-                },
-                Ok(Err(e)) => {
-                    error(e);
-                    return ExitCode::FAILURE;
-                }
-                Err(e) => {
-                    error(e);
-                    return ExitCode::FAILURE;
-                }
-            }
-        } else {
-            Target {
-                crate_dir: None,
-                library: path,
-                id: None,
-                stamp: SystemTime::UNIX_EPOCH,
-            }
-        };
-        targets.push(target);
-    }
-    for target in &mut targets {
-        let loaded = match fresh_copy(&target.library) {
-            Ok(copy) => host.load(copy).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match loaded {
-            Ok(id) => {
-                let name = plugin_name(&host, id);
-                status(
-                    "Loaded",
-                    format!("{name} ({id}) from {}", target.library.display()),
-                );
-                target.id = Some(id);
-            }
-            Err(e) => {
-                error(e);
-                host.shutdown().await;
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-
-    let deadline = options
-        .seconds
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    for (name, payload) in &options.emit {
-        emit(&host, name, payload).await;
-    }
-    let mut ticks = tokio::time::interval(Duration::from_millis(options.tick_ms));
-    let mut stdin = Some(stdin_lines());
-    let mut watch = tokio::time::interval(Duration::from_millis(300));
-    let mut tick = 0u64;
-    loop {
-        let until_end = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = until_end => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = ticks.tick() => {
-                tick += 1;
-                match host.emit("server_tick", &serde_json::json!({ "tick": tick })).await {
-                    Ok(report) => report.failures.iter().for_each(|f| eprintln!("warning: {f}")),
-                    Err(e) => error(e),
-                }
-            }
-            line = next_line(&mut stdin) => match line {
-                Some(line) => match parse_line(&line) {
-                    Some(Ok((name, payload))) => emit(&host, &name, &payload).await,
-                    Some(Err(e)) => error(e),
-                    None => {}
-                },
-                // End of input: keep running without it.
-                None => stdin = None,
-            },
-            _ = watch.tick(), if options.watch => {
-                for target in &mut targets {
-                    rebuild_if_changed(&host, target).await;
-                }
-            }
-        }
-    }
-    status("Stopping", format!("{} plugin(s)", host.plugins().len()));
-    host.shutdown().await;
-    ExitCode::SUCCESS
-}
-
-/// The lines of standard input, read on a thread of their own (a blocked
-/// read then never holds up the runtime's shutdown).
-fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// The next line of standard input; `None` at its end.
-async fn next_line(
-    stdin: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
-) -> Option<String> {
-    match stdin {
-        Some(lines) => lines.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sends one event and reports what failed.
-async fn emit(host: &PluginHost, name: &str, payload: &serde_json::Value) {
-    match host.emit(name, payload).await {
-        Ok(report) => report
-            .failures
-            .iter()
-            .for_each(|f| eprintln!("warning: {f}")),
-        Err(e) => error(e),
-    }
-}
-
-/// The name of a loaded plugin (empty if it is gone).
-fn plugin_name(host: &PluginHost, id: PluginId) -> String {
-    host.plugins()
-        .into_iter()
-        .find(|p| p.id == id)
-        .map(|p| p.name)
-        .unwrap_or_default()
-}
-
-async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
-    let (Some(dir), Some(id)) = (target.crate_dir.clone(), target.id) else {
-        return;
-    };
-    let stamp = source_stamp(&dir);
-    if stamp <= target.stamp {
-        return;
-    }
-    target.stamp = stamp;
-    status("Rebuilding", dir.display());
-    let built = tokio::task::spawn_blocking(move || cargo_build(&dir, None))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-    let name = plugin_name(host, id);
-    let library = match built.and_then(|library| fresh_copy(&library).map(|copy| (library, copy))) {
-        Ok(pair) => pair,
-        Err(e) => {
-            error(format!("{e}; `{name}` keeps running its previous build"));
-            return;
-        }
-    };
-    match host.reload(id, &library.1).await {
-        Ok(new) => {
-            status("Reloaded", format!("{name} ({id} -> {new})"));
-            target.id = Some(new);
-            target.library = library.0;
-        }
-        Err(horizon_plugin_host::ReloadError::Unload { new, source }) => {
-            status("Reloaded", format!("{name} ({id} -> {new})"));
-            eprintln!("warning: {source}");
-            target.id = Some(new);
-        }
-        Err(e) => error(format!("{e}")),
     }
 }
