@@ -2,6 +2,7 @@
 //! them: counted as the plugin's live work, stopped by unload.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -117,8 +118,8 @@ pin_project_lite::pin_project! {
         // The plugin's `RawFuture::cancelled` (null for host futures).
         cancelled: *const AtomicBool,
         // Key in `parked`: the plugin's `RawFuture::data`, or this task's
-        // address for host futures (0 until registered).
-        key: usize,
+        // address for host futures (`None` until it first parks).
+        key: Option<NonZeroUsize>,
         parked: bool,
     }
 
@@ -139,9 +140,11 @@ pin_project_lite::pin_project! {
 /// before the task's future is dropped: dropping it may free the plugin's
 /// cell whose address is the key, and a new task may then reuse the key.
 #[inline]
-fn unpark(services: &Services, key: usize, parked: &mut bool) {
-    if std::mem::take(parked) {
-        unpark_slow(services, key);
+fn unpark(services: &Services, key: Option<NonZeroUsize>, parked: &mut bool) {
+    if std::mem::take(parked)
+        && let Some(key) = key
+    {
+        unpark_slow(services, key.get());
     }
 }
 
@@ -158,7 +161,12 @@ unsafe impl<F: Send> Send for PluginTask<F> {}
 impl<F> PluginTask<F> {
     /// A task of `services`, already counted as live there (see
     /// [`Services::enter`]); its drop takes the count off.
-    fn counted(services: CountedRef, fut: F, key: usize, cancelled: *const AtomicBool) -> Self {
+    fn counted(
+        services: CountedRef,
+        fut: F,
+        key: Option<NonZeroUsize>,
+        cancelled: *const AtomicBool,
+    ) -> Self {
         PluginTask {
             fut: Some(fut),
             services,
@@ -196,9 +204,9 @@ impl<F: Future> Future for PluginTask<F> {
             }
             Poll::Pending if *this.parked => Poll::Pending,
             Poll::Pending => {
-                if *this.key == 0 {
-                    *this.key = address;
-                }
+                let key = *this
+                    .key
+                    .get_or_insert(NonZeroUsize::new(address).expect("a task's address is not 0"));
                 let mut parked = lock(&services.parked);
                 if services.closed.load(Ordering::Relaxed) || is_cancelled() {
                     drop(parked);
@@ -207,7 +215,7 @@ impl<F: Future> Future for PluginTask<F> {
                 }
                 // The waker of a tokio task's root future is that task's, the
                 // same at every poll: registering it once is enough.
-                parked.insert(*this.key, cx.waker().clone());
+                parked.insert(key.get(), cx.waker().clone());
                 *this.parked = true;
                 Poll::Pending
             }
@@ -224,7 +232,7 @@ impl Services {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_task(fut, 0, std::ptr::null())
+        self.spawn_task(fut, None, std::ptr::null())
     }
 
     /// Counts and spawns a task; when refused, the task is dropped at once
@@ -233,7 +241,7 @@ impl Services {
     fn spawn_task<F>(
         &self,
         fut: F,
-        key: usize,
+        key: Option<NonZeroUsize>,
         cancelled: *const AtomicBool,
     ) -> Option<JoinHandle<Option<F::Output>>>
     where
@@ -250,7 +258,7 @@ impl Services {
     /// Runs a plugin future as a detached task of this plugin; the plugin
     /// keeps its join state. False (and the future dropped) if refused.
     pub(super) fn spawn_raw(&self, fut: RawFuture) -> bool {
-        let (key, cancelled) = (fut.data() as usize, fut.cancelled());
+        let (key, cancelled) = (NonZeroUsize::new(fut.data() as usize), fut.cancelled());
         // Dropping the task when refused tells the plugin its task was cancelled.
         self.spawn_task(fut, key, cancelled).is_some()
     }

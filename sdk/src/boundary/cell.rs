@@ -9,6 +9,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
@@ -282,7 +283,10 @@ where
 /// Spawns `future` on the host through `api`: one cell holding the future
 /// and the join state, handed to the host as a `RawFuture`. Returns this
 /// side's reference to the cell and the task's key (for `task_abort`).
-pub(crate) fn spawn_on_host<F>(api: &'static HostApi, future: F) -> (CellRef<F::Output>, usize)
+pub(crate) fn spawn_on_host<F>(
+    api: &'static HostApi,
+    future: F,
+) -> (CellRef<F::Output>, NonZeroUsize)
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -309,7 +313,8 @@ where
     // owns `raw` from here on (dropping it if it refuses the task, which
     // then reads as cancelled).
     unsafe { (api.spawn)(api.data, raw) };
-    (cell, data as usize)
+    let key = cell.0.addr();
+    (cell, key)
 }
 
 /// Runs `f` on the host's blocking pool through `api`, with its result

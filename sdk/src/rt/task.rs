@@ -7,6 +7,7 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -47,7 +48,11 @@ where
 {
     if let Some(api) = injected::host() {
         let (cell, task) = cell::spawn_on_host(api, future);
-        JoinHandle(Repr::Host { api, task, cell })
+        JoinHandle(Repr::Host {
+            api,
+            task: Some(task),
+            cell,
+        })
     } else if tokio::runtime::Handle::try_current().is_ok() {
         JoinHandle(Repr::Native(tokio::spawn(future)))
     } else {
@@ -75,7 +80,11 @@ where
 {
     if let Some(api) = injected::host() {
         let cell = cell::spawn_blocking_on_host(api, f);
-        JoinHandle(Repr::Host { api, task: 0, cell })
+        JoinHandle(Repr::Host {
+            api,
+            task: None,
+            cell,
+        })
     } else if tokio::runtime::Handle::try_current().is_ok() {
         JoinHandle(Repr::Native(tokio::task::spawn_blocking(f)))
     } else {
@@ -130,8 +139,9 @@ pub struct JoinHandle<T>(Repr<T>);
 enum Repr<T> {
     Host {
         api: &'static HostApi,
-        /// The task's `RawFuture::data`, the host's key for it (0: a blocking job).
-        task: usize,
+        /// The task's `RawFuture::data`, the host's key for it (`None`: a
+        /// blocking job, which cannot be aborted once it runs).
+        task: Option<NonZeroUsize>,
         cell: CellRef<T>,
     },
     Native(tokio::task::JoinHandle<T>),
@@ -149,13 +159,15 @@ impl<T> JoinHandle<T> {
                 // Before the host is asked to wake it: the host reads the flag
                 // under the lock its `task_abort` takes (see `PluginTask`).
                 shared.cancelled.store(true, Ordering::SeqCst);
-                if *task != 0 && !shared.is_finished() {
+                if let Some(task) = task
+                    && !shared.is_finished()
+                {
                     // SAFETY: `api` is the live host table; `task_abort`
                     // never unwinds and ignores tasks that are gone. `cell`
                     // keeps the key's allocation alive, and the host drops
                     // a task's entry before it releases its own reference,
                     // so the key names this task or none.
-                    unsafe { (api.task_abort)(api.data, *task as *const c_void) }
+                    unsafe { (api.task_abort)(api.data, task.get() as *const c_void) }
                 }
             }
             Repr::Native(h) => h.abort(),
