@@ -145,13 +145,17 @@ pub fn build_plugin(crate_dir: impl AsRef<Path>) -> Result<PathBuf, TestError> {
         .map_err(TestError::Build)
 }
 
-/// A copy of `library` at a fresh path (a file loaded twice would share its
-/// statics, and a rebuild must never overwrite a loaded file).
-fn fresh_copy(library: &Path) -> Result<PathBuf, TestError> {
+/// Copies `library` into `dir` (created if needed) under a name not used
+/// before in this process, and returns the copy's path. Load plugins from
+/// such copies: a file loaded twice shares its statics, and a rebuild must
+/// never overwrite a file that is loaded.
+///
+/// # Errors
+/// When the directory cannot be created or the file copied.
+pub fn fresh_copy(library: &Path, dir: &Path) -> Result<PathBuf, String> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("horizon-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| TestError::Build(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
     let stem = library
         .file_stem()
         .and_then(|s| s.to_str())
@@ -162,7 +166,7 @@ fn fresh_copy(library: &Path) -> Result<PathBuf, TestError> {
         std::env::consts::DLL_SUFFIX
     ));
     std::fs::copy(library, &dest)
-        .map_err(|e| TestError::Build(format!("could not copy {}: {e}", library.display())))?;
+        .map_err(|e| format!("could not copy {}: {e}", library.display()))?;
     Ok(dest)
 }
 
@@ -231,7 +235,8 @@ impl TestHost {
     /// # Errors
     /// When the load fails.
     pub async fn load_library(&self, library: &Path) -> Result<PluginId, TestError> {
-        let copy = fresh_copy(library)?;
+        let dir = std::env::temp_dir().join(format!("horizon-test-{}", std::process::id()));
+        let copy = fresh_copy(library, &dir).map_err(TestError::Build)?;
         Ok(self.host.load(copy).await?)
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use horizon_plugin_host::testing::cargo_build;
+use horizon_plugin_host::testing::{self, cargo_build};
 use horizon_plugin_host::{Event, PluginHost, PluginId};
 
 use crate::out::{error, status};
@@ -90,25 +90,15 @@ fn source_stamp(dir: &Path) -> SystemTime {
     newest
 }
 
-/// Copies a library to a fresh path, so a rebuild never overwrites a file
-/// that is loaded (and the same file is never loaded twice).
+/// A fresh copy of `library` in this run's directory (see
+/// [`horizon_plugin_host::testing::fresh_copy`]).
 fn fresh_copy(library: &Path) -> Result<PathBuf, String> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("horizon-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let stem = library
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin");
-    let dest = dir.join(format!(
-        "{stem}-{}{}",
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        std::env::consts::DLL_SUFFIX
-    ));
-    std::fs::copy(library, &dest)
-        .map_err(|e| format!("could not copy {}: {e}", library.display()))?;
-    Ok(dest)
+    testing::fresh_copy(library, &run_dir())
+}
+
+/// Where this run keeps its copies (removed at exit).
+fn run_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("horizon-run-{}", std::process::id()))
 }
 
 pub(crate) fn run_command(options: RunOptions) -> ExitCode {
@@ -133,9 +123,7 @@ pub(crate) fn run_command(options: RunOptions) -> ExitCode {
     };
     let code = rt.block_on(run(options));
     rt.shutdown_timeout(Duration::from_secs(5));
-    let _ = std::fs::remove_dir_all(
-        std::env::temp_dir().join(format!("horizon-run-{}", std::process::id())),
-    );
+    let _ = std::fs::remove_dir_all(run_dir());
     code
 }
 
