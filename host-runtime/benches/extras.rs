@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use horizon_plugin_host::{Event, PluginHost};
 use serde_json::json;
-use support::{Loaded, common, native};
+use support::{Caller, Loaded, common, native};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -147,6 +147,28 @@ fn main() {
             |n| support::host_emit_loop(rt, &host, n),
             |n| loaded.emit_loop(n, 1),
         );
+        // The same comparison from the other places a host awaits `emit`:
+        // no caller may fall off the fast path unseen.
+        for (caller, what, count) in [
+            (
+                Caller::BlockOn,
+                "the runtime's block_on thread",
+                scale(20_000),
+            ),
+            (
+                Caller::Thread,
+                "a plain thread outside the runtime",
+                scale(2_000),
+            ),
+        ] {
+            interleaved(
+                &format!("emit to one plugin vs to one host handler, from {what}, {flavour}"),
+                rounds,
+                count,
+                |n| support::emit_loop_from(rt, &host, n, caller),
+                |n| loaded.emit_loop_from(n, caller),
+            );
+        }
         rt.block_on(loaded.host.shutdown());
     }
 

@@ -264,7 +264,9 @@ impl Bus {
 
     /// Starts one plugin handler for `event`.
     ///
-    /// From a task of the runtime, the handler is polled once right here:
+    /// From inside a tokio runtime's context (a task, a runtime's `block_on`
+    /// thread, a thread that entered a handle), the handler is polled once
+    /// right here:
     /// most handlers finish on their first poll, and then no task is needed
     /// (a task per handler costs more than the rest of the dispatch). That
     /// poll uses a host-owned no-op waker, never the emitter's: the emitter
@@ -272,9 +274,10 @@ impl Bus {
     /// plugin's structures beyond its own lifetime. A handler still pending
     /// after that poll moves into a task of its plugin, whose first poll
     /// registers the task's waker (a future registers the waker of its
-    /// latest poll), so unload can abort it. From a plain thread, the
-    /// handler runs as a task from the start, so plugin code only runs on
-    /// runtime threads. Either way the call is registered with the plugin,
+    /// latest poll), so unload can abort it. From a plain thread outside
+    /// any runtime, the handler runs as a task from the start, so plugin
+    /// code only runs where a runtime is current. Either way the call is
+    /// registered with the plugin,
     /// so unload waits for it before releasing the handler.
     fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
         let services = &handler.services;
@@ -282,7 +285,7 @@ impl Bus {
         // bounded depth (a chain, or a cycle, of events) handlers run as
         // tasks instead, so a plugin cannot overflow the emitter's stack.
         let depth = INLINE_DEPTH.with(Cell::get);
-        if tokio::task::try_id().is_none() || depth >= MAX_INLINE_DEPTH {
+        if depth >= MAX_INLINE_DEPTH || !in_runtime_context() {
             let ev = event.clone();
             let h = Arc::clone(handler);
             let running = services.handler_started();
@@ -331,4 +334,11 @@ impl Bus {
         drop(inline);
         run
     }
+}
+
+/// Whether this thread is inside a tokio runtime's context: a task (checked
+/// first: no handle is cloned), or a `block_on` thread or a thread that
+/// entered a handle.
+fn in_runtime_context() -> bool {
+    tokio::task::try_id().is_some() || tokio::runtime::Handle::try_current().is_ok()
 }

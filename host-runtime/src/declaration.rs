@@ -45,7 +45,7 @@ pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
         rustc_version: None,
         abi_version: None,
     };
-    // SAFETY: as in `PluginHost::load`: opening runs the library's initializers.
+    // SAFETY: as in `LoadedPlugin::open`: opening runs the library's initializers.
     let library = match unsafe { Library::new(path) } {
         Ok(library) => library,
         Err(source) => {

@@ -41,7 +41,9 @@
 //! rebuilt plugin from a fresh path, never over the file of a loaded one.
 #![warn(missing_docs)]
 
-// The layers, bottom to top; each module uses only those above it here.
+// The layers, bottom to top (each uses only those before it): sync; info;
+// error, report; declaration; table (a plugin's services); bus; loaded;
+// host; testing.
 mod bus;
 mod declaration;
 mod error;

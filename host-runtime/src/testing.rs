@@ -161,12 +161,29 @@ pub fn fresh_copy(library: &Path, dir: &Path) -> Result<PathBuf, String> {
         .and_then(|s| s.to_str())
         .unwrap_or("plugin");
     let dest = dir.join(format!(
-        "{stem}-{}{}",
+        "{stem}-{}-{}{}",
+        std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed),
         std::env::consts::DLL_SUFFIX
     ));
-    std::fs::copy(library, &dest)
-        .map_err(|e| format!("could not copy {}: {e}", library.display()))?;
+    // A new file, never one overwritten in place: another process may have
+    // a library of this name mapped.
+    let copy = || -> std::io::Result<()> {
+        let mut from = std::fs::File::open(library)?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)?;
+        std::io::copy(&mut from, &mut to)?;
+        Ok(())
+    };
+    copy().map_err(|e| {
+        format!(
+            "could not copy {} to {}: {e}",
+            library.display(),
+            dest.display()
+        )
+    })?;
     Ok(dest)
 }
 

@@ -1,6 +1,7 @@
 //! Plugin code that uses tokio works once loaded: every scenario of the
 //! `basic` fixture, on a multi-thread runtime with 2 workers and on a
-//! current-thread runtime, driven from a worker and from a plain thread.
+//! current-thread runtime, driven from a worker, from a plain thread through
+//! `Handle::block_on`, and from a thread outside any runtime's context.
 
 mod common;
 
@@ -66,6 +67,28 @@ fn scenarios_on_current_thread_runtime_from_a_plain_thread() {
         caller.join().unwrap();
         host.shutdown().await;
     });
+}
+
+/// A thread outside any runtime's context (its own executor, not
+/// `Handle::block_on`): every handler runs as a task from the start.
+#[test]
+fn scenarios_from_a_thread_outside_any_runtime() {
+    for rt in [multi_thread(), current_thread()] {
+        let host = PluginHost::new(rt.handle().clone());
+        rt.block_on(async {
+            let basic = Basic::load(host.clone()).await;
+            // The runtime thread keeps driving a current-thread runtime.
+            let caller = std::thread::spawn(move || {
+                assert!(tokio::runtime::Handle::try_current().is_err());
+                common::block_on_plain_thread(all_scenarios(&basic));
+            });
+            while !caller.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            caller.join().unwrap();
+            host.shutdown().await;
+        });
+    }
 }
 
 async fn thousand_concurrent_emits(basic: Basic) {

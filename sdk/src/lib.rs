@@ -44,10 +44,13 @@
 // machinery), `rt` (the runtime facade the attribute routes to), `plugin`
 // (`Plugin`, `PluginContext`) and `export` (what the attribute's expansion
 // calls, re-exported as `__private`).
+#[cfg(feature = "abi")]
 pub mod abi;
 #[cfg(feature = "plugin")]
 mod boundary;
+#[cfg(feature = "abi")]
 mod error;
+#[cfg(feature = "abi")]
 mod event;
 #[cfg(feature = "plugin")]
 mod export;
@@ -55,6 +58,7 @@ mod export;
 mod plugin;
 #[cfg(feature = "plugin")]
 pub mod rt;
+#[cfg(feature = "abi")]
 mod sync;
 
 /// What `#[horizon_plugin]`'s expansion names; not an API.
@@ -64,7 +68,9 @@ pub mod __private {
     pub use crate::export::*;
 }
 
+#[cfg(feature = "abi")]
 pub use error::PluginError;
+#[cfg(feature = "abi")]
 pub use event::Event;
 /// Turns `impl Plugin for T` into a loadable plugin.
 ///

@@ -134,7 +134,8 @@ impl PluginContext {
         Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
     {
         let api = injected::host().ok_or_else(|| no_host("on"))?;
-        status_to_result(handlers::subscribe(api, event, handler))
+        // SAFETY: `api` came from `injected::host()`.
+        status_to_result(unsafe { handlers::subscribe(api, event, handler) })
     }
 
     /// Sends an event with a JSON payload to the host and every plugin

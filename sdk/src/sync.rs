@@ -1,5 +1,5 @@
 //! The synchronisation primitives of the hand-written atomic protocols (the
-//! task cell in `rt::task`, the waker slot registry in `abi::waker`): std's,
+//! task cell in `boundary::cell`, the waker slot registry in `abi::waker`): std's,
 //! or loom's when the crate is built with `--cfg horizon_loom` for the
 //! models next to each protocol (`scripts/loom` runs them).
 //!

@@ -75,6 +75,12 @@ impl Loaded {
         )
     }
 
+    /// `iters` emits of [`small`] to the one loaded plugin, awaited where
+    /// `caller` says.
+    pub fn emit_loop_from(&self, iters: u64, caller: Caller) -> Duration {
+        emit_loop_from(&self.rt, &self.host, iters, caller)
+    }
+
     /// `iters` emits of [`small`] to the loaded plugins, from a task.
     pub fn emit_loop(&self, iters: u64, expect_delivered: usize) -> Duration {
         let host = self.host.clone();
@@ -101,13 +107,45 @@ pub fn host_with_host_handler(rt: &Runtime) -> PluginHost {
 
 /// `iters` emits of [`small`] to `host`, from a task.
 pub fn host_emit_loop(rt: &Runtime, host: &PluginHost, iters: u64) -> Duration {
+    emit_loop_from(rt, host, iters, Caller::Task)
+}
+
+/// Where `host.emit` is awaited.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller {
+    /// Inside a task spawned on the runtime.
+    Task,
+    /// In the runtime's `block_on` (the body of `#[tokio::main]`).
+    BlockOn,
+    /// On a plain thread outside any runtime, with an executor of its own.
+    Thread,
+}
+
+/// `iters` emits of [`small`] to `host` (one subscriber each), awaited
+/// where `caller` says; returns the time the loop took.
+pub fn emit_loop_from(rt: &Runtime, host: &PluginHost, iters: u64, caller: Caller) -> Duration {
     let host = host.clone();
-    native(rt, move || async move {
+    let body = move || async move {
+        let start = Instant::now();
         for _ in 0..iters {
             let report = host.emit("bench:noop", &small()).await.unwrap();
             debug_assert_eq!(report.delivered, 1);
         }
-    })
+        start.elapsed()
+    };
+    match caller {
+        Caller::Task => rt.block_on(async { tokio::spawn(body()).await.unwrap() }),
+        Caller::BlockOn => rt.block_on(body()),
+        // The runtime is driven meanwhile (a current-thread runtime runs
+        // its tasks only inside `block_on`).
+        Caller::Thread => rt.block_on(async {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(common::block_on_plain_thread(body()));
+            });
+            rx.await.unwrap()
+        }),
+    }
 }
 
 /// Runs `body` as a task on `rt` (like the plugin's handler task) and times it.

@@ -45,8 +45,9 @@ pub(crate) struct PluginHandler {
     pub(crate) call: HandlerCall,
 }
 
-// SAFETY: `data` is a plugin `Box<dyn Fn + Send + Sync>` (`PluginContext::on`
-// requires it); `call` is a plain function.
+// SAFETY: `data` is the plugin's boxed handler, a `Send + Sync` closure
+// (`PluginContext::on` requires it; boxed by the SDK's
+// `boundary::handlers::subscribe`); `call` is a plain function.
 unsafe impl Send for PluginHandler {}
 // SAFETY: as above.
 unsafe impl Sync for PluginHandler {}
@@ -123,7 +124,7 @@ unsafe impl Send for Services {}
 unsafe impl Sync for Services {}
 
 impl Services {
-    pub(crate) fn new(
+    pub(super) fn new(
         bus: Weak<dyn EventBus>,
         handle: Handle,
         id: PluginId,
@@ -292,7 +293,10 @@ impl Services {
     /// Calls the plugin's `drop` for every handler it registered. Only once no
     /// task of the plugin is left (no call can be in flight).
     pub(crate) fn drop_handlers(&self) {
-        for raw in std::mem::take(&mut *lock(&self.handlers)) {
+        // Taken first: the plugin's `drop`s run with no lock held (the lock
+        // order in `table/mod.rs`).
+        let handlers = std::mem::take(&mut *lock(&self.handlers));
+        for raw in handlers {
             // SAFETY: `raw` came from this plugin's `subscribe`; the registry
             // is closed and drained, so no `call` is running or will run, and
             // `drop` is called exactly once (the list was taken).

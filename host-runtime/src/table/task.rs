@@ -301,7 +301,8 @@ impl Services {
 /// A plugin's blocking job; runs it or, if never run, drops it.
 struct OwnedJob(BlockingJob);
 
-// SAFETY: `spawn_blocking` in the SDK only builds jobs from `Send` closures.
+// SAFETY: the SDK builds jobs only from `Send` closures
+// (`boundary::cell::spawn_blocking_on_host`).
 unsafe impl Send for OwnedJob {}
 
 impl OwnedJob {

@@ -435,3 +435,24 @@ pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_cha
     host.shutdown().await;
     assert!(host.plugins().is_empty());
 }
+
+/// A minimal executor for a thread outside any tokio runtime: polls `fut`,
+/// parking the thread until its waker unparks it. (`Handle::block_on`
+/// would enter the runtime's context; this does not.)
+pub fn block_on_plain_thread<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}

@@ -198,8 +198,11 @@ struct TaskCell<F: Future> {
 }
 
 /// Drops the future in its cell (see [`injected::drop_pinned`]).
-fn drop_future<F>(slot: &mut Option<F>, enter: bool) {
-    // SAFETY: the future is pinned in the cell: never moved, dropped in place.
+///
+/// # Safety
+/// `slot` is a cell's `future`: pinned there (never moved; dropped in place).
+unsafe fn drop_future<F>(slot: &mut Option<F>, enter: bool) {
+    // SAFETY: the caller's guarantee.
     injected::drop_pinned(unsafe { Pin::new_unchecked(slot) }, enter);
 }
 
@@ -213,7 +216,7 @@ where
     F::Output: Send,
 {
     entered("task poll");
-    // SAFETY: `data` is the `TaskCell<F>` made in `spawn`, kept alive by the
+    // SAFETY: `data` is the `TaskCell<F>` made in `spawn_on_host`, kept alive by the
     // host's reference until `drop_task`; the host polls its task from one
     // thread at a time, so the access to `future` is exclusive; `waker` is
     // valid for this call.
@@ -247,7 +250,8 @@ where
         }
     };
     // Entered for the poll above.
-    drop_future(slot, false);
+    // SAFETY: `slot` is this cell's future, pinned in it.
+    unsafe { drop_future(slot, false) };
     cell.shared.finish(Some(output));
     // The output is `()`: nothing to write.
     true
@@ -273,7 +277,8 @@ where
     };
     if slot.is_some() {
         // Aborted, or dropped by a runtime shutting down, before completing.
-        drop_future(slot, true);
+        // SAFETY: `slot` is this cell's future, pinned in it.
+        unsafe { drop_future(slot, true) };
         cell.shared.finish(None);
     }
     // SAFETY: the host's reference, given up once.
@@ -283,7 +288,10 @@ where
 /// Spawns `future` on the host through `api`: one cell holding the future
 /// and the join state, handed to the host as a `RawFuture`. Returns this
 /// side's reference to the cell and the task's key (for `task_abort`).
-pub(crate) fn spawn_on_host<F>(
+///
+/// # Safety
+/// `api` is the live host table (`injected::host()`).
+pub(crate) unsafe fn spawn_on_host<F>(
     api: &'static HostApi,
     future: F,
 ) -> (CellRef<F::Output>, NonZeroUsize)
@@ -309,9 +317,9 @@ where
     // host's reference to the cell (see each); `F: Send`; `cancelled`
     // is in the cell, which the host's reference keeps alive until `drop`.
     let raw = unsafe { RawFuture::from_raw_parts(data, poll_task::<F>, drop_task::<F>, cancelled) };
-    // SAFETY: `api` is the live host table; `spawn` never unwinds and
-    // owns `raw` from here on (dropping it if it refuses the task, which
-    // then reads as cancelled).
+    // SAFETY: `api` is the live host table (the caller's guarantee);
+    // `spawn` never unwinds and owns `raw` from here on (dropping it if it
+    // refuses the task, which then reads as cancelled).
     unsafe { (api.spawn)(api.data, raw) };
     let key = cell.0.addr();
     (cell, key)
@@ -319,7 +327,10 @@ where
 
 /// Runs `f` on the host's blocking pool through `api`, with its result
 /// in a cell like a task's. Returns this side's reference to the cell.
-pub(crate) fn spawn_blocking_on_host<F, R>(api: &'static HostApi, f: F) -> CellRef<R>
+///
+/// # Safety
+/// `api` is the live host table (`injected::host()`).
+pub(crate) unsafe fn spawn_blocking_on_host<F, R>(api: &'static HostApi, f: F) -> CellRef<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -337,8 +348,9 @@ where
     // with its header first; two references, the returned one and the
     // job's (released by `run_job` or `drop_job`).
     let cell = CellRef(unsafe { NonNull::new_unchecked(cell.cast::<Shared<R>>()) });
-    // SAFETY: `api` is the live host table; `spawn_blocking` never unwinds
-    // and calls the job's `run` or `drop` exactly once.
+    // SAFETY: `api` is the live host table (the caller's guarantee);
+    // `spawn_blocking` never unwinds and calls the job's `run` or `drop`
+    // exactly once.
     unsafe { (api.spawn_blocking)(api.data, job) };
     cell
 }
@@ -354,7 +366,7 @@ struct JobCell<F, R> {
 /// Takes the closure out of a job's cell.
 ///
 /// # Safety
-/// `data` is the `JobCell<F, R>` of `spawn_blocking`, and the host calls
+/// `data` is the `JobCell<F, R>` of `spawn_blocking_on_host`, and the host calls
 /// `run` or `drop` exactly once, which is the only access to `f`.
 unsafe fn take_job<'a, F, R>(data: *mut c_void) -> (NonNull<Shared<R>>, &'a Shared<R>, Option<F>) {
     // SAFETY: the caller's guarantee; the job's reference keeps the cell

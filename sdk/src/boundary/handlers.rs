@@ -20,7 +20,10 @@ struct Handler<F> {
 
 /// Subscribes `handler` to `event` through the host's table; the host owns
 /// the handler from then on, whatever it answers.
-pub(crate) fn subscribe<F, Fut>(api: &'static HostApi, event: &str, handler: F) -> RStatus
+///
+/// # Safety
+/// `api` is the live host table (`injected::host()`).
+pub(crate) unsafe fn subscribe<F, Fut>(api: &'static HostApi, event: &str, handler: F) -> RStatus
 where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
@@ -34,8 +37,9 @@ where
         call: call_handler::<F, Fut>,
         drop: drop_handler::<F>,
     };
-    // SAFETY: `api` is the live host table; `subscribe` never unwinds and
-    // takes ownership of `raw` whatever it returns.
+    // SAFETY: `api` is the live host table (the caller's guarantee);
+    // `subscribe` never unwinds and takes ownership of `raw` whatever it
+    // returns.
     unsafe { (api.subscribe)(api.data, RStr::new(event), raw) }
 }
 
@@ -69,7 +73,7 @@ where
 {
     entered("handler call");
     let started = catch(|| {
-        // SAFETY: `data` is the `Box<Handler<F>>` made in `on`, alive until
+        // SAFETY: `data` is the `Box<Handler<F>>` made in `subscribe`, alive until
         // `drop_handler`, which the host calls only after its last call.
         let handler = unsafe { &*data.cast::<Handler<F>>() };
         // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.

@@ -157,7 +157,9 @@ impl Subscriber for HostSubscriber {
         event.record(&mut fields);
         text.push_str(&fields.0);
         let metadata = event.metadata();
-        // `enabled` asked the host already (tracing calls it first).
+        // The host was asked already: by `register_callsite` (whose answer
+        // tracing caches) or `enabled`; the host's own subscriber filters
+        // the record again on its side.
         injected::send_log(abi_level(*metadata.level()), metadata.target(), &text);
     }
 

@@ -47,7 +47,8 @@ where
     F::Output: Send + 'static,
 {
     if let Some(api) = injected::host() {
-        let (cell, task) = cell::spawn_on_host(api, future);
+        // SAFETY: `api` came from `injected::host()`.
+        let (cell, task) = unsafe { cell::spawn_on_host(api, future) };
         JoinHandle(Repr::Host {
             api,
             task: Some(task),
@@ -79,7 +80,8 @@ where
     R: Send + 'static,
 {
     if let Some(api) = injected::host() {
-        let cell = cell::spawn_blocking_on_host(api, f);
+        // SAFETY: `api` came from `injected::host()`.
+        let cell = unsafe { cell::spawn_blocking_on_host(api, f) };
         JoinHandle(Repr::Host {
             api,
             task: None,
