@@ -43,7 +43,8 @@
 
 // The layers, bottom to top (each uses only those before it): sync; info;
 // error, report; declaration; table (a plugin's services); bus; loaded;
-// host; testing.
+// host, builder; testing.
+mod builder;
 mod bus;
 mod declaration;
 mod error;
@@ -56,9 +57,10 @@ mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use builder::HostBuilder;
 pub use declaration::{Declaration, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::Event;
-pub use host::{HostBuilder, PluginHost};
+pub use host::PluginHost;
 pub use info::{PluginId, PluginInfo, PluginLog};
 pub use report::{EmitReport, FailureKind, HandlerFailure};

@@ -16,14 +16,34 @@ use super::services::services;
 const TARGET: &str = "horizon_plugin_host::plugin_log";
 use crate::info::PluginLog;
 
-fn tracing_level(level: u32) -> tracing::Level {
-    match level {
-        abi::level::ERROR => tracing::Level::ERROR,
-        abi::level::WARN => tracing::Level::WARN,
-        abi::level::INFO => tracing::Level::INFO,
-        abi::level::DEBUG => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    }
+/// Evaluates `$body` with `$lvl` the `tracing::Level` constant of boundary
+/// level `$level` (`tracing`'s macros need a constant): the one mapping
+/// from boundary levels to `tracing` levels.
+macro_rules! at_level {
+    ($level:expr, $lvl:ident => $body:expr) => {
+        match $level {
+            abi::level::ERROR => {
+                const $lvl: tracing::Level = tracing::Level::ERROR;
+                $body
+            }
+            abi::level::WARN => {
+                const $lvl: tracing::Level = tracing::Level::WARN;
+                $body
+            }
+            abi::level::INFO => {
+                const $lvl: tracing::Level = tracing::Level::INFO;
+                $body
+            }
+            abi::level::DEBUG => {
+                const $lvl: tracing::Level = tracing::Level::DEBUG;
+                $body
+            }
+            _ => {
+                const $lvl: tracing::Level = tracing::Level::TRACE;
+                $body
+            }
+        }
+    };
 }
 
 /// The host's most verbose enabled level, as a boundary [`abi::level`].
@@ -49,14 +69,7 @@ pub(super) unsafe extern "C" fn enabled(
         return true;
     }
     // A host subscriber that panics must not unwind out of `extern "C"`.
-    catch(|| match level {
-        abi::level::ERROR => tracing::enabled!(target: TARGET, tracing::Level::ERROR),
-        abi::level::WARN => tracing::enabled!(target: TARGET, tracing::Level::WARN),
-        abi::level::INFO => tracing::enabled!(target: TARGET, tracing::Level::INFO),
-        abi::level::DEBUG => tracing::enabled!(target: TARGET, tracing::Level::DEBUG),
-        _ => tracing::enabled!(target: TARGET, tracing::Level::TRACE),
-    })
-    .unwrap_or(false)
+    catch(|| at_level!(level, LEVEL => tracing::enabled!(target: TARGET, LEVEL))).unwrap_or(false)
 }
 
 pub(super) unsafe extern "C" fn log(
@@ -79,25 +92,11 @@ pub(super) unsafe extern "C" fn log(
         if let Some(sink) = &services.log_sink {
             sink(&PluginLog {
                 plugin: plugin.to_owned(),
-                level: tracing_level(level),
+                level: at_level!(level, LEVEL => LEVEL),
                 target: target.clone().into_owned(),
                 message: message.clone().into_owned(),
             });
         }
-        match level {
-            abi::level::ERROR => {
-                tracing::error!(target: TARGET, plugin, target = %target, "{message}")
-            }
-            abi::level::WARN => {
-                tracing::warn!(target: TARGET, plugin, target = %target, "{message}")
-            }
-            abi::level::INFO => {
-                tracing::info!(target: TARGET, plugin, target = %target, "{message}")
-            }
-            abi::level::DEBUG => {
-                tracing::debug!(target: TARGET, plugin, target = %target, "{message}")
-            }
-            _ => tracing::trace!(target: TARGET, plugin, target = %target, "{message}"),
-        }
+        at_level!(level, LEVEL => tracing::event!(target: TARGET, LEVEL, plugin, target = %target, "{message}"));
     });
 }

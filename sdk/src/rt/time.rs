@@ -204,12 +204,15 @@ pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
     }
 }
 
-/// Future returned by [`timeout`] and [`timeout_at`].
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-#[derive(Debug)]
-pub struct Timeout<F> {
-    value: F,
-    delay: Sleep,
+pin_project_lite::pin_project! {
+    /// Future returned by [`timeout`] and [`timeout_at`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    #[derive(Debug)]
+    pub struct Timeout<F> {
+        #[pin]
+        value: F,
+        delay: Sleep,
+    }
 }
 
 impl<F> Timeout<F> {
@@ -233,15 +236,11 @@ impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, error::Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `value` is structurally pinned (never moved out while
-        // pinned); `delay` is `Unpin` and not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above.
-        let value = unsafe { Pin::new_unchecked(&mut this.value) };
-        if let Poll::Ready(v) = value.poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(v) = this.value.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        Pin::new(&mut this.delay)
+        Pin::new(this.delay)
             .poll(cx)
             .map(|()| Err(error::Elapsed(())))
     }

@@ -1,0 +1,121 @@
+//! [`HostBuilder`]: a host's settings, and [`PluginHost::new`] and
+//! [`PluginHost::builder`], which start from them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::bus::Bus;
+use crate::host::PluginHost;
+use crate::info::{LogSink, PluginLog};
+use crate::loaded::Env;
+
+/// Settings of a [`PluginHost`], from [`PluginHost::builder`].
+#[must_use = "call `build` to get the host"]
+pub struct HostBuilder {
+    handle: Handle,
+    unload_timeout: Duration,
+    quarantine_after: Option<u32>,
+    strict_unload: bool,
+    log_sink: Option<LogSink>,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("unload_timeout", &self.unload_timeout)
+            .field("quarantine_after", &self.quarantine_after)
+            .field("strict_unload", &self.strict_unload)
+            .field("log_sink", &self.log_sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostBuilder {
+    /// Strict unload mode: every later entry into an unloaded plugin's code
+    /// through the boundary (a poll, a drop, a waker, a free function, a
+    /// handler call) aborts the process with a message naming the entry
+    /// point, and unloaded libraries stay mapped so that the check can run.
+    /// For tests: it turns "no plugin code runs after unload" into a crash
+    /// when broken. Off by default; `HORIZON_STRICT_UNLOAD=1` in the
+    /// environment turns it on. Off, it costs one relaxed load per entry.
+    pub fn strict_unload(mut self, strict: bool) -> Self {
+        self.strict_unload = strict;
+        self
+    }
+
+    /// How long `on_unload`, and then the plugin's tasks, get to stop when a
+    /// plugin is unloaded (default 5 s).
+    pub fn unload_timeout(mut self, timeout: Duration) -> Self {
+        self.unload_timeout = timeout;
+        self
+    }
+
+    /// Quarantine a plugin whose handlers fail or panic this many times in a
+    /// row: its subscriptions are removed (it stays loaded until unloaded),
+    /// the host logs it, and [`EmitReport::quarantined`](crate::EmitReport::quarantined) names it.
+    /// Off by default.
+    pub fn quarantine_after(mut self, consecutive_failures: u32) -> Self {
+        self.quarantine_after = Some(consecutive_failures.max(1));
+        self
+    }
+
+    /// Also hands every log record of this host's plugins, of every level,
+    /// to `sink` (besides the host's `tracing` subscriber, which filters
+    /// them as usual). For tests and consoles that show a plugin's log
+    /// ([`crate::testing`] uses it). `sink` runs on the plugin's thread,
+    /// inside the plugin's log call: keep it short; a panic in it is caught.
+    pub fn plugin_log_sink<F>(mut self, sink: F) -> Self
+    where
+        F: Fn(&PluginLog) + Send + Sync + 'static,
+    {
+        self.log_sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// The host.
+    pub fn build(self) -> PluginHost {
+        PluginHost::from_env(Env {
+            handle: self.handle,
+            bus: Arc::new(Bus::new(self.quarantine_after)),
+            unload_timeout: self.unload_timeout,
+            strict_unload: self.strict_unload,
+            log_sink: self.log_sink,
+        })
+    }
+}
+
+impl PluginHost {
+    /// A host whose plugins run on the runtime of `handle` (multi-thread or
+    /// current-thread; it needs timers enabled), with the default settings
+    /// of [`HostBuilder`].
+    pub fn new(handle: Handle) -> Self {
+        PluginHost::builder(handle).build()
+    }
+
+    /// Configures a host: unload deadline, quarantine policy.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use horizon_plugin_host::PluginHost;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::builder(tokio::runtime::Handle::current())
+    ///     .unload_timeout(Duration::from_secs(2))
+    ///     .quarantine_after(5)
+    ///     .build();
+    /// assert!(host.plugins().is_empty());
+    /// # }
+    /// ```
+    pub fn builder(handle: Handle) -> HostBuilder {
+        HostBuilder {
+            handle,
+            unload_timeout: Duration::from_secs(5),
+            quarantine_after: None,
+            strict_unload: std::env::var_os("HORIZON_STRICT_UNLOAD").is_some_and(|v| v == "1"),
+            log_sink: None,
+        }
+    }
+}
