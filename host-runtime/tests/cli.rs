@@ -83,7 +83,11 @@ fn check_prints_the_declaration_and_the_verdict() {
 #[test]
 fn the_command_line_is_conventional() {
     let usage = horizon(&["frobnicate"]);
-    assert_eq!(usage.status.code(), Some(2), "usage errors exit with 2");
+    assert_eq!(
+        usage.status.code(),
+        Some(1),
+        "usage errors exit with 1, as cargo's"
+    );
     let stderr = String::from_utf8_lossy(&usage.stderr);
     assert!(
         stderr.contains("unrecognized subcommand") && stderr.contains("Usage: horizon"),
@@ -104,7 +108,7 @@ fn the_command_line_is_conventional() {
         );
     }
     let bad_emit = horizon(&["run", "--emit", "ping=not json", "somewhere"]);
-    assert_eq!(bad_emit.status.code(), Some(2));
+    assert_eq!(bad_emit.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_emit.stderr).contains("is not JSON"));
 }
 

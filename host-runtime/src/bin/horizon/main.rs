@@ -57,7 +57,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    // Usage errors exit with 1, as cargo's do (clap's default is 2);
+    // `--help` and `--version` print and succeed.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
         Command::New { dir, name } => match scaffold::write(&dir, name.as_deref()) {
             Ok(name) => {
                 status("Created", format!("plugin `{name}` in {}", dir.display()));
