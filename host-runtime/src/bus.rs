@@ -181,14 +181,20 @@ impl Bus {
         let mut running = Vec::new();
         if let Some(list) = &named {
             // Every handler is started (and plugin handlers polled once)
-            // before any is awaited.
+            // before any is awaited, all on this thread: whether it is in a
+            // runtime's context is asked once, at the first plugin handler.
+            let mut in_context = None;
             {
                 for subscriber in list.iter() {
                     match subscriber {
                         Subscriber::Host(handler) => {
                             call_host_handler(handler, &event, &mut report);
                         }
-                        Subscriber::Plugin(handler) => match self.start_handler(handler, &event) {
+                        Subscriber::Plugin(handler) => match self.start_handler(
+                            handler,
+                            &event,
+                            *in_context.get_or_insert_with(in_runtime_context),
+                        ) {
                             HandlerRun::Task(task) => running.push((handler, task)),
                             HandlerRun::Done(outcome) => {
                                 self.record(handler, outcome, &event, &mut report);
@@ -279,13 +285,19 @@ impl Bus {
     /// code only runs where a runtime is current. Either way the call is
     /// registered with the plugin,
     /// so unload waits for it before releasing the handler.
-    fn start_handler(&self, handler: &Arc<PluginHandler>, event: &Event) -> HandlerRun {
+    /// `in_context`: [`in_runtime_context`] on this thread.
+    fn start_handler(
+        &self,
+        handler: &Arc<PluginHandler>,
+        event: &Event,
+        in_context: bool,
+    ) -> HandlerRun {
         let services = &handler.services;
         // A handler that emits polls the next handlers inline too; past a
         // bounded depth (a chain, or a cycle, of events) handlers run as
         // tasks instead, so a plugin cannot overflow the emitter's stack.
         let depth = INLINE_DEPTH.with(Cell::get);
-        if depth >= MAX_INLINE_DEPTH || !in_runtime_context() {
+        if depth >= MAX_INLINE_DEPTH || !in_context {
             let ev = event.clone();
             let h = Arc::clone(handler);
             let running = services.handler_started();

@@ -182,8 +182,11 @@ impl Services {
     /// `Arc` or a borrow of one); work holding a [`CountedRef`] uses
     /// [`CountedRef::release`] instead.
     pub(super) fn leave(&self, amount: u64) {
-        self.counts.fetch_sub(amount, Ordering::SeqCst);
-        if amount & (HANDLER - 1) != 0 && self.closed.load(Ordering::SeqCst) {
+        let before = self.counts.fetch_sub(amount, Ordering::SeqCst);
+        let live = amount & (HANDLER - 1);
+        // Only the decrement that takes the live count to 0 can be the one
+        // `abort_all` waits for: the others need not read `closed`.
+        if live != 0 && (before & (HANDLER - 1)) == live && self.closed.load(Ordering::SeqCst) {
             self.drained.notify_waiters();
         }
     }
