@@ -5,8 +5,16 @@
 //! `tokio` (written `tokio::…` or `::tokio::…`): the attribute cannot resolve
 //! names, so a path is tokio's only when it says so, or when it starts with a
 //! name that a `use tokio::…` in the impl's bodies brought in (see
-//! `rewrite::Aliases`). A routed path keeps every segment and only has its
+//! [`Aliases`]). A routed path keeps every segment and only has its
 //! root `tokio` replaced by `::horizon_plugin_sdk::rt`, whose modules mirror tokio's.
+
+use std::collections::HashMap;
+
+/// Names brought in by the `use` items of the impl's bodies, mapped to the
+/// full path they stand for (collected by `rewrite/uses.rs`). Only
+/// consulted to refuse calls through such names, in paths and in macro
+/// arguments alike; routed `use`s are rewritten in place.
+pub(crate) type Aliases = HashMap<String, Vec<String>>;
 
 /// What to do with a path below `tokio`.
 pub(crate) enum Class {
@@ -59,7 +67,7 @@ pub(crate) const HANDLE_STORAGE: &str = "a runtime handle stored in a `thread_lo
      does not share tokio's runtime with its host; the host injects the handle: call \
      `tokio::runtime::Handle::current()` (routed to `horizon_plugin_sdk::rt::runtime::Handle`) where you need it";
 
-pub(crate) const BLOCK_ON: &str = "`futures::executor::block_on` blocks a host worker thread until the future completes; \
+const BLOCK_ON: &str = "`futures::executor::block_on` blocks a host worker thread until the future completes; \
      `.await` the future instead";
 
 pub(crate) const METHOD_BLOCK_ON: &str = "`block_on` inside a plugin blocks the host worker thread that runs this code (and a runtime handle from \
@@ -84,6 +92,22 @@ pub(crate) fn classify(segments: &[String]) -> Class {
             Class::Refused(HANDLE_BLOCKING)
         }
         (Some("runtime"), Some("Handle"), _) => Class::Routed,
+        _ => Class::Keep,
+    }
+}
+
+/// The classification of a full path (root crate included).
+pub(crate) fn classify_full(full: &[String]) -> Class {
+    match full.first().map(String::as_str) {
+        Some("tokio") => classify(&full[1..]),
+        Some("futures")
+            if full[1..]
+                .iter()
+                .map(String::as_str)
+                .eq(["executor", "block_on"]) =>
+        {
+            Class::Refused(BLOCK_ON)
+        }
         _ => Class::Keep,
     }
 }

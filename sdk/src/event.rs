@@ -91,3 +91,44 @@ impl fmt::Debug for Event {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::Event;
+
+    /// A payload shaped like a handler's argument (no floats: JSON does
+    /// not carry every `f64` exactly).
+    type Payload = (u64, String, Vec<i32>, Option<bool>);
+
+    proptest! {
+        /// A serialized value decodes back to the equal value, under its
+        /// name, also from a copy of its bytes.
+        #[test]
+        fn payloads_round_trip(name in any::<String>(), value in any::<Payload>()) {
+            let event = Event::new(&name, &value).unwrap();
+            prop_assert_eq!(event.name(), name.as_str());
+            prop_assert_eq!(event.json::<Payload>().unwrap(), value.clone());
+            let copy = Event::from_json_bytes(&name, event.payload().to_vec());
+            prop_assert_eq!(copy.json::<Payload>().unwrap(), value);
+        }
+
+        /// A payload cut short (a JSON array is incomplete before its last
+        /// byte) or followed by garbage is an error that keeps serde's as
+        /// its source, never a panic or a value.
+        #[test]
+        fn truncated_or_extended_payloads_are_errors(value in any::<Payload>(), cut in any::<proptest::sample::Index>(), garbage in b'!'..=b'~') {
+            let json = serde_json::to_vec(&value).unwrap();
+            let truncated = Event::from_json_bytes("e", json[..cut.index(json.len())].to_vec());
+            let err = truncated.json::<Payload>().unwrap_err();
+            prop_assert!(
+                std::error::Error::source(&err).is_some_and(|s| s.is::<serde_json::Error>()),
+                "{}", err
+            );
+            let mut extended = json;
+            extended.push(garbage);
+            prop_assert!(Event::from_json_bytes("e", extended).json::<Payload>().is_err());
+        }
+    }
+}

@@ -10,14 +10,14 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 pub use crate::abi::ExportedDeclaration;
-use crate::abi::guard::{self, entered};
+use crate::abi::guard::{self, catch, entered};
 use crate::abi::{
     ABI_VERSION, FLAG_STRICT_UNLOAD, HostApi, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
     RStatus, RStr, RUSTC_VERSION, RawFuture, SDK_VERSION, SHUTDOWN_OK, SHUTDOWN_PANICKED,
     SHUTDOWN_STUCK,
 };
 use crate::boundary::handlers::result_to_status;
-use crate::boundary::injected::{self, Guarded, Injected, catch};
+use crate::boundary::injected::{self, Guarded, Injected};
 use crate::{Plugin, PluginContext, PluginError};
 
 /// What `#[horizon_plugin]` replaces a refused `x.block_on(fut)` call with,

@@ -11,44 +11,33 @@
 mod tokens;
 mod uses;
 
-use std::collections::HashMap;
-
 use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Block, Expr, ImplItemFn, Item, Macro, Path, PathSegment, Stmt};
+use syn::{Attribute, Block, Expr, ImplItemFn, Item, ItemImpl, Macro, Path, PathSegment, Stmt};
 
 use crate::crate_name;
-use crate::paths::{self, Class};
+use crate::paths::{self, Aliases, Class};
+
+/// Rewrites the bodies of `item` in place and appends every error it finds
+/// to `errors`.
+pub(crate) fn rewrite(item: &mut ItemImpl, errors: &mut Vec<syn::Error>) {
+    let mut rewriter = Rewriter {
+        aliases: uses::collect_aliases(item),
+        errors: Vec::new(),
+    };
+    rewriter.visit_item_impl_mut(item);
+    errors.append(&mut rewriter.errors);
+}
 
 /// Rewrites one impl's bodies and collects every error it finds.
-#[derive(Default)]
-pub(crate) struct Rewriter {
-    /// Names brought in by a `use tokio::…` / `use futures::…` in the bodies,
-    /// mapped to the full path they stand for. Only consulted to refuse
-    /// calls through such names (in paths and in macro arguments alike);
-    /// routed `use`s are rewritten in place.
-    pub(super) aliases: HashMap<String, Vec<String>>,
-    pub(crate) errors: Vec<syn::Error>,
+struct Rewriter {
+    /// The aliases of the bodies' `use` items, collected before the walk.
+    aliases: Aliases,
+    errors: Vec<syn::Error>,
 }
 
-/// The classification of a full path (root crate included).
-pub(super) fn classify_full(full: &[String]) -> Class {
-    match full.first().map(String::as_str) {
-        Some("tokio") => paths::classify(&full[1..]),
-        Some("futures")
-            if full[1..]
-                .iter()
-                .map(String::as_str)
-                .eq(["executor", "block_on"]) =>
-        {
-            Class::Refused(paths::BLOCK_ON)
-        }
-        _ => Class::Keep,
-    }
-}
-
-pub(super) fn routed_root(span: Span) -> impl Iterator<Item = PathSegment> {
+fn routed_root(span: Span) -> impl Iterator<Item = PathSegment> {
     [crate_name::sdk(span), Ident::new("rt", span)]
         .into_iter()
         .map(PathSegment::from)
@@ -75,7 +64,7 @@ impl Rewriter {
         } else {
             return;
         };
-        match classify_full(&full) {
+        match paths::classify_full(&full) {
             Class::Routed if first.ident == "tokio" => {
                 let span = first.ident.span();
                 let rest: Vec<PathSegment> = path.segments.iter().skip(1).cloned().collect();
@@ -156,7 +145,7 @@ impl VisitMut for Rewriter {
             self.check_handle_storage(&stmt);
             match stmt {
                 Stmt::Item(Item::Use(u)) => block.stmts.extend(
-                    self.rewrite_use(u)
+                    uses::rewrite_use(u, &mut self.errors)
                         .into_iter()
                         .map(|u| Stmt::Item(Item::Use(u))),
                 ),
@@ -212,6 +201,10 @@ impl VisitMut for Rewriter {
             let sdk = crate_name::sdk(span);
             mac.path = syn::parse_quote_spanned!(span=> ::#sdk::__private::tokio::#name);
         }
-        mac.tokens = self.rewrite_tokens(std::mem::take(&mut mac.tokens));
+        mac.tokens = tokens::rewrite_tokens(
+            std::mem::take(&mut mac.tokens),
+            &self.aliases,
+            &mut self.errors,
+        );
     }
 }

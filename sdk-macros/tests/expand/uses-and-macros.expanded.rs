@@ -21,6 +21,10 @@ impl Plugin for Timers {
             }
         });
         nap(Duration::from_millis(1)).await;
+        let _ = ::horizon_plugin_sdk::__private::tokio::join!(
+            spawn(async {}), nap(Duration::from_millis(1))
+        );
+        println!("{:?}", time::Instant::now());
         let _ = rx.recv().await;
         handle.abort();
         Ok(())

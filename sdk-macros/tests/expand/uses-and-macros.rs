@@ -23,6 +23,9 @@ impl Plugin for Timers {
             }
         });
         nap(Duration::from_millis(1)).await;
+        // Aliases of routed `use`s, inside a macro's arguments.
+        let _ = tokio::join!(spawn(async {}), nap(Duration::from_millis(1)));
+        println!("{:?}", time::Instant::now());
         let _ = rx.recv().await;
         handle.abort();
         Ok(())

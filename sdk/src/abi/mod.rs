@@ -251,3 +251,29 @@ pub struct ExportedDeclaration(pub PluginDeclaration);
 // SAFETY: the declaration is immutable and its pointers point to `'static`
 // string data and functions, which are safe to share between threads.
 unsafe impl Sync for ExportedDeclaration {}
+
+// Pinned on 64-bit targets only: the fingerprint mixes sizes and offsets.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::{ABI_VERSION, LAYOUT_FINGERPRINT};
+
+    /// The fingerprint of each boundary version, on 64-bit targets. A
+    /// failure here means a boundary type changed: bump `ABI_VERSION` (a
+    /// host then refuses plugins of the old layout by version, with a clear
+    /// error) and record the new fingerprint under it.
+    #[test]
+    fn the_fingerprint_is_pinned_per_boundary_version() {
+        let pinned: &[(u32, u64)] = &[(3, PINNED_V3)];
+        let expected = pinned
+            .iter()
+            .find(|(version, _)| *version == ABI_VERSION)
+            .map(|(_, fingerprint)| *fingerprint);
+        assert_eq!(
+            Some(LAYOUT_FINGERPRINT),
+            expected,
+            "boundary version {ABI_VERSION} has layout fingerprint {LAYOUT_FINGERPRINT:#018x}"
+        );
+    }
+
+    const PINNED_V3: u64 = 0x496d_e0e4_85ae_15a4;
+}

@@ -195,3 +195,59 @@ pub(super) const fn layout(h: u64) -> u64 {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{RStatus, RStr, RString, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
+
+    proptest! {
+        /// A string crossing as an `RStr` comes back as exactly that string,
+        /// borrowed in place.
+        #[test]
+        fn utf8_strings_come_back_unchanged(s in any::<String>()) {
+            for r in [RStr::new(&s), RStr::from_bytes(s.as_bytes())] {
+                // SAFETY: `s` outlives `r` and is not changed.
+                let back = unsafe { r.to_str() };
+                prop_assert_eq!(back, Some(s.as_str()));
+                prop_assert!(s.is_empty() || back.is_some_and(|b| b.as_ptr() == s.as_ptr()));
+            }
+        }
+
+        /// Bytes that are not UTF-8 are refused as a string, without a
+        /// panic, and still come back byte for byte.
+        #[test]
+        fn invalid_utf8_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..64), at in any::<proptest::sample::Index>()) {
+            let mut bytes = bytes;
+            // 0xFF starts no UTF-8 sequence and continues none.
+            bytes.insert(at.index(bytes.len() + 1), 0xFF);
+            let r = RStr::from_bytes(&bytes);
+            // SAFETY: `bytes` outlives `r` and is not changed.
+            let (text, raw) = unsafe { (r.to_str(), r.as_bytes()) };
+            prop_assert!(text.is_none(), "{:?} read as {:?}", bytes, text);
+            prop_assert_eq!(raw, &bytes[..]);
+        }
+
+        /// An owned string taken apart into an `RString` (and freed by its
+        /// owner's function on drop) reads back unchanged, alone or as a
+        /// status message.
+        #[test]
+        fn rstrings_read_back_unchanged(s in any::<String>()) {
+            prop_assert_eq!(RString::from(s.clone()).to_string_lossy(), s.as_str());
+            let error = RStatus::error(s.clone());
+            prop_assert_eq!(error.code, STATUS_ERROR);
+            prop_assert_eq!(error.message.to_string_lossy(), s.as_str());
+            let panic = RStatus::panic(s.clone());
+            prop_assert_eq!(panic.code, STATUS_PANIC);
+            prop_assert_eq!(panic.message.to_string_lossy(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn ok_has_no_message() {
+        let ok = RStatus::ok();
+        assert_eq!(ok.code, STATUS_OK);
+        assert_eq!(ok.message.to_string_lossy(), "");
+    }
+}

@@ -6,8 +6,8 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::injected::{self, Guarded, catch};
-use crate::abi::guard::entered;
+use super::injected::{self, Guarded};
+use crate::abi::guard::{catch, entered};
 use crate::abi::{HostApi, RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
 use crate::{Event, PluginError};
 
