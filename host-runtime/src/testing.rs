@@ -28,9 +28,16 @@
 //! }
 //! ```
 //!
+//! A plain `#[tokio::test]` (a current-thread runtime) works as well: the
+//! host runs the plugin's tasks on whichever runtime the test has.
+//!
 //! The plugin is built in the debug profile into the test's own target
 //! directory, and each load uses a fresh copy of the library, so several
-//! tests of one binary may load it at once.
+//! tests of one binary may load it at once. The copies live in a directory
+//! of their [`TestHost`] (`<temp>/horizon-test-<pid>-<n>`), removed when
+//! the host is dropped; the directories of processes that died before
+//! removing theirs (a test aborted in strict unload mode) are removed by
+//! the next [`TestHost::new`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,48 +72,88 @@ pub enum TestError {
 }
 
 /// Builds the plugin crate at `crate_dir` with `cargo build` and returns
-/// its `cdylib`. cargo's diagnostics go to standard error.
+/// its `cdylib`. cargo's progress and the compiler's diagnostics go to
+/// standard error as they come.
 ///
 /// # Errors
-/// When cargo cannot run or the build fails, or the crate builds no
-/// `cdylib` (the message says what to add).
+/// When cargo cannot run or the build fails (the message names the crate
+/// and the compiler's first error), or the crate builds no `cdylib` (the
+/// message says what to add).
 pub fn cargo_build(crate_dir: &Path, target_dir: Option<&Path>) -> Result<PathBuf, String> {
+    use std::io::{BufRead, BufReader, IsTerminal};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // The compiler's diagnostics come back as JSON (rendered in colour for
+    // a terminal): printed as cargo would, and their headlines kept for
+    // the error.
+    let format = if std::io::stderr().is_terminal() {
+        "--message-format=json-diagnostic-rendered-ansi"
+    } else {
+        "--message-format=json"
+    };
     let mut command = Command::new(cargo);
     command
-        .args([
-            "build",
-            "--message-format=json-render-diagnostics",
-            "--manifest-path",
-        ])
+        .args(["build", format, "--manifest-path"])
         .arg(crate_dir.join("Cargo.toml"))
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(dir) = target_dir {
         command.arg("--target-dir").arg(dir);
     }
-    let output = command
-        .output()
+    let mut child = command
+        .spawn()
         .map_err(|e| format!("could not run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("build of {} failed", crate_dir.display()));
-    }
+    let stdout = child.stdout.take();
     let mut library = None;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+    let mut errors = Vec::new();
+    // Read to the end before the wait (no early return: cargo is waited for).
+    for line in stdout
+        .into_iter()
+        .flat_map(|out| BufReader::new(out).lines().map_while(Result::ok))
+    {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        let is_cdylib = message["target"]["kind"]
-            .as_array()
-            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
-        if message["reason"] == "compiler-artifact" && is_cdylib {
-            library = message["filenames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str())
-                .find(|f| f.ends_with(std::env::consts::DLL_SUFFIX))
-                .map(PathBuf::from);
+        match message["reason"].as_str() {
+            Some("compiler-message") => {
+                let diagnostic = &message["message"];
+                if let Some(rendered) = diagnostic["rendered"].as_str() {
+                    eprint!("{rendered}");
+                }
+                let headline = diagnostic["message"].as_str().unwrap_or_default();
+                if diagnostic["level"] == "error" && !headline.starts_with("aborting due to") {
+                    errors.push(headline.to_owned());
+                }
+            }
+            Some("compiler-artifact") => {
+                let is_cdylib = message["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+                if is_cdylib {
+                    library = message["filenames"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f.as_str())
+                        .find(|f| f.ends_with(std::env::consts::DLL_SUFFIX))
+                        .map(PathBuf::from);
+                }
+            }
+            _ => {}
         }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if !status.success() {
+        let dir = crate_dir.display();
+        return Err(match errors.as_slice() {
+            [] => format!("cargo could not build {dir} (its errors are above)"),
+            [only] => format!("build of {dir} failed: {only}"),
+            [first, rest @ ..] => format!(
+                "build of {dir} failed: {first} (and {} more errors, above)",
+                rest.len()
+            ),
+        });
     }
     library.ok_or_else(|| {
         format!(
@@ -143,6 +190,52 @@ pub fn build_plugin(crate_dir: impl AsRef<Path>) -> Result<PathBuf, TestError> {
     once.get_or_init(|| cargo_build(&dir, test_target_dir().as_deref()))
         .clone()
         .map_err(TestError::Build)
+}
+
+/// A new directory for this process's library copies,
+/// `<temp>/<prefix>-<pid>-<n>` (not created: [`fresh_copy`] creates it).
+/// First removes the directories of that prefix that processes now gone
+/// left behind (killed, or aborted in strict unload mode, before removing
+/// their own). The caller removes its directory when done with it.
+pub fn copies_dir(prefix: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let temp = std::env::temp_dir();
+    remove_stale_copies(&temp, prefix);
+    temp.join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Removes the directories `<prefix>-<pid>[-<n>]` in `root` whose process
+/// is gone. Only where `/proc` tells which processes live: elsewhere
+/// nothing is removed.
+fn remove_stale_copies(root: &Path, prefix: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_prefix('-'))
+        else {
+            continue;
+        };
+        let Ok(pid) = rest.split('-').next().unwrap_or_default().parse::<u32>() else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Copies `library` into `dir` (created if needed) under a name not used
@@ -201,6 +294,17 @@ struct Seen {
 pub struct TestHost {
     host: PluginHost,
     seen: Arc<Seen>,
+    /// Where this host's library copies go (see [`copies_dir`]); removed
+    /// on drop.
+    copies: PathBuf,
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // A copy still mapped (a host dropped without `shutdown`) stays
+        // mapped without its file.
+        let _ = std::fs::remove_dir_all(&self.copies);
+    }
 }
 
 impl Default for TestHost {
@@ -210,7 +314,8 @@ impl Default for TestHost {
 }
 
 impl TestHost {
-    /// A host on the current runtime.
+    /// A host on the current runtime (either flavour). Removes the library
+    /// copies that processes now gone left behind (see [`copies_dir`]).
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -226,7 +331,11 @@ impl TestHost {
             lock(&events.events).push(event);
             events.arrived.notify_waiters();
         });
-        TestHost { host, seen }
+        TestHost {
+            host,
+            seen,
+            copies: copies_dir("horizon-test"),
+        }
     }
 
     /// The host, for anything this type does not wrap.
@@ -247,13 +356,13 @@ impl TestHost {
         self.load_library(&library).await
     }
 
-    /// Loads a fresh copy of an already built library.
+    /// Loads a fresh copy of an already built library (in this host's
+    /// directory of copies, removed when the host is dropped).
     ///
     /// # Errors
-    /// When the load fails.
+    /// When the copy or the load fails.
     pub async fn load_library(&self, library: &Path) -> Result<PluginId, TestError> {
-        let dir = std::env::temp_dir().join(format!("horizon-test-{}", std::process::id()));
-        let copy = fresh_copy(library, &dir).map_err(TestError::Build)?;
+        let copy = fresh_copy(library, &self.copies).map_err(TestError::Build)?;
         Ok(self.host.load(copy).await?)
     }
 

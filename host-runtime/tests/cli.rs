@@ -1,12 +1,14 @@
-//! The `horizon` command, end to end: `check`, `run` on a plugin crate, and
-//! `run --watch` rebuilding and reloading an edited plugin while a broken
-//! edit leaves the previous build serving.
+//! The `horizon` command, end to end: `check`, `run` on a plugin crate,
+//! `run`'s events from the command line and standard input, `run --watch`
+//! rebuilding and reloading an edited plugin while a broken edit leaves the
+//! previous build serving, and exit codes as cargo's (1 for a usage error,
+//! 101 for a command that fails).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +49,11 @@ fn check_prints_the_declaration_and_the_verdict() {
     );
 
     let wrong = horizon(&["check", fixture("wrong-abi").to_str().unwrap()]);
-    assert!(!wrong.status.success());
+    assert_eq!(
+        wrong.status.code(),
+        Some(101),
+        "a refused library fails the command"
+    );
     let stdout = String::from_utf8_lossy(&wrong.stdout);
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(
@@ -63,7 +69,7 @@ fn check_prints_the_declaration_and_the_verdict() {
     );
 
     let not_plugin = horizon(&["check", fixture("no-sdk").to_str().unwrap()]);
-    assert!(!not_plugin.status.success());
+    assert_eq!(not_plugin.status.code(), Some(101));
     assert!(String::from_utf8_lossy(&not_plugin.stderr).contains("is not a Horizon plugin"));
 
     // A file that is no library at all: the loader's own reason is shown.
@@ -75,7 +81,7 @@ fn check_prints_the_declaration_and_the_verdict() {
     .unwrap();
     let bad = horizon(&["check", junk.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(101));
     assert!(stderr.contains("invalid ELF header"), "{stderr}");
     let _ = std::fs::remove_file(&junk);
 }
@@ -92,6 +98,16 @@ fn the_command_line_is_conventional() {
     assert!(
         stderr.contains("unrecognized subcommand") && stderr.contains("Usage: horizon"),
         "{stderr}"
+    );
+    let help = horizon(&["--help"]);
+    assert!(help.status.success());
+    let words = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        words.contains("101 when the command fails") && words.contains("1 for a usage error"),
+        "`--help` documents the exit status: {words}"
     );
     let version = horizon(&["--version"]);
     assert!(version.status.success());
@@ -110,6 +126,23 @@ fn the_command_line_is_conventional() {
     let bad_emit = horizon(&["run", "--emit", "ping=not json", "somewhere"]);
     assert_eq!(bad_emit.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_emit.stderr).contains("is not JSON"));
+    let no_name = horizon(&["run", "--emit", "=1", "somewhere"]);
+    assert_eq!(no_name.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_name.stderr).contains("the event name is empty"));
+
+    // A command that fails (here: a library that is not there) exits with
+    // 101, as cargo's.
+    let missing = std::env::temp_dir().join(format!(
+        "horizon-cli-no-such-plugin-{}.so",
+        std::process::id()
+    ));
+    let failed = horizon(&["run", "--seconds", "1", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(101), "{stderr}");
+    assert!(
+        stderr.contains("error:") && stderr.contains("horizon-cli-no-such-plugin"),
+        "{stderr}"
+    );
 }
 
 /// `horizon new` writes a crate that `horizon run` runs (events sent with
@@ -129,7 +162,10 @@ fn new_writes_a_plugin_that_runs_and_passes_its_own_test() {
         String::from_utf8_lossy(&created.stderr)
     );
     // A second `new` into it refuses.
-    assert!(!horizon(&["new", dir.to_str().unwrap()]).status.success());
+    assert_eq!(
+        horizon(&["new", dir.to_str().unwrap()]).status.code(),
+        Some(101)
+    );
     // Resolve dependencies as the workspace does, and share its target
     // directory, so they are built once.
     std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
@@ -217,20 +253,26 @@ fn run_builds_a_plugin_crate_and_prints_its_events_and_logs() {
     );
 }
 
-/// A running `horizon` whose output lines are collected as they come.
+/// A running `horizon` whose output lines (standard output and error) are
+/// collected as they come, and whose standard input takes lines.
 struct Running {
     child: Child,
+    stdin: ChildStdin,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
     fn start(args: &[&str], envs: &[(&str, &Path)]) -> Running {
         let mut cmd = Command::new(HORIZON);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start horizon");
+        let stdin = child.stdin.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
@@ -245,7 +287,26 @@ impl Running {
                 }
             });
         }
-        Running { child, lines }
+        Running {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Types a line on the command's standard input.
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").expect("write to horizon's standard input");
+    }
+
+    /// Where the first line containing `needle` is, if any.
+    fn position(&self, needle: &str) -> Option<usize> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|l| l.contains(needle))
     }
 
     fn count(&self, needle: &str) -> usize {
@@ -275,6 +336,63 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Events to send: `--emit` given twice, `--emit name` alone (a `null`
+/// payload), and lines on standard input: a name alone (`null`), a name and
+/// JSON, `#` comments and blank lines skipped, and a line whose payload is
+/// not JSON, reported while the run goes on.
+#[test]
+fn run_sends_events_from_the_command_line_and_standard_input() {
+    let library = fixture("basic");
+    let mut running = Running::start(
+        &[
+            "run",
+            library.to_str().unwrap(),
+            "--tick-ms",
+            "3600000",
+            "--seconds",
+            "120",
+            "--emit",
+            "first=1",
+            "--emit",
+            "second",
+        ],
+        &[],
+    );
+    for line in [
+        "# a comment, not an event",
+        "",
+        "   ",
+        "third",
+        r#"fourth {"n": [1, 2]}"#,
+        "bad {not json",
+        "fifth 5",
+    ] {
+        running.send(line);
+    }
+    running.wait_for("[host] fifth 5", 1, Duration::from_secs(60));
+    for sent in [
+        "[host] first 1",
+        "[host] second null",
+        "[host] third null",
+        r#"[host] fourth {"n":[1,2]}"#,
+    ] {
+        assert_eq!(running.count(sent), 1, "{sent}");
+    }
+    assert_eq!(
+        running.count("error: the payload of `bad` is not JSON"),
+        1,
+        "a bad line is reported"
+    );
+    assert_eq!(running.count("[host] bad"), 0);
+    assert_eq!(running.count("a comment"), 0, "a `#` line sends nothing");
+    // In the order given; the bad line did not stop the run.
+    let at = |needle: &str| running.position(needle).unwrap();
+    assert!(at("[host] first 1") < at("[host] second null"));
+    assert!(at("[host] second null") < at("[host] third null"));
+    assert!(at("[host] third null") < at("[host] fifth 5"));
+    assert!(running.child.try_wait().unwrap().is_none(), "still running");
 }
 
 #[test]

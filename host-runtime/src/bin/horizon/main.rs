@@ -14,6 +14,10 @@
 //! reloads the plugin in place; a failed build leaves the previous build
 //! serving. `check` prints what a library declares and whether this host
 //! would load it.
+//!
+//! Exit status, as cargo's: 0 on success, 101 when the command fails (a
+//! build or a load that fails, a library `check` finds this host would
+//! refuse), 1 for a usage error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,12 +29,19 @@ mod out;
 mod run;
 mod scaffold;
 
-use out::{error, status};
+use out::{error, failed, status};
 use run::RunOptions;
 
 /// Build, run and check Horizon plugins.
 #[derive(Parser)]
-#[command(name = "horizon", version, about)]
+#[command(
+    name = "horizon",
+    version,
+    about,
+    after_help = "Exit status, as cargo's: 0 on success, 101 when the command fails \
+                  (a build or a load that fails, a library `check` finds this host \
+                  would refuse), 1 for a usage error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +69,8 @@ enum Command {
 
 fn main() -> ExitCode {
     // Usage errors exit with 1, as cargo's do (clap's default is 2);
-    // `--help` and `--version` print and succeed.
+    // `--help` and `--version` print and succeed. A command that fails
+    // exits with 101 (`out::failed`).
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -85,7 +97,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 error(e);
-                ExitCode::FAILURE
+                failed()
             }
         },
         Command::Run(options) => run::run_command(options),
@@ -119,9 +131,5 @@ fn check_command(libraries: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if ok { ExitCode::SUCCESS } else { failed() }
 }

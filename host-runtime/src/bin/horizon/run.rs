@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use horizon_plugin_host::testing::{self, cargo_build};
 use horizon_plugin_host::{Event, PluginHost, PluginId};
 
-use crate::out::{error, status};
+use crate::out::{error, failed, status};
 
 #[derive(clap::Args)]
 pub(crate) struct RunOptions {
@@ -93,12 +94,15 @@ fn source_stamp(dir: &Path) -> SystemTime {
 /// A fresh copy of `library` in this run's directory (see
 /// [`horizon_plugin_host::testing::fresh_copy`]).
 fn fresh_copy(library: &Path) -> Result<PathBuf, String> {
-    testing::fresh_copy(library, &run_dir())
+    testing::fresh_copy(library, run_dir())
 }
 
-/// Where this run keeps its copies (removed at exit).
-fn run_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("horizon-run-{}", std::process::id()))
+/// Where this run keeps its copies (removed at exit; those of runs that
+/// were killed are removed by the next run, see
+/// [`horizon_plugin_host::testing::copies_dir`]).
+fn run_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| testing::copies_dir("horizon-run"))
 }
 
 pub(crate) fn run_command(options: RunOptions) -> ExitCode {
@@ -118,7 +122,7 @@ pub(crate) fn run_command(options: RunOptions) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             error(format!("could not start the runtime: {e}"));
-            return ExitCode::FAILURE;
+            return failed();
         }
     };
     let code = rt.block_on(run(options));
@@ -158,11 +162,11 @@ async fn run(options: RunOptions) -> ExitCode {
                 },
                 Ok(Err(e)) => {
                     error(e);
-                    return ExitCode::FAILURE;
+                    return failed();
                 }
                 Err(e) => {
                     error(e);
-                    return ExitCode::FAILURE;
+                    return failed();
                 }
             }
         } else {
@@ -192,7 +196,7 @@ async fn run(options: RunOptions) -> ExitCode {
             Err(e) => {
                 error(e);
                 host.shutdown().await;
-                return ExitCode::FAILURE;
+                return failed();
             }
         }
     }
@@ -207,6 +211,10 @@ async fn run(options: RunOptions) -> ExitCode {
     let mut stdin = Some(stdin_lines());
     let mut watch = tokio::time::interval(Duration::from_millis(300));
     let mut tick = 0u64;
+    // One Ctrl-C listener for the whole run: one made anew on each turn
+    // of the loop would miss a Ctrl-C that comes between two turns.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let until_end = async {
             match deadline {
@@ -216,7 +224,7 @@ async fn run(options: RunOptions) -> ExitCode {
         };
         tokio::select! {
             _ = until_end => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             _ = ticks.tick() => {
                 tick += 1;
                 match host.emit("server_tick", &serde_json::json!({ "tick": tick })).await {
