@@ -15,6 +15,7 @@ use crate::error::LoadError;
 /// What a plugin library declares, read without initializing it
 /// ([`inspect`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Declaration {
     /// The plugin's name, when its declaration could be read.
     pub name: Option<String>,
@@ -253,10 +254,7 @@ pub(crate) fn read_declaration(
 mod tests {
     use std::path::Path;
 
-    use horizon_plugin_sdk::Event;
-    use horizon_plugin_sdk::abi::{
-        ABI_VERSION, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStr,
-    };
+    use horizon_plugin_sdk::abi::{ABI_VERSION, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration};
     use proptest::prelude::*;
 
     use super::{HEADER_SIZE, check_header};
@@ -344,25 +342,6 @@ mod tests {
                 let refused = matches!(check_header(header(MAGIC, ABI_VERSION, size), None, Path::new("p")), Err(LoadError::Malformed { .. }));
                 prop_assert!(refused);
             }
-        }
-
-        /// Malformed payloads give an error, never a panic.
-        #[test]
-        fn arbitrary_payloads_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let event = Event::from_json_bytes("e", bytes.clone());
-            let decoded = event.json::<serde_json::Value>();
-            prop_assert_eq!(decoded.is_ok(), serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
-            let _ = event.json::<u64>();
-            let _ = event.json::<Vec<String>>();
-        }
-
-        /// Strings crossing the boundary are checked as UTF-8.
-        #[test]
-        fn boundary_strings_are_utf8_checked(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let s = RStr::from_bytes(&bytes);
-            // SAFETY: `bytes` outlives `s`.
-            let text = unsafe { s.to_str() };
-            prop_assert_eq!(text, std::str::from_utf8(&bytes).ok());
         }
     }
 }

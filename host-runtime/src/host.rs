@@ -159,14 +159,15 @@ impl PluginHost {
     async fn load_now(&self, path: &Path, shutdowns: u64) -> Result<PluginId, LoadError> {
         let plugin = self.open(path).await?;
         let id = plugin.info.id;
+        // Serving before it is listed: whoever finds it listed (an unload,
+        // a reload, a shutdown) finds its subscriptions in place, so the
+        // unload that removes them cannot be followed by an activation
+        // that brings them back.
+        plugin.services.activate(None);
         {
             let mut plugins = lock(&self.inner.plugins);
             if self.inner.shutdowns.load(Ordering::SeqCst) == shutdowns {
                 plugins.insert(id, Arc::clone(&plugin));
-                drop(plugins);
-                // A shutdown from now on finds the plugin listed; if it
-                // closes it first, `activate` finds nothing pending.
-                plugin.services.activate(None);
                 return Ok(id);
             }
         }
@@ -221,12 +222,18 @@ impl PluginHost {
         }
         let new = self.open(path).await.map_err(ReloadError::Load)?;
         let new_id = new.info.id;
+        // Swapped in before the new copy is listed: a reload or unload of
+        // the new id (which needs it listed) then finds it serving and the
+        // old one's subscriptions gone. Listed first, a second reload could
+        // replace the new copy before this activation, which would then
+        // bring its subscriptions back beside its replacement's: every
+        // event delivered twice while it unloads.
+        new.services.activate(Some(id));
         {
             let mut plugins = lock(&self.inner.plugins);
             plugins.remove(&id);
             plugins.insert(new_id, Arc::clone(&new));
         }
-        new.services.activate(Some(id));
         tracing::info!(plugin = %new.info.name, old = %id, new = %new_id, "plugin reloaded");
         old.services
             .wait_handlers_idle(self.inner.env.unload_timeout)

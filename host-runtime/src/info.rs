@@ -15,6 +15,7 @@ impl fmt::Display for PluginId {
 
 /// What [`PluginHost::plugins`](crate::PluginHost::plugins) says about a loaded plugin.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PluginInfo {
     /// The plugin's id in this host.
     pub id: PluginId,

@@ -7,6 +7,7 @@ use crate::PluginId;
 
 /// The outcome of one [`PluginHost::emit`](crate::PluginHost::emit).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EmitReport {
     /// The event's name.
     pub event: Arc<str>,
@@ -47,6 +48,7 @@ impl EmitReport {
 
 /// One handler that did not succeed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HandlerFailure {
     /// The plugin the handler belongs to; `None` for a host handler.
     pub plugin: Option<PluginId>,

@@ -108,6 +108,34 @@ fn init_failing_after_a_spawn_stops_the_code_it_started() {
     }
 }
 
+/// A reload onto a build whose `init` panics after it spawned: the reload
+/// fails with the panic, the code the new build started is stopped (or,
+/// past the deadline, kept with its library and table), and the old copy
+/// keeps serving under its id.
+#[test]
+fn a_failed_reload_stops_what_the_new_build_started_and_keeps_the_old() {
+    for (rt, deadline) in [
+        (multi_thread(), Duration::from_secs(5)),
+        (current_thread(), Duration::from_millis(1)),
+    ] {
+        let host = strict_host(&rt, deadline);
+        rt.block_on(async {
+            let basic = Basic::load(host.clone()).await;
+            let err = host
+                .reload(basic.id, fresh_copy("init-panic"))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("config missing"), "{err}");
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let listed = host.plugins();
+            assert_eq!(listed.len(), 1, "{listed:?}");
+            assert_eq!(listed[0].id, basic.id);
+            assert_eq!(basic.run("spawn", 5).await, json!(10));
+            host.shutdown().await;
+        });
+    }
+}
+
 /// Plugin A emits; plugin B's handler keeps the waker it was polled with;
 /// A is unloaded; B wakes what it kept. That waker must not be A's (its
 /// code is unloaded): inline handler polls use a host-owned waker, and a

@@ -158,7 +158,10 @@ impl Services {
     /// Starts delivering events to this plugin's subscriptions; with
     /// `replacing`, removes that plugin's subscriptions in the same step
     /// (under the subscribers' write lock), so every event goes to exactly
-    /// one of the two.
+    /// one of the two. Called before the plugin is listed (`host.rs`), so
+    /// no unload or reload of it can come first: an unload that removed
+    /// its subscriptions is never followed by an activation that adds them
+    /// back.
     pub(crate) fn activate(&self, replacing: Option<PluginId>) {
         let _order = lock(&self.parked);
         let pending = lock(&self.pending).take().unwrap_or_default();

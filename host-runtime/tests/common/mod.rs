@@ -309,6 +309,11 @@ pub async fn all_scenarios(basic: &Basic) {
         basic.run("custom_waker", 0).await,
         json!({ "pending": true, "value": 5 })
     );
+    // Plugin-made wakers whose drop panics, dropped by the host's timer.
+    assert_eq!(
+        basic.run("waker_drop_panics", 0).await,
+        json!({ "pending": true })
+    );
 }
 
 /// A small xorshift generator: the storm's choices, reproducible from the
@@ -352,17 +357,21 @@ pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_cha
     let deadline = std::time::Instant::now() + duration;
     let (emits, changes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let delivered = Arc::new(AtomicU64::new(0));
+    // Copies loaded, reserved before a load and released by an unload:
+    // the bound of three holds at every moment, not only when checked.
+    let copies = Arc::new(AtomicU64::new(1));
     let mut workers = Vec::new();
     for worker in 0..4u64 {
         let (host, basic, pool) = (host.clone(), basic.clone(), Arc::clone(&pool));
         let (emits, changes) = (Arc::clone(&emits), Arc::clone(&changes));
-        let delivered = Arc::clone(&delivered);
+        let (delivered, copies) = (Arc::clone(&delivered), Arc::clone(&copies));
         workers.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed.wrapping_add(worker.wrapping_mul(0x9E37_79B9)));
             while std::time::Instant::now() < deadline
                 || changes.load(Ordering::Relaxed) < min_changes
             {
                 let loaded = host.plugins();
+                assert!(loaded.len() <= 3, "{} copies listed", loaded.len());
                 let pick = |rng: &mut Rng| {
                     (!loaded.is_empty()).then(|| loaded[rng.below(loaded.len())].clone())
                 };
@@ -376,6 +385,11 @@ pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_cha
                             );
                         }
                         let cancelled = report.failures.len();
+                        assert!(
+                            report.delivered + cancelled <= 3,
+                            "an emit reached {} handlers with at most 3 copies loaded",
+                            report.delivered + cancelled
+                        );
                         assert!(
                             replies.len() >= report.delivered
                                 && replies.len() <= report.delivered + cancelled,
@@ -400,17 +414,28 @@ pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_cha
                     7 => {
                         let Some(old) = pick(&mut rng) else { continue };
                         match host.unload(old.id).await {
-                            Ok(()) => pool.lock().unwrap().push(old.path),
+                            Ok(()) => {
+                                copies.fetch_sub(1, Ordering::SeqCst);
+                                pool.lock().unwrap().push(old.path)
+                            }
                             Err(UnloadError::NotLoaded(_)) => {}
                             Err(e) => panic!("unload: {e}"),
                         }
                         changes.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
-                        if loaded.len() >= 3 {
+                        let reserved = copies
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                (n < 3).then_some(n + 1)
+                            })
+                            .is_ok();
+                        if !reserved {
                             continue;
                         }
-                        let Some(path) = take(&pool) else { continue };
+                        let Some(path) = take(&pool) else {
+                            copies.fetch_sub(1, Ordering::SeqCst);
+                            continue;
+                        };
                         host.load(&path).await.expect("load a copy");
                         changes.fetch_add(1, Ordering::Relaxed);
                     }
@@ -428,6 +453,11 @@ pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_cha
         changes.load(Ordering::Relaxed)
     );
     let listed = host.plugins().len();
+    assert_eq!(
+        listed as u64,
+        copies.load(Ordering::SeqCst),
+        "copies listed"
+    );
     let (report, replies) = basic.try_run("spawn", 4).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.delivered, listed, "every listed copy, once");

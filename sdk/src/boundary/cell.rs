@@ -15,8 +15,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll, Waker};
 
-use super::injected::{self, catch};
-use crate::abi::guard::entered;
+use super::injected;
+use crate::abi::guard::{catch, entered};
 use crate::abi::waker::{self, BoundaryWaker};
 use crate::abi::{self, BlockingJob, HostApi, RawFuture};
 use crate::sync::{self, AtomicU8, AtomicUsize, Ordering, fence};
@@ -452,9 +452,8 @@ mod loom_model {
         });
     }
 
-    /// Abort (`cancelled` set) racing completion as a cancellation, and
-    /// the join handle dropped before the task finishes: the last of the
-    /// two references frees the cell, whichever it is.
+    /// The join handle dropped while the task finishes as cancelled: the
+    /// last of the two references frees the cell, whichever it is.
     #[test]
     fn last_release_frees_once_whichever_side_is_last() {
         loom::model(|| {
@@ -463,6 +462,62 @@ mod loom_model {
                 task.shared().finish(None);
                 drop(task);
             });
+            drop(handle);
+            done.join().unwrap();
+        });
+    }
+
+    /// `JoinHandle::abort` racing completion: the joiner sets `cancelled`
+    /// (as `abort` does) and awaits; the task's side checks the flag before
+    /// its poll, as the host does, and ends as cancelled (`drop_task`'s
+    /// `finish(None)`) or completed. Either way the joiner is woken once,
+    /// reads exactly that outcome, and the cell is freed once. (`cancelled`
+    /// is a std atomic, read by the host through a pointer: loom does not
+    /// explore its orderings, only the state word's.)
+    #[test]
+    fn abort_racing_completion_ends_the_task_once() {
+        loom::model(|| {
+            let (task, handle) = cell();
+            let done = loom::thread::spawn(move || {
+                let shared = task.shared();
+                if shared.cancelled.load(std::sync::atomic::Ordering::Acquire) {
+                    shared.finish(None);
+                } else {
+                    shared.finish(Some(Ok(7)));
+                }
+                drop(task);
+            });
+            handle
+                .shared()
+                .cancelled
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let out = join(&handle);
+            assert!(matches!(out, None | Some(Ok(7))), "{out:?}");
+            drop(handle);
+            done.join().unwrap();
+        });
+    }
+
+    /// A joiner that parks one waker, then polls again with another (a
+    /// task moved between executors, or `select!` re-polling): it takes
+    /// the slot back through the state word, and is woken through the new
+    /// waker or sees the outcome, never both lost.
+    #[test]
+    fn a_joiner_that_changes_its_waker_is_woken_through_the_new_one() {
+        loom::model(|| {
+            let (task, handle) = cell();
+            let done = loom::thread::spawn(move || {
+                task.shared().finish(Some(Ok(7)));
+                drop(task);
+            });
+            let first = handle
+                .shared()
+                .poll_join(&mut Context::from_waker(Waker::noop()));
+            let out = match first {
+                Poll::Ready(out) => out,
+                Poll::Pending => join(&handle),
+            };
+            assert_eq!(out, Some(Ok(7)));
             drop(handle);
             done.join().unwrap();
         });

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-pub(crate) use crate::abi::guard::catch;
+use crate::abi::guard::catch;
 use crate::abi::{HostApi, RStr};
 
 /// What `init` stored: the host's table and this plugin's private runtime.
@@ -155,7 +155,9 @@ thread_local! {
     static ENTERED: RefCell<Option<(u64, ManuallyDrop<tokio::runtime::EnterGuard<'static>>)>> =
         const { RefCell::new(None) };
     /// The generation in `ENTERED` (0: none), read first: the check on
-    /// every poll is then one thread-local load.
+    /// every poll is then one thread-local load. 0 is never a generation
+    /// (`Injected::start` numbers them from 1, and a `u64` does not wrap),
+    /// so a plain `u64` says "none" without an `Option` to test.
     static ENTERED_GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
