@@ -248,7 +248,9 @@ impl Bus {
             Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
         );
         if services.record_outcome(counts, self.quarantine_after) {
-            self.remove_subscribers(services.id);
+            // Under the subscription lock: a subscription the plugin makes
+            // meanwhile is held, not added back beside the removal.
+            services.stop_events();
             tracing::warn!(
                 plugin = %services.name,
                 id = %services.id,

@@ -159,14 +159,15 @@ impl PluginHost {
     async fn load_now(&self, path: &Path, shutdowns: u64) -> Result<PluginId, LoadError> {
         let plugin = self.open(path).await?;
         let id = plugin.info.id;
-        // Serving before it is listed: whoever finds it listed (an unload,
-        // a reload, a shutdown) finds its subscriptions in place, so the
-        // unload that removes them cannot be followed by an activation
-        // that brings them back.
-        plugin.services.activate(None);
         {
             let mut plugins = lock(&self.inner.plugins);
             if self.inner.shutdowns.load(Ordering::SeqCst) == shutdowns {
+                // Activated and listed in one step (under the list's lock,
+                // which nothing takes while holding a subscription lock):
+                // whoever finds it listed (an unload, a reload, a
+                // shutdown) finds its subscriptions in place, and no
+                // activation can follow the unload that removes them.
+                plugin.services.activate(None);
                 plugins.insert(id, Arc::clone(&plugin));
                 return Ok(id);
             }
@@ -222,15 +223,19 @@ impl PluginHost {
         }
         let new = self.open(path).await.map_err(ReloadError::Load)?;
         let new_id = new.info.id;
-        // Swapped in before the new copy is listed: a reload or unload of
-        // the new id (which needs it listed) then finds it serving and the
-        // old one's subscriptions gone. Listed first, a second reload could
+        // The old copy's later subscriptions (from a task or handler still
+        // running) are kept from the bus, so they cannot land beside the
+        // new copy's; its current ones go in the swap below.
+        old.services.hold_subscriptions();
+        // Swapped in and listed in one step: a reload or unload of the new
+        // id (which needs it listed) then finds it serving and the old
+        // one's subscriptions gone. Listed first, a second reload could
         // replace the new copy before this activation, which would then
         // bring its subscriptions back beside its replacement's: every
         // event delivered twice while it unloads.
-        new.services.activate(Some(id));
         {
             let mut plugins = lock(&self.inner.plugins);
+            new.services.activate(Some(id));
             plugins.remove(&id);
             plugins.insert(new_id, Arc::clone(&new));
         }

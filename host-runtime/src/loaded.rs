@@ -168,8 +168,8 @@ impl LoadedPlugin {
     pub(crate) async fn unload(&self, env: &Env) -> Result<(), UnloadError> {
         let plugin = self;
         let id = plugin.info.id;
-        // No new events while `on_unload` runs.
-        env.bus.remove_subscribers(id);
+        // No new events while `on_unload` runs, nor subscriptions it makes.
+        plugin.services.stop_events();
         let on_unload = plugin.decl.on_unload;
         // SAFETY: the plugin is initialized; `on_unload` runs as its task.
         let status = run_lifecycle(

@@ -192,49 +192,92 @@ pub fn build_plugin(crate_dir: impl AsRef<Path>) -> Result<PathBuf, TestError> {
         .map_err(TestError::Build)
 }
 
-/// A new directory for this process's library copies,
-/// `<temp>/<prefix>-<pid>-<n>` (not created: [`fresh_copy`] creates it).
-/// First removes the directories of that prefix that processes now gone
-/// left behind (killed, or aborted in strict unload mode, before removing
-/// their own). The caller removes its directory when done with it.
+/// A new, private directory for this process's library copies,
+/// `<temp>/<prefix>-<pid>-<n>`: created here (mode 0700 on Unix, and never
+/// one that already exists, so another user cannot have prepared it), with
+/// a lock file inside that this process holds until it exits. First removes
+/// the directories of that prefix, owned by this user, whose lock no
+/// process holds any more (their owner was killed, or aborted in strict
+/// unload mode, before removing its own). The caller removes its directory
+/// when done with it.
+///
+/// # Panics
+/// When no directory can be created in the temporary directory.
 pub fn copies_dir(prefix: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    /// The locks this process holds, one per directory, released at exit.
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     let temp = std::env::temp_dir();
     remove_stale_copies(&temp, prefix);
-    temp.join(format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+    loop {
+        let dir = temp.join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("could not create {}: {e}", dir.display()),
+        }
+        let lock_file =
+            std::fs::File::create(dir.join(LOCK_FILE)).and_then(|file| file.lock().map(|()| file));
+        match lock_file {
+            Ok(file) => lock(&HELD).push(file),
+            Err(e) => panic!("could not lock {}: {e}", dir.display()),
+        }
+        return dir;
+    }
 }
 
-/// Removes the directories `<prefix>-<pid>[-<n>]` in `root` whose process
-/// is gone. Only where `/proc` tells which processes live: elsewhere
-/// nothing is removed.
+/// The file in each directory of copies whose lock says its owner lives.
+const LOCK_FILE: &str = ".owner.lock";
+
+/// Removes the directories `<prefix>-<pid>-<n>` in `root` that this user
+/// owns and whose lock file no process holds. A directory without a lock
+/// file (one being created this instant) is left alone.
 fn remove_stale_copies(root: &Path, prefix: &str) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name
+        let ours = name
             .to_str()
             .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|n| n.strip_prefix('-'))
-        else {
+            .is_some_and(|n| n.starts_with('-'));
+        // `file_type` does not follow symlinks: only real directories.
+        if !ours || !entry.file_type().is_ok_and(|t| t.is_dir()) || !owned_by_us(&entry.path()) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path().join(LOCK_FILE)) else {
             continue;
         };
-        let Ok(pid) = rest.split('-').next().unwrap_or_default().parse::<u32>() else {
-            continue;
-        };
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        // Taken: no live process holds it. (A lock this process holds is
+        // on another open file description, so it is not taken here.)
+        if file.try_lock().is_ok() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+/// Whether `path` belongs to the user running this process.
+fn owned_by_us(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: `geteuid` has no preconditions and cannot fail.
+        let ours = unsafe { libc::geteuid() };
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == ours)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
     }
 }
 

@@ -161,21 +161,30 @@ fn a_crate_that_builds_no_cdylib_says_what_to_add() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_copies_go_with_their_host_and_those_of_dead_processes_too() {
     // A directory left by a process that is gone (killed, or aborted in
-    // strict unload mode, before removing it).
+    // strict unload mode, before removing it): its lock file is held by
+    // no one.
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
     let stale = std::env::temp_dir().join(format!("horizon-test-{dead}-0"));
     std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join(".owner.lock"), "").unwrap();
     std::fs::write(stale.join("libleft_behind.so"), "a copy left behind").unwrap();
+    // One whose owner lives (in another pid namespace, say): it holds the lock.
+    let live = std::env::temp_dir().join(format!("horizon-test-{dead}-live"));
+    std::fs::create_dir_all(&live).unwrap();
+    let held = std::fs::File::create(live.join(".owner.lock")).unwrap();
+    held.lock().unwrap();
 
     let host = TestHost::new();
-    if Path::new("/proc/self").exists() {
-        assert!(!stale.exists(), "{} is still there", stale.display());
-    } else {
-        // Without `/proc` nothing tells a dead process from a live one.
-        let _ = std::fs::remove_dir_all(&stale);
-    }
+    assert!(!stale.exists(), "{} is still there", stale.display());
+    assert!(
+        live.exists(),
+        "{} of a live owner was removed",
+        live.display()
+    );
+    drop(held);
+    std::fs::remove_dir_all(&live).unwrap();
     host.load_crate(basic()).await.unwrap();
     let copy = host.host().plugins()[0].path.clone();
     let dir = copy.parent().unwrap().to_owned();

@@ -158,15 +158,43 @@ impl Services {
     /// Starts delivering events to this plugin's subscriptions; with
     /// `replacing`, removes that plugin's subscriptions in the same step
     /// (under the subscribers' write lock), so every event goes to exactly
-    /// one of the two. Called before the plugin is listed (`host.rs`), so
-    /// no unload or reload of it can come first: an unload that removed
-    /// its subscriptions is never followed by an activation that adds them
-    /// back.
+    /// one of the two. Called under the host's plugin list lock, in the
+    /// step that lists the plugin (`host.rs`), so no unload or reload of it
+    /// can come first: an unload that removed its subscriptions is never
+    /// followed by an activation that adds them back.
     pub(crate) fn activate(&self, replacing: Option<PluginId>) {
         let _order = lock(&self.parked);
         let pending = lock(&self.pending).take().unwrap_or_default();
         if let Some(bus) = self.bus.upgrade() {
             bus.swap(replacing, pending);
+        }
+    }
+
+    /// Keeps this plugin's subscriptions made from now on off the bus
+    /// (they wait, never activated, and are dropped by `close`), under the
+    /// lock `host_subscribe` takes. For a plugin on its way out: reload
+    /// calls it on the old copy before the swap, unload before `on_unload`.
+    pub(crate) fn hold_subscriptions(&self) {
+        let _order = lock(&self.parked);
+        let mut pending = lock(&self.pending);
+        if pending.is_none() {
+            *pending = Some(Vec::new());
+        }
+    }
+
+    /// Stops events to this plugin: its subscriptions leave the bus, and
+    /// later ones are held ([`Services::hold_subscriptions`]), in one step
+    /// under the subscription lock.
+    pub(crate) fn stop_events(&self) {
+        let _order = lock(&self.parked);
+        {
+            let mut pending = lock(&self.pending);
+            if pending.is_none() {
+                *pending = Some(Vec::new());
+            }
+        }
+        if let Some(bus) = self.bus.upgrade() {
+            bus.remove(self.id);
         }
     }
 

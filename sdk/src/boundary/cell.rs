@@ -467,35 +467,50 @@ mod loom_model {
         });
     }
 
-    /// `JoinHandle::abort` racing completion: the joiner sets `cancelled`
-    /// (as `abort` does) and awaits; the task's side checks the flag before
-    /// its poll, as the host does, and ends as cancelled (`drop_task`'s
-    /// `finish(None)`) or completed. Either way the joiner is woken once,
-    /// reads exactly that outcome, and the cell is freed once. (`cancelled`
-    /// is a std atomic, read by the host through a pointer: loom does not
-    /// explore its orderings, only the state word's.)
+    /// `JoinHandle::abort` racing completion: the joiner sets the cancel
+    /// flag (as `abort` does) and awaits; the task's side checks the flag
+    /// before its poll, as the host does, and ends as cancelled
+    /// (`drop_task`'s `finish(None)`) or completed. Either way the joiner
+    /// is woken once, reads exactly that outcome, and the cell is freed
+    /// once; both outcomes occur across the explored interleavings. (The
+    /// real flag, `Shared::cancelled`, is a std atomic the host reads
+    /// through a pointer; the model stands a loom one with the same
+    /// orderings in for it, so that loom explores both orders.)
     #[test]
     fn abort_racing_completion_ends_the_task_once() {
+        use std::sync::atomic::{AtomicBool as Seen, Ordering::Relaxed};
+        static CANCELLED: Seen = Seen::new(false);
+        static COMPLETED: Seen = Seen::new(false);
         loom::model(|| {
             let (task, handle) = cell();
+            let flag = std::sync::Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let seen = std::sync::Arc::clone(&flag);
             let done = loom::thread::spawn(move || {
                 let shared = task.shared();
-                if shared.cancelled.load(std::sync::atomic::Ordering::Acquire) {
+                if seen.load(Ordering::Acquire) {
                     shared.finish(None);
                 } else {
                     shared.finish(Some(Ok(7)));
                 }
                 drop(task);
             });
-            handle
-                .shared()
-                .cancelled
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            let out = join(&handle);
-            assert!(matches!(out, None | Some(Ok(7))), "{out:?}");
+            flag.store(true, Ordering::SeqCst);
+            match join(&handle) {
+                None => CANCELLED.store(true, Relaxed),
+                Some(Ok(7)) => COMPLETED.store(true, Relaxed),
+                other => panic!("{other:?}"),
+            }
             drop(handle);
             done.join().unwrap();
         });
+        assert!(
+            CANCELLED.load(Relaxed),
+            "no interleaving cancelled the task"
+        );
+        assert!(
+            COMPLETED.load(Relaxed),
+            "no interleaving completed the task first"
+        );
     }
 
     /// A joiner that parks one waker, then polls again with another (a
