@@ -1,12 +1,17 @@
 //! Reading a plugin's exported declaration: header check first (magic,
 //! boundary version, size, and the symbol's size where the loader knows it),
-//! then the rest. No plugin function is called here.
+//! then the rest: the prefix the plugin has, whether its view of the two
+//! growable tables agrees with the host's on the fields both know, and
+//! whether the host provides every service it needs. No plugin function is
+//! called here.
 
 use std::path::Path;
 
+use horizon_plugin_sdk::abi::table::{self, TableLayout};
 use horizon_plugin_sdk::abi::{
-    ABI_VERSION, DECLARATION_SYMBOL, HostApi, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
-    RStatus, RStr, RawFuture,
+    ABI_VERSION, DECLARATION_BASE, DECLARATION_BASE_FIELDS, DECLARATION_PREFIX, DECLARATION_SYMBOL,
+    HOST_API_BASE_FIELDS, HOST_API_PREFIX, HostApi, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
+    RStatus, RStr, RawFuture, SDK_VERSION, ServiceUse,
 };
 use libloading::Library;
 
@@ -25,6 +30,38 @@ pub struct Declaration {
     pub rustc_version: Option<String>,
     /// Its boundary version, when it has a Horizon header.
     pub abi_version: Option<u32>,
+    /// The size of its declaration and of the host table it was built to
+    /// read, in bytes (this host's: [`TABLE_SIZES`]), when readable.
+    pub table_sizes: Option<TableSizes>,
+    /// The host services it may call, and whether this host provides each.
+    pub services: Vec<ServiceNeed>,
+}
+
+/// The sizes of the two growable tables as one side was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// `PluginDeclaration`, in bytes.
+    pub declaration: u32,
+    /// `HostApi`, in bytes.
+    pub host_api: u32,
+}
+
+/// This host's table sizes.
+pub const TABLE_SIZES: TableSizes = TableSizes {
+    declaration: size_of::<PluginDeclaration>() as u32,
+    host_api: size_of::<HostApi>() as u32,
+};
+
+/// A host service a plugin may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceNeed {
+    /// The service's name (a field of the host table).
+    pub name: String,
+    /// Whether the plugin cannot run without it (else it falls back).
+    pub required: bool,
+    /// Whether this host provides it.
+    pub provided: bool,
 }
 
 /// Opens the library at `path` and reads its declaration without calling
@@ -45,6 +82,8 @@ pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
         sdk_version: None,
         rustc_version: None,
         abi_version: None,
+        table_sizes: None,
+        services: Vec::new(),
     };
     // SAFETY: as in `LoadedPlugin::open`: opening runs the library's initializers.
     let library = match unsafe { Library::new(path) } {
@@ -57,21 +96,28 @@ pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
             return (found, Err(err));
         }
     };
-    let result = read_declaration(&library, path).map(|(_, info)| {
-        found.name = Some(info.name);
-        found.sdk_version = Some(info.sdk_version);
-        found.rustc_version = Some(info.rustc_version);
+    let result = read_declared(&library, path).and_then(|(_, info)| {
+        found.name = Some(info.name.clone());
+        found.sdk_version = Some(info.sdk_version.clone());
+        found.rustc_version = Some(info.rustc_version.clone());
         found.abi_version = Some(ABI_VERSION);
+        found.table_sizes = Some(info.sizes);
+        found.services = info.services.clone();
+        check_services(&info, path)
     });
     if let Err(LoadError::AbiMismatch { plugin, .. }) = &result {
         found.abi_version = Some(*plugin);
     }
-    (found, result.map(|_| ()))
+    (found, result)
 }
 
 /// Magic (8 bytes), boundary version (4), declared size (4) and layout
-/// fingerprint (8).
+/// fingerprint (8): the same in every boundary version.
 pub(crate) const HEADER_SIZE: usize = 24;
+
+/// A declaration larger than this is not believed (a newer SDK's tables
+/// grow by a few words per release, not by pages).
+const MAX_DECLARATION: u32 = 4096;
 
 /// The size the dynamic loader records for the symbol at `addr`, where the
 /// platform says (glibc's `dladdr1`); `None` elsewhere or when unknown.
@@ -106,7 +152,10 @@ fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
 }
 
 /// Checks a declaration's header (and the symbol's size, where known)
-/// against this host's boundary. Pure, so it can be property-tested.
+/// against this host's boundary: same magic, same major version, same
+/// frozen-type fingerprint, and a size at least the base of this major
+/// (a newer SDK's declaration may be larger). Pure, so it can be
+/// property-tested.
 pub(crate) fn check_header(
     header: [u8; HEADER_SIZE],
     symbol_size: Option<usize>,
@@ -121,7 +170,6 @@ pub(crate) fn check_header(
     let abi_version = field(8, 4) as u32;
     let size = field(12, 4) as u32;
     let layout = field(16, 8);
-    let expected = size_of::<PluginDeclaration>();
     if magic != MAGIC {
         return Err(LoadError::BadMagic {
             path: path.to_owned(),
@@ -135,11 +183,11 @@ pub(crate) fn check_header(
             host: ABI_VERSION,
         });
     }
-    if size as usize != expected {
+    if (size as usize) < DECLARATION_BASE || size > MAX_DECLARATION {
         return Err(LoadError::Malformed {
             path: path.to_owned(),
             reason: format!(
-                "its declaration says it is {size} bytes, boundary version {ABI_VERSION} declares {expected} bytes"
+                "its declaration says it is {size} bytes; boundary version {ABI_VERSION} declarations are {DECLARATION_BASE} to {MAX_DECLARATION} bytes"
             ),
         });
     }
@@ -150,11 +198,11 @@ pub(crate) fn check_header(
             host: LAYOUT_FINGERPRINT,
         });
     }
-    if let Some(actual) = symbol_size.filter(|n| *n < expected) {
+    if let Some(actual) = symbol_size.filter(|n| *n < size as usize) {
         return Err(LoadError::Malformed {
             path: path.to_owned(),
             reason: format!(
-                "its declaration is truncated: the symbol is {actual} bytes, the declaration {expected} bytes"
+                "its declaration is truncated: the symbol is {actual} bytes, the declaration {size} bytes"
             ),
         });
     }
@@ -175,14 +223,53 @@ pub(crate) struct Declared {
     pub(crate) name: String,
     pub(crate) sdk_version: String,
     pub(crate) rustc_version: String,
+    pub(crate) sizes: TableSizes,
+    pub(crate) services: Vec<ServiceNeed>,
 }
 
-/// Checks the header of the library's declaration and copies out what the
-/// host needs. Calls none of the plugin's functions.
+/// Checks the library's declaration and copies out what the host needs,
+/// refusing a plugin that needs a service this host lacks. Calls none of
+/// the plugin's functions.
 pub(crate) fn read_declaration(
     library: &Library,
     path: &Path,
 ) -> Result<(DeclFns, Declared), LoadError> {
+    let (fns, info) = read_declared(library, path)?;
+    check_services(&info, path)?;
+    Ok((fns, info))
+}
+
+/// Refuses a plugin that needs a service this host lacks (one it can do
+/// without is logged at load and answered with an error at the call).
+fn check_services(info: &Declared, path: &Path) -> Result<(), LoadError> {
+    match info.services.iter().find(|s| s.required && !s.provided) {
+        Some(missing) => Err(LoadError::MissingService {
+            path: path.to_owned(),
+            service: missing.name.clone(),
+            plugin_sdk: info.sdk_version.clone(),
+            host_sdk: SDK_VERSION.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The prefix fingerprints of a table layout read from a plugin.
+///
+/// # Safety
+/// `layout` was read from a declaration whose header was checked, of a
+/// library that is loaded.
+unsafe fn prefix_of(layout: &TableLayout) -> Vec<u64> {
+    if layout.fields > MAX_DECLARATION || layout.prefix.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller's guarantee: the SDK that built the plugin made
+    // `prefix` point to `fields` `'static` entries.
+    unsafe { layout.prefix() }
+}
+
+/// The header check, the copy of the plugin's prefix, and the checks of
+/// what it says, but not the services.
+fn read_declared(library: &Library, path: &Path) -> Result<(DeclFns, Declared), LoadError> {
     // SAFETY: we only take the symbol's address here; it is read below only
     // after the header check.
     let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
@@ -209,37 +296,72 @@ pub(crate) fn read_declaration(
         });
     }
     let mut header = [0u8; HEADER_SIZE];
-    // SAFETY: the symbol is at least `HEADER_SIZE` bytes (checked above where
-    // the loader knows symbol sizes; every Horizon declaration starts with
-    // the header); bytes are copied, no alignment is assumed.
+    // SAFETY: the symbol is at least `HEADER_SIZE` bytes where the loader
+    // knows symbol sizes (checked above). Where it does not, a symbol of
+    // this name that is shorter than the header is not a Horizon
+    // declaration (every one starts with it) and may be over-read by up to
+    // `HEADER_SIZE` bytes of the library's mapped data. Bytes are copied;
+    // no alignment is assumed.
     unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), header.as_mut_ptr(), HEADER_SIZE) };
     check_header(header, symbol_size, path)?;
-    if !ptr.is_aligned() {
-        return Err(LoadError::Malformed {
-            path: path.to_owned(),
-            reason: format!(
-                "its declaration is not aligned to {} bytes",
-                align_of::<PluginDeclaration>()
-            ),
-        });
+    let size = u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize;
+    // SAFETY: magic, major version and frozen layout match this host's, so
+    // the object is a `PluginDeclaration` of this major whose first `size`
+    // bytes (at least the base, checked) are readable (the symbol's size,
+    // where known, covers them); fields this host knows and the plugin
+    // lacks read as zero, which the growth rule makes valid. Copied, so
+    // its alignment does not matter.
+    let decl: PluginDeclaration = unsafe { table::read_prefix(ptr, size) };
+    let mismatch = |table: &'static str| LoadError::TableMismatch {
+        path: path.to_owned(),
+        table,
+    };
+    // SAFETY: read from the declaration checked above, of a loaded library.
+    let (decl_prefix, api_prefix) =
+        unsafe { (prefix_of(&decl.declaration), prefix_of(&decl.host_api)) };
+    if decl.declaration.size as usize != size
+        || !table::agree(DECLARATION_PREFIX, &decl_prefix, DECLARATION_BASE_FIELDS)
+    {
+        return Err(mismatch("declaration"));
     }
-    // SAFETY: magic, version, size and layout fingerprint match this
-    // host's, so the object is a `PluginDeclaration` of this layout; it is
-    // aligned (checked above), immutable and `'static` in the library,
-    // which outlives this borrow.
-    let decl = unsafe { &*ptr };
+    if !table::agree(HOST_API_PREFIX, &api_prefix, HOST_API_BASE_FIELDS) {
+        return Err(mismatch("host service"));
+    }
+    let malformed = |what: &str| LoadError::Malformed {
+        path: path.to_owned(),
+        reason: format!("its {what} is not UTF-8"),
+    };
     // SAFETY: the declaration's strings point to `'static` data of the library.
     let text = |s: &RStr<'static>, what: &str| match unsafe { s.to_str() } {
         Some(s) => Ok(s.to_owned()),
-        None => Err(LoadError::Malformed {
-            path: path.to_owned(),
-            reason: format!("its {what} is not UTF-8"),
-        }),
+        None => Err(malformed(what)),
     };
+    if decl.services_len > MAX_DECLARATION || (decl.services.is_null() && decl.services_len > 0) {
+        return Err(LoadError::Malformed {
+            path: path.to_owned(),
+            reason: format!("it lists {} services", decl.services_len),
+        });
+    }
+    let mut services = Vec::with_capacity(decl.services_len as usize);
+    for i in 0..decl.services_len as usize {
+        // SAFETY: the SDK that built the plugin made `services` point to
+        // `services_len` `'static` entries of this frozen type.
+        let used: ServiceUse = unsafe { decl.services.add(i).read_unaligned() };
+        services.push(ServiceNeed {
+            name: text(&used.name, "service name")?,
+            required: used.required != 0,
+            provided: used.end as usize <= size_of::<HostApi>(),
+        });
+    }
     let info = Declared {
         name: text(&decl.name, "name")?,
         sdk_version: text(&decl.sdk_version, "SDK version")?,
         rustc_version: text(&decl.rustc_version, "rustc version")?,
+        sizes: TableSizes {
+            declaration: decl.declaration.size,
+            host_api: decl.host_api.size,
+        },
+        services,
     };
     let fns = DeclFns {
         init: decl.init,
@@ -254,10 +376,12 @@ pub(crate) fn read_declaration(
 mod tests {
     use std::path::Path;
 
-    use horizon_plugin_sdk::abi::{ABI_VERSION, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration};
+    use horizon_plugin_sdk::abi::{
+        ABI_VERSION, DECLARATION_BASE, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
+    };
     use proptest::prelude::*;
 
-    use super::{HEADER_SIZE, check_header};
+    use super::{HEADER_SIZE, MAX_DECLARATION, check_header};
     use crate::LoadError;
 
     fn header(magic: u64, version: u32, size: u32) -> [u8; HEADER_SIZE] {
@@ -295,9 +419,19 @@ mod tests {
 
     const DECL: u32 = size_of::<PluginDeclaration>() as u32;
 
+    /// Sizes a plugin of this major may have: from the base (an older SDK)
+    /// to larger than this host's (a newer SDK that appended fields).
+    fn valid_size(size: u32) -> bool {
+        (DECLARATION_BASE as u32..=MAX_DECLARATION).contains(&size)
+    }
+
     #[test]
     fn the_real_header_passes() {
         assert!(check_header(header(MAGIC, ABI_VERSION, DECL), None, Path::new("p")).is_ok());
+        // An older SDK's declaration (the base) and a newer one's (larger).
+        for size in [DECLARATION_BASE as u32, DECL + 8] {
+            assert!(check_header(header(MAGIC, ABI_VERSION, size), None, Path::new("p")).is_ok());
+        }
         assert!(
             check_header(
                 header(MAGIC, ABI_VERSION, DECL),
@@ -315,11 +449,12 @@ mod tests {
         #[test]
         fn arbitrary_headers_never_panic(bytes in any::<[u8; 24]>(), symbol in proptest::option::of(0usize..4096)) {
             let result = check_header(bytes, symbol, Path::new("p"));
+            let size = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
             let valid = bytes[..8] == MAGIC.to_le_bytes()
                 && bytes[8..12] == ABI_VERSION.to_le_bytes()
-                && bytes[12..16] == DECL.to_le_bytes()
+                && valid_size(size)
                 && bytes[16..] == LAYOUT_FINGERPRINT.to_le_bytes()
-                && symbol.is_none_or(|n| n >= DECL as usize);
+                && symbol.is_none_or(|n| n >= size as usize);
             prop_assert_eq!(result.is_ok(), valid);
         }
 
@@ -338,7 +473,7 @@ mod tests {
                 let refused = matches!(check_header(header(MAGIC, version, DECL), None, Path::new("p")), Err(LoadError::AbiMismatch { .. }));
                 prop_assert!(refused);
             }
-            if size != DECL {
+            if !valid_size(size) {
                 let refused = matches!(check_header(header(MAGIC, ABI_VERSION, size), None, Path::new("p")), Err(LoadError::Malformed { .. }));
                 prop_assert!(refused);
             }

@@ -62,6 +62,36 @@ pub enum LoadError {
         /// The host's layout fingerprint.
         host: u64,
     },
+    /// The plugin's view of a growable table (its declaration, or the
+    /// host's service table) differs from the host's in fields both know:
+    /// not an append, so one of the two SDKs changed the table without
+    /// bumping the boundary version. Refused before any call.
+    #[error(
+        "{} was built against a {table} table that differs from this host's in the fields both know (not an append) under the same boundary version: rebuild the plugin with this host's SDK",
+        path.display()
+    )]
+    TableMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which table: `"declaration"` or `"host service"`.
+        table: &'static str,
+    },
+    /// The plugin needs a host service this host does not have: it was
+    /// built with a newer SDK than the host's. Refused before any call.
+    #[error(
+        "{} needs the host service `{service}`, which this host lacks: the plugin was built with horizon-plugin-sdk {plugin_sdk}, the host with {host_sdk}; upgrade the host, or build the plugin with an SDK of the host's version",
+        path.display()
+    )]
+    MissingService {
+        /// The file.
+        path: PathBuf,
+        /// The service's name.
+        service: String,
+        /// The plugin's SDK version.
+        plugin_sdk: String,
+        /// The host's SDK version.
+        host_sdk: String,
+    },
     /// The declaration is not well-formed.
     #[error("{} has a malformed Horizon declaration: {reason}", path.display())]
     Malformed {

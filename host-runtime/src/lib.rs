@@ -58,7 +58,7 @@ mod table;
 pub mod testing;
 
 pub use builder::HostBuilder;
-pub use declaration::{Declaration, inspect};
+pub use declaration::{Declaration, ServiceNeed, TABLE_SIZES, TableSizes, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::Event;
 pub use host::PluginHost;

@@ -48,6 +48,46 @@ fn check_prints_the_declaration_and_the_verdict() {
         "{stdout}"
     );
 
+    // The table sizes and the services it needs, each provided here.
+    let sizes = horizon_plugin_host::TABLE_SIZES;
+    assert!(
+        stdout.contains(&format!(
+            "tables: declaration {d} bytes, host table {h} bytes (this host: {d}, {h})",
+            d = sizes.declaration,
+            h = sizes.host_api
+        )),
+        "{stdout}"
+    );
+    for service in ["spawn", "sleep", "emit", "subscribe", "log"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(&format!("service: {service} ")) && l.ends_with("provided")),
+            "{service} not listed as provided:\n{stdout}"
+        );
+    }
+
+    // A plugin of a newer SDK of this boundary that needs a service this
+    // host lacks: refused, naming the service and both SDK versions.
+    let newer = horizon(&["check", fixture("newer-sdk").to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&newer.stdout);
+    let stderr = String::from_utf8_lossy(&newer.stderr);
+    assert_eq!(newer.status.code(), Some(101), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("sdk: 0.99.0")
+            && stdout.contains("loadable: no")
+            && stdout
+                .lines()
+                .any(|l| l.contains("service: teleport") && l.contains("missing (required")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("`teleport`")
+            && stderr.contains("0.99.0")
+            && stderr.contains(horizon_plugin_sdk::abi::SDK_VERSION),
+        "{stderr}"
+    );
+
     let wrong = horizon(&["check", fixture("wrong-abi").to_str().unwrap()]);
     assert_eq!(
         wrong.status.code(),

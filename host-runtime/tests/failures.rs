@@ -76,6 +76,44 @@ fn a_library_that_is_not_a_plugin_is_refused() {
     assert!(host.plugins().is_empty());
 }
 
+/// A plugin built by a newer SDK of this boundary version (its declaration
+/// and its view of the host table one field longer) loads where it can:
+/// its longer tables agree with this host's on the fields both know. But
+/// it needs `teleport`, a service appended after this host's SDK, so it
+/// is refused before any call (each of its functions aborts), naming the
+/// service and both SDK versions.
+#[test]
+fn a_plugin_needing_a_service_this_host_lacks_is_refused_before_any_call() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let err = rt.block_on(host.load(fixture("newer-sdk"))).unwrap_err();
+    match &err {
+        LoadError::MissingService {
+            service,
+            plugin_sdk,
+            host_sdk,
+            ..
+        } => {
+            assert_eq!(service, "teleport");
+            assert_eq!(plugin_sdk, "0.99.0");
+            assert_eq!(host_sdk, horizon_plugin_sdk::abi::SDK_VERSION);
+        }
+        other => panic!("expected MissingService, got {other:?}"),
+    }
+    assert!(err.to_string().contains("upgrade the host"), "{err}");
+    let (declaration, verdict) = horizon_plugin_host::inspect(fixture("newer-sdk"));
+    assert!(verdict.is_err());
+    let teleport = declaration
+        .services
+        .iter()
+        .find(|s| s.name == "teleport")
+        .expect("listed");
+    assert!(teleport.required && !teleport.provided);
+    let sizes = declaration.table_sizes.expect("read");
+    assert!(sizes.host_api > horizon_plugin_host::TABLE_SIZES.host_api);
+    assert!(host.plugins().is_empty());
+}
+
 #[test]
 fn a_plugin_of_another_boundary_version_is_refused_before_any_call() {
     let rt = current_thread();

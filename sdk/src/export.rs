@@ -12,9 +12,9 @@ use std::sync::Mutex;
 pub use crate::abi::ExportedDeclaration;
 use crate::abi::guard::{self, catch, entered};
 use crate::abi::{
-    ABI_VERSION, FLAG_STRICT_UNLOAD, HostApi, LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration,
-    RStatus, RStr, RUSTC_VERSION, RawFuture, SDK_VERSION, SHUTDOWN_OK, SHUTDOWN_PANICKED,
-    SHUTDOWN_STUCK,
+    ABI_VERSION, DECLARATION_LAYOUT, FLAG_STRICT_UNLOAD, HOST_API_BASE, HOST_API_LAYOUT, HostApi,
+    LAYOUT_FINGERPRINT, MAGIC, PluginDeclaration, RStatus, RStr, RUSTC_VERSION, RawFuture,
+    SDK_VERSION, SERVICES_USED, SHUTDOWN_OK, SHUTDOWN_PANICKED, SHUTDOWN_STUCK,
 };
 use crate::boundary::handlers::result_to_status;
 use crate::boundary::injected::{self, Guarded, Injected};
@@ -73,6 +73,10 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
         on_load,
         on_unload,
         shutdown,
+        host_api: HOST_API_LAYOUT,
+        declaration: DECLARATION_LAYOUT,
+        services: SERVICES_USED.as_ptr(),
+        services_len: SERVICES_USED.len() as u32,
     })
 }
 
@@ -81,24 +85,32 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
     // mapping again. The strict flag is cleared once this load owns the
     // mapping's statics (`install` below).
     let outcome = catch(|| {
-        // SAFETY: the host passes a table that stays valid for as long as
-        // any code of this plugin can run (the `PluginDeclaration::init`
-        // contract).
-        let Some(api) = (unsafe { api.as_ref() }) else {
+        if api.is_null() {
             return Err("the host passed no service table".to_owned());
+        }
+        // SAFETY: the host passes a table of its boundary version that
+        // stays valid for as long as any code of this plugin can run (the
+        // `PluginDeclaration::init` contract); every version starts with
+        // these two fields. Read through the pointer: the host's table may
+        // be shorter than this SDK's `HostApi`.
+        let (version, size) = unsafe {
+            (
+                std::ptr::addr_of!((*api).abi_version).read_unaligned(),
+                std::ptr::addr_of!((*api).size).read_unaligned(),
+            )
         };
-        if api.abi_version != ABI_VERSION || (api.size as usize) < size_of::<HostApi>() {
+        if version != ABI_VERSION || (size as usize) < HOST_API_BASE {
             return Err(format!(
-                "host boundary version {} (table of {} bytes) does not match the plugin's {} ({} bytes)",
-                api.abi_version,
-                api.size,
-                ABI_VERSION,
-                size_of::<HostApi>()
+                "host boundary version {version} (a table of {size} bytes) does not match the \
+                 plugin's {ABI_VERSION} (at least {HOST_API_BASE} bytes)"
             ));
         }
-        // SAFETY: as above: the table outlives every use `Injected` makes of it.
-        let api: &'static HostApi = unsafe { &*std::ptr::from_ref(api) };
-        let state = Injected::start(api, T::NAME, T::PRIVATE_RUNTIME)
+        // SAFETY: the table is readable for its `size` bytes, which cover
+        // the base; the host checked that the fields both know agree
+        // (`PluginDeclaration::host_api`). What the host lacks reads as `None`.
+        let table = unsafe { crate::abi::table::read_prefix(api, size as usize) };
+        let max_level = table.max_level;
+        let state = Injected::start(api, table, T::NAME, T::PRIVATE_RUNTIME)
             .map_err(|e| format!("could not start the plugin's private tokio runtime: {e}"))?;
         if let Err(state) = injected::install(state) {
             drop(state);
@@ -109,7 +121,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
             );
         }
         guard::mark_loaded();
-        crate::boundary::log_bridge::install(api.max_level);
+        crate::boundary::log_bridge::install(max_level);
         // From here on the host calls `shutdown`, whatever `init` returns:
         // `Default` may have spawned tasks before it failed.
         let instance = catch(|| {

@@ -24,6 +24,7 @@ pub const FIXTURES: &[&str] = &[
     "fixture-bench",
     "fixture-bad-magic",
     "fixture-truncated",
+    "fixture-newer-sdk",
 ];
 
 /// `target/debug` (or wherever this test binary was built).

@@ -15,25 +15,36 @@ use std::ffi::c_void;
 mod future;
 pub mod guard;
 mod layout;
+pub mod table;
 mod values;
 pub mod waker;
 
 pub use future::{FromPanic, PollFn, RawFuture};
+pub use table::TableLayout;
 pub use values::{RStatus, RStr, RString, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
 pub use waker::{BoundaryWaker, WakerFns};
 
 /// First field of every [`PluginDeclaration`]: `"HORIZON\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HORIZON\0");
 
-/// Version of this boundary. Bumped on every change to a type in this module.
-pub const ABI_VERSION: u32 = 3;
+/// The boundary's major version. Host and plugin must have the same one.
+///
+/// Bumped only by a change that is not an append: a field of a frozen type
+/// changed, or a field of a growable table ([`HostApi`],
+/// [`PluginDeclaration`]) other than appending one at its end (see
+/// [`table`]). Within a major version the tables grow and both sides read
+/// the prefix the other has, so plugins built with an older SDK of the same
+/// major load in newer hosts, and the other way round.
+pub const ABI_VERSION: u32 = 4;
 
-/// The layout fingerprint of every type in this module (names, sizes,
-/// alignments, and each field's name, declared type and offset, in order),
-/// computed at compile time. A plugin's declaration carries it and the host
-/// refuses a plugin whose fingerprint is not its own: a boundary type
-/// changed without a bump of [`ABI_VERSION`] is refused at load rather than
-/// misread. A unit test pins the fingerprint of the current version.
+/// The layout fingerprint of the frozen boundary types (every type here but
+/// the two growable tables: names, sizes, alignments, and each field's
+/// name, declared type and offset, in order), computed at compile time. A
+/// plugin's declaration carries it and the host refuses a plugin whose
+/// fingerprint is not its own: a frozen type changed without a bump of
+/// [`ABI_VERSION`] is refused at load rather than misread. The growable
+/// tables carry a fingerprint per prefix instead ([`TableLayout`]). A unit
+/// test pins both.
 pub const LAYOUT_FINGERPRINT: u64 = fingerprint();
 
 const fn fingerprint() -> u64 {
@@ -61,35 +72,138 @@ const fn fingerprint() -> u64 {
         call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
         drop: unsafe extern "C" fn(*const c_void),
     });
-    let h = describe!(h, HostApi {
-        abi_version: u32,
+    let h = describe!(h, TableLayout {
         size: u32,
-        data: *const c_void,
-        flags: u32,
-        spawn: unsafe extern "C" fn(*const c_void, RawFuture) -> bool,
-        spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> bool,
-        task_abort: unsafe extern "C" fn(*const c_void, *const c_void),
-        sleep: unsafe extern "C" fn(*const c_void, u64) -> RawFuture<()>,
-        emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
-        subscribe: unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus,
-        max_level: u32,
-        log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
-        log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
+        fields: u32,
+        prefix: *const u64,
     });
-    describe!(h, PluginDeclaration {
-        magic: u64,
-        abi_version: u32,
-        size: u32,
-        layout: u64,
-        sdk_version: RStr<'static>,
-        rustc_version: RStr<'static>,
+    describe!(h, ServiceUse {
         name: RStr<'static>,
-        init: unsafe extern "C" fn(*const HostApi) -> RStatus,
-        on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
-        on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
-        shutdown: unsafe extern "C" fn(*const HostApi) -> u32,
+        end: u32,
+        required: u32,
     })
 }
+
+/// The prefix fingerprints of [`HostApi`] as this SDK knows it.
+pub const HOST_API_PREFIX: &[u64] = &table::prefixes!(HostApi {
+    abi_version: u32,
+    size: u32,
+    data: *const c_void,
+    flags: u32,
+    spawn: unsafe extern "C" fn(*const c_void, RawFuture) -> bool,
+    spawn_blocking: unsafe extern "C" fn(*const c_void, BlockingJob) -> bool,
+    task_abort: unsafe extern "C" fn(*const c_void, *const c_void),
+    sleep: unsafe extern "C" fn(*const c_void, u64) -> RawFuture<()>,
+    emit: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
+    subscribe: unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus,
+    max_level: u32,
+    log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
+    log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
+});
+
+/// The prefix fingerprints of [`PluginDeclaration`] as this SDK knows it.
+pub const DECLARATION_PREFIX: &[u64] = &table::prefixes!(PluginDeclaration {
+    magic: u64,
+    abi_version: u32,
+    size: u32,
+    layout: u64,
+    sdk_version: RStr<'static>,
+    rustc_version: RStr<'static>,
+    name: RStr<'static>,
+    init: unsafe extern "C" fn(*const HostApi) -> RStatus,
+    on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
+    shutdown: unsafe extern "C" fn(*const HostApi) -> u32,
+    host_api: TableLayout,
+    declaration: TableLayout,
+    services: *const ServiceUse,
+    services_len: u32,
+});
+
+/// The end of [`HostApi`]'s base (its fields in boundary 4.0, which every
+/// host of this major has): a host table shorter than this is refused.
+pub const HOST_API_BASE: usize = std::mem::offset_of!(HostApi, log) + size_of::<usize>();
+/// How many of [`HOST_API_PREFIX`]'s fields are the base.
+pub const HOST_API_BASE_FIELDS: usize = 13;
+
+/// The end of [`PluginDeclaration`]'s base (its fields in boundary 4.0).
+pub const DECLARATION_BASE: usize =
+    std::mem::offset_of!(PluginDeclaration, services_len) + size_of::<u32>();
+/// How many of [`DECLARATION_PREFIX`]'s fields are the base.
+pub const DECLARATION_BASE_FIELDS: usize = 15;
+
+/// [`HostApi`]'s layout as this SDK knows it.
+pub const HOST_API_LAYOUT: TableLayout = TableLayout::new(size_of::<HostApi>(), HOST_API_PREFIX);
+/// [`PluginDeclaration`]'s layout as this SDK knows it.
+pub const DECLARATION_LAYOUT: TableLayout =
+    TableLayout::new(size_of::<PluginDeclaration>(), DECLARATION_PREFIX);
+
+/// A host service a plugin calls: its name (the [`HostApi`] field) and
+/// where its entry ends in the table as the plugin was built, so a host
+/// (or `horizon check`) tells whether it provides it without knowing it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceUse {
+    /// The field's name in [`HostApi`].
+    pub name: RStr<'static>,
+    /// Offset plus size of the field in the plugin's [`HostApi`].
+    pub end: u32,
+    /// 1: the plugin cannot run without it (a host lacking it refuses the
+    /// plugin at load); 0: the plugin falls back when the host lacks it.
+    pub required: u32,
+}
+
+// SAFETY: `name` points to `'static` string data.
+unsafe impl Sync for ServiceUse {}
+
+/// The end of a [`HostApi`] field (offset plus size), for [`ServiceUse::end`].
+macro_rules! service_end {
+    ($field:ident) => {
+        (::core::mem::offset_of!($crate::abi::HostApi, $field) + ::core::mem::size_of::<usize>())
+            as u32
+    };
+}
+
+/// Every service this SDK may call, with whether it can do without it.
+/// Each plugin's declaration points here: a plugin built with this SDK
+/// uses these and no others.
+pub const SERVICES_USED: &[ServiceUse] = &[
+    ServiceUse {
+        name: RStr::new("spawn"),
+        end: service_end!(spawn),
+        required: 1,
+    },
+    ServiceUse {
+        name: RStr::new("spawn_blocking"),
+        end: service_end!(spawn_blocking),
+        required: 1,
+    },
+    ServiceUse {
+        name: RStr::new("task_abort"),
+        end: service_end!(task_abort),
+        required: 1,
+    },
+    ServiceUse {
+        name: RStr::new("sleep"),
+        end: service_end!(sleep),
+        required: 1,
+    },
+    ServiceUse {
+        name: RStr::new("emit"),
+        end: service_end!(emit),
+        required: 1,
+    },
+    ServiceUse {
+        name: RStr::new("subscribe"),
+        end: service_end!(subscribe),
+        required: 1,
+    },
+    ServiceUse {
+        name: RStr::new("log"),
+        end: service_end!(log),
+        required: 1,
+    },
+];
 
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
 pub const DECLARATION_SYMBOL: &str = "HORIZON_PLUGIN_DECLARATION";
@@ -145,6 +259,12 @@ pub mod level {
 ///
 /// Every function is callable from any thread, never unwinds, and reports
 /// failure in its return value.
+///
+/// A growable table ([`table`]): a host of a later SDK may have more fields
+/// than the plugin knows, or fewer (a field appended after
+/// [`HOST_API_BASE`] is an `Option` of a function, `None` where the host
+/// lacks it). `size` says how many bytes the host's table has; the plugin
+/// copies that prefix ([`table::read_prefix`]) and never reads past it.
 #[repr(C)]
 pub struct HostApi {
     /// [`ABI_VERSION`] of the host.
@@ -181,6 +301,8 @@ pub struct HostApi {
     pub log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
     /// Records a log line (level, target, message) tagged with the plugin's name.
     pub log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
+    // End of the base ([`HOST_API_BASE`]). Fields appended from here on
+    // must be valid when zero: `Option<unsafe extern "C" fn ..>`.
 }
 
 // SAFETY: the table is immutable, its functions may be called from any
@@ -192,9 +314,12 @@ unsafe impl Sync for HostApi {}
 
 /// What a plugin exports under [`DECLARATION_SYMBOL`].
 ///
-/// The host reads `magic`, `abi_version`, `size` and `layout` (the header)
-/// before anything else and calls no function of a declaration whose header
-/// does not match its own.
+/// The host reads `magic`, `abi_version`, `size` and `layout` (the header,
+/// the same in every boundary version) before anything else and calls no
+/// function of a declaration whose header does not match its own. A
+/// growable table ([`table`]): the host copies the `size` bytes the plugin
+/// has and checks [`PluginDeclaration::declaration`] against its own
+/// [`DECLARATION_PREFIX`].
 #[repr(C)]
 pub struct PluginDeclaration {
     /// [`MAGIC`].
@@ -227,6 +352,20 @@ pub struct PluginDeclaration {
     /// task is left. Returns a `SHUTDOWN_*` code; messages go to the host's
     /// log (no plugin-allocated value outlives the call).
     pub shutdown: unsafe extern "C" fn(host: *const HostApi) -> u32,
+    /// [`HostApi`] as the plugin was built to read it: the host checks that
+    /// the fields both know agree.
+    pub host_api: TableLayout,
+    /// This declaration's layout as the plugin was built (its `size` is the
+    /// header's): the host checks the fields both know agree, and fills
+    /// those it knows and the plugin lacks with zeros.
+    pub declaration: TableLayout,
+    /// The host services the plugin may call ([`SERVICES_USED`] of its
+    /// SDK): `services_len` entries.
+    pub services: *const ServiceUse,
+    /// How many entries `services` has.
+    pub services_len: u32,
+    // End of the base ([`DECLARATION_BASE`]). Fields appended from here on
+    // must be valid when zero.
 }
 
 /// `shutdown` stopped everything.
@@ -252,18 +391,21 @@ pub struct ExportedDeclaration(pub PluginDeclaration);
 // string data and functions, which are safe to share between threads.
 unsafe impl Sync for ExportedDeclaration {}
 
-// Pinned on 64-bit targets only: the fingerprint mixes sizes and offsets.
+// Pinned on 64-bit targets only: the fingerprints mix sizes and offsets.
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {
-    use super::{ABI_VERSION, LAYOUT_FINGERPRINT};
+    use super::{
+        ABI_VERSION, DECLARATION_BASE, DECLARATION_BASE_FIELDS, DECLARATION_PREFIX, HOST_API_BASE,
+        HOST_API_BASE_FIELDS, HOST_API_PREFIX, HostApi, LAYOUT_FINGERPRINT, PluginDeclaration,
+    };
 
-    /// The fingerprint of each boundary version, on 64-bit targets. A
-    /// failure here means a boundary type changed: bump `ABI_VERSION` (a
-    /// host then refuses plugins of the old layout by version, with a clear
-    /// error) and record the new fingerprint under it.
+    /// The frozen types' fingerprint of each boundary version. A failure
+    /// here means a frozen type changed: bump `ABI_VERSION` (a host then
+    /// refuses plugins of the old layout by version, with a clear error)
+    /// and record the new fingerprint under it.
     #[test]
     fn the_fingerprint_is_pinned_per_boundary_version() {
-        let pinned: &[(u32, u64)] = &[(3, PINNED_V3)];
+        let pinned: &[(u32, u64)] = &[(4, PINNED_V4)];
         let expected = pinned
             .iter()
             .find(|(version, _)| *version == ABI_VERSION)
@@ -275,5 +417,60 @@ mod tests {
         );
     }
 
-    const PINNED_V3: u64 = 0x496d_e0e4_85ae_15a4;
+    const PINNED_V4: u64 = 0xa652_6dc8_d9d0_a78f;
+
+    /// The prefix fingerprints of the growable tables as boundary 4.0
+    /// shipped them. Appending a field adds an entry at the end and
+    /// passes; any other change (a field renamed, retyped, moved or
+    /// removed) changes an entry here and fails: bump `ABI_VERSION`.
+    #[test]
+    fn the_tables_only_grow_at_their_end() {
+        assert_eq!(
+            &HOST_API_PREFIX[..PINNED_HOST_API.len()],
+            PINNED_HOST_API,
+            "HostApi changed other than by an append: {HOST_API_PREFIX:#x?}"
+        );
+        assert_eq!(
+            &DECLARATION_PREFIX[..PINNED_DECLARATION.len()],
+            PINNED_DECLARATION,
+            "PluginDeclaration changed other than by an append: {DECLARATION_PREFIX:#x?}"
+        );
+        assert_eq!(PINNED_HOST_API.len(), HOST_API_BASE_FIELDS);
+        assert_eq!(PINNED_DECLARATION.len(), DECLARATION_BASE_FIELDS);
+        assert!(HOST_API_BASE <= size_of::<HostApi>());
+        assert!(DECLARATION_BASE <= size_of::<PluginDeclaration>());
+    }
+
+    const PINNED_HOST_API: &[u64] = &[
+        0x0549_e3fb_75b5_db70,
+        0xfdea_8841_71a7_3f1d,
+        0xb53d_dec1_89ef_9bf8,
+        0x87d1_1fd2_b5e6_f58f,
+        0xef30_b977_181a_90fd,
+        0x3a4c_640f_0763_c83c,
+        0x36b4_58e5_8214_f598,
+        0x19be_53cf_5179_4cbe,
+        0x8d78_c9c3_a605_d2b2,
+        0x3edb_351f_9542_0495,
+        0x5aa4_729c_bf52_662e,
+        0x7dc0_3238_dbd9_b5eb,
+        0xb5be_ed9b_f23d_da58,
+    ];
+    const PINNED_DECLARATION: &[u64] = &[
+        0x438e_9f4a_ce4c_32ae,
+        0x52e5_869f_3013_77df,
+        0xd947_0d6c_2dde_9a4c,
+        0x6e00_3de3_ecf3_aacf,
+        0x946a_9e0d_581b_12e6,
+        0x2d07_2b29_bf8b_e3fa,
+        0x66d5_054c_bd0e_34df,
+        0xa152_af9a_1553_2bd5,
+        0xd68d_47b8_46fc_ced3,
+        0x026a_9fc1_2319_94f2,
+        0x8a34_94b9_920a_34b8,
+        0xcb12_b7c8_08bd_049d,
+        0xa6cb_f4e8_38a7_eacf,
+        0x3af0_62f5_3b2e_91c0,
+        0xad77_9dd3_21ef_9eb2,
+    ];
 }

@@ -19,7 +19,12 @@ use crate::abi::{HostApi, RStr};
 
 /// What `init` stored: the host's table and this plugin's private runtime.
 pub(crate) struct Injected {
-    pub(crate) api: &'static HostApi,
+    /// The host's table as this SDK reads it: the prefix the host has,
+    /// copied, with the services it lacks `None` (`abi::table`).
+    pub(crate) api: HostApi,
+    /// The host's own table: its address identifies this load
+    /// (`uninstall`, `installed_with`); only read through `api`.
+    origin: *const HostApi,
     /// A private runtime of this plugin's own tokio copy. It is entered
     /// around every poll of plugin code so that tokio calls the attribute
     /// cannot see (helper modules, third-party crates) find a reactor and a
@@ -41,7 +46,8 @@ impl Injected {
     /// The state for host table `api`, with a new private runtime (one
     /// worker thread, named after the plugin) if `private_runtime`.
     pub(crate) fn start(
-        api: &'static HostApi,
+        origin: *const HostApi,
+        api: HostApi,
         name: &str,
         private_runtime: bool,
     ) -> std::io::Result<Box<Self>> {
@@ -64,6 +70,7 @@ impl Injected {
             .transpose()?;
         Ok(Box::new(Injected {
             api,
+            origin,
             private_handle: private.as_ref().map(|rt| rt.handle().clone()),
             private: std::sync::Mutex::new(private),
             private_threads: threads,
@@ -89,7 +96,7 @@ pub(crate) fn injected() -> Option<&'static Injected> {
 
 /// The host's table, if a host loaded this library.
 pub(crate) fn host() -> Option<&'static HostApi> {
-    injected().map(|i| i.api)
+    injected().map(|i| &i.api)
 }
 
 /// Stores the injected state; fails if this copy of the library was already
@@ -113,7 +120,7 @@ const PRIVATE_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 /// state is then left installed (leaked), since they may still use it.
 pub(crate) fn uninstall(api: *const HostApi) -> bool {
     let Some(state) = injected() else { return true };
-    if !ptr::eq(state.api, api) {
+    if !ptr::eq(state.origin, api) {
         return true;
     }
     // Shut the private runtime down first, while `INJECTED` is still valid
@@ -316,5 +323,5 @@ impl<F: Future> Future for Guarded<F> {
 
 /// Whether this library's state was installed with host table `api`.
 pub(crate) fn installed_with(api: *const HostApi) -> bool {
-    injected().is_some_and(|state| ptr::eq(state.api, api))
+    injected().is_some_and(|state| ptr::eq(state.origin, api))
 }

@@ -122,6 +122,21 @@ fn check_command(libraries: &[PathBuf]) -> ExitCode {
             "       rustc: {}",
             decl.rustc_version.unwrap_or_else(unknown)
         );
+        if let Some(sizes) = decl.table_sizes {
+            let ours = horizon_plugin_host::TABLE_SIZES;
+            println!(
+                "      tables: declaration {} bytes, host table {} bytes (this host: {}, {})",
+                sizes.declaration, sizes.host_api, ours.declaration, ours.host_api
+            );
+        }
+        for service in &decl.services {
+            let state = match (service.provided, service.required) {
+                (true, _) => "provided",
+                (false, true) => "missing (required: the plugin is refused)",
+                (false, false) => "missing (optional: the plugin falls back)",
+            };
+            println!("     service: {:<15} {state}", service.name);
+        }
         match verdict {
             Ok(()) => println!("    loadable: yes"),
             Err(e) => {
