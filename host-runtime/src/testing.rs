@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! horizon-plugin-host = { version = "0.1", features = ["testing"] }
+//! horizon-plugin-host = { version = "0.2", features = ["testing"] }
 //! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
 //! ```
 //!

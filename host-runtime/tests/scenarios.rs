@@ -125,3 +125,46 @@ fn thousand_concurrent_emits_current_thread() {
         host.shutdown().await;
     });
 }
+
+/// A plugin loop that only calls `tokio::task::consume_budget` yields to
+/// the host's scheduler as a native task does: the call is routed to the
+/// host's cooperative budget (the `budget` service, boundary 4.1), which
+/// tokio sets to 128 units per task poll, so 12,800 calls yield about 100
+/// times (natively: 100). On a current-thread runtime a host task gets its
+/// turns meanwhile.
+#[test]
+fn consume_budget_in_a_plugin_yields_like_a_native_task() {
+    for (rt, flavour) in [(multi_thread(), "multi"), (current_thread(), "current")] {
+        let host = PluginHost::new(rt.handle().clone());
+        rt.block_on(async {
+            let basic = Basic::load(host.clone()).await;
+            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted = std::sync::Arc::clone(&ticks);
+            let ticker = tokio::spawn(async move {
+                loop {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            let yielded = tokio::spawn(async move { basic.run("budget", 12_800).await })
+                .await
+                .unwrap()
+                .as_u64()
+                .unwrap();
+            let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+            ticker.abort();
+            assert!(
+                (50..=200).contains(&yielded),
+                "{flavour}: {yielded} yields in 12,800 calls (native: 100)"
+            );
+            if flavour == "current" {
+                assert!(
+                    during >= yielded / 2,
+                    "the host task ran {during} times while the plugin yielded {yielded} times"
+                );
+            }
+            host.shutdown().await;
+        });
+    }
+}

@@ -30,6 +30,7 @@ const TASK_ROUTED: &[&str] = &[
     "spawn",
     "spawn_blocking",
     "yield_now",
+    "consume_budget",
     "JoinHandle",
     "JoinError",
 ];

@@ -43,7 +43,36 @@ pub(super) fn table(data: *const c_void, strict: bool, every_level: bool) -> Hos
         },
         log_enabled: log::enabled,
         log: log::log,
+        budget: Some(host_budget),
     }
+}
+
+/// Consumes one unit of the budget tokio keeps for the host task that is
+/// polling the plugin right now (a task of this host's runtime: the
+/// plugin calls this from inside a poll), as tokio's own resources do.
+/// When it is spent, tokio wakes `waker` at once and this says so, and
+/// the plugin returns `Pending`. The waker is used during the call only,
+/// never stored.
+pub(super) unsafe extern "C" fn host_budget(
+    _data: *const c_void,
+    waker: *const horizon_plugin_sdk::abi::BoundaryWaker,
+) -> bool {
+    catch(|| {
+        // SAFETY: the plugin passes the waker of its current poll, valid
+        // for this call.
+        unsafe {
+            horizon_plugin_sdk::abi::waker::with_context(&*waker, |cx| {
+                match tokio::task::coop::poll_proceed(cx) {
+                    std::task::Poll::Ready(restore) => {
+                        restore.made_progress();
+                        true
+                    }
+                    std::task::Poll::Pending => false,
+                }
+            })
+        }
+    })
+    .unwrap_or(true)
 }
 
 pub(super) unsafe extern "C" fn host_spawn(data: *const c_void, fut: RawFuture) -> bool {

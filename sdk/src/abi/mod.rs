@@ -99,6 +99,7 @@ pub const HOST_API_PREFIX: &[u64] = &table::prefixes!(HostApi {
     max_level: u32,
     log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
     log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
+    budget: Option<unsafe extern "C" fn(*const c_void, *const BoundaryWaker) -> bool>,
 });
 
 /// The prefix fingerprints of [`PluginDeclaration`] as this SDK knows it.
@@ -203,6 +204,12 @@ pub const SERVICES_USED: &[ServiceUse] = &[
         end: service_end!(log),
         required: 1,
     },
+    // Boundary 4.1: optional, `rt::task::consume_budget` goes on without it.
+    ServiceUse {
+        name: RStr::new("budget"),
+        end: service_end!(budget),
+        required: 0,
+    },
 ];
 
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
@@ -303,6 +310,13 @@ pub struct HostApi {
     pub log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
     // End of the base ([`HOST_API_BASE`]). Fields appended from here on
     // must be valid when zero: `Option<unsafe extern "C" fn ..>`.
+    /// Boundary 4.1 (SDK 0.2): consumes one unit of the host task's
+    /// cooperative budget (tokio's `coop`, as tokio's own resources do),
+    /// with the waker of the current poll. True: go on. False: the budget
+    /// is spent and the host has already woken `waker`, so the caller
+    /// returns `Pending` and its task yields to the others on its worker.
+    /// `None` in hosts of SDK 0.1 (the SDK then never yields for budget).
+    pub budget: Option<unsafe extern "C" fn(*const c_void, *const BoundaryWaker) -> bool>,
 }
 
 // SAFETY: the table is immutable, its functions may be called from any

@@ -116,6 +116,48 @@ pub async fn yield_now() {
     .await;
 }
 
+/// Consumes one unit of the running task's cooperative budget, like
+/// `tokio::task::consume_budget`, and yields to the other tasks on the
+/// worker once it is spent. A plugin's tokio copy keeps no budget for
+/// plugin tasks (no scheduler of that copy runs them), so this goes to the
+/// host's: a loop that only awaits ready futures and calls this yields as
+/// often as a native task would. In a host whose SDK predates the `budget`
+/// service (0.1), and outside a host, it returns at once.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// for _ in 0..1000 {
+///     horizon_plugin_sdk::rt::task::consume_budget().await;
+/// }
+/// # }
+/// ```
+pub async fn consume_budget() {
+    let mut done = false;
+    std::future::poll_fn(|cx| {
+        if done {
+            return Poll::Ready(());
+        }
+        let proceed = match injected::host().and_then(|api| api.budget.map(|f| (api, f))) {
+            Some((api, budget)) => {
+                let waker = crate::abi::waker::lend(cx.waker());
+                // SAFETY: `api` is the live host table; the lent waker is
+                // valid for this call, which the host does not outlive.
+                unsafe { budget(api.data, &waker) }
+            }
+            None => true,
+        };
+        if proceed {
+            Poll::Ready(())
+        } else {
+            // Spent: the host woke this task; the next poll goes on.
+            done = true;
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// An owned permission to await a spawned task, like `tokio::task::JoinHandle`.
 ///
 /// Dropping it detaches the task, which keeps running (until the plugin is unloaded).

@@ -18,6 +18,7 @@ impl Plugin for P {
         let e = tokio::task::spawn_blocking(|| 5);
         tokio::task::yield_now().await;
         ::tokio::task::yield_now().await;
+        tokio::task::consume_budget().await;
         tokio::time::sleep(Duration::from_millis(1)).await;
         ::tokio::time::sleep_until(tokio::time::Instant::now()).await;
         let mut i = tokio::time::interval(Duration::from_millis(1));
