@@ -305,21 +305,33 @@ fn read_declared(library: &Library, path: &Path) -> Result<(DeclFns, Declared), 
     unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), header.as_mut_ptr(), HEADER_SIZE) };
     check_header(header, symbol_size, path)?;
     let size = u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize;
-    // SAFETY: magic, major version and frozen layout match this host's, so
-    // the object is a `PluginDeclaration` of this major whose first `size`
-    // bytes (at least the base, checked) are readable (the symbol's size,
-    // where known, covers them); fields this host knows and the plugin
-    // lacks read as zero, which the growth rule makes valid. Copied, so
-    // its alignment does not matter.
-    let decl: PluginDeclaration = unsafe { table::read_prefix(ptr, size) };
+    // SAFETY: the declaration's first `size` bytes are readable (the
+    // symbol's size, where known, covers them). Copied, so its alignment
+    // does not matter; not yet taken for a `PluginDeclaration`.
+    let raw = unsafe { table::copy_prefix(ptr, size) };
+    let layout_at = |offset: usize| {
+        // SAFETY: `offset` is that of a `TableLayout` field of the base,
+        // which the copy covers (`size` is at least the base, checked with
+        // the header); a `TableLayout` is valid for any bytes (two
+        // integers and a raw pointer), read unaligned.
+        unsafe {
+            raw.as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<TableLayout>()
+                .read_unaligned()
+        }
+    };
+    let declaration = layout_at(std::mem::offset_of!(PluginDeclaration, declaration));
+    let host_api = layout_at(std::mem::offset_of!(PluginDeclaration, host_api));
     let mismatch = |table: &'static str| LoadError::TableMismatch {
         path: path.to_owned(),
         table,
     };
-    // SAFETY: read from the declaration checked above, of a loaded library.
-    let (decl_prefix, api_prefix) =
-        unsafe { (prefix_of(&decl.declaration), prefix_of(&decl.host_api)) };
-    if decl.declaration.size as usize != size
+    // SAFETY: read from the declaration whose header was checked, of a
+    // loaded library.
+    let (decl_prefix, api_prefix) = unsafe { (prefix_of(&declaration), prefix_of(&host_api)) };
+    if declaration.size as usize != size
         || !table::agree(DECLARATION_PREFIX, &decl_prefix, DECLARATION_BASE_FIELDS)
     {
         return Err(mismatch("declaration"));
@@ -327,6 +339,13 @@ fn read_declared(library: &Library, path: &Path) -> Result<(DeclFns, Declared), 
     if !table::agree(HOST_API_PREFIX, &api_prefix, HOST_API_BASE_FIELDS) {
         return Err(mismatch("host service"));
     }
+    // SAFETY: magic, major version and frozen layout match this host's, and
+    // the declaration's fields agree with this host's on every field both
+    // know (checked just now), so the copy's first `size` bytes are a valid
+    // prefix of a `PluginDeclaration`; fields this host knows and the
+    // plugin lacks are zero, which the growth rule makes valid (`Option`s,
+    // integers, null pointers, each past the size the table had before it).
+    let decl: PluginDeclaration = unsafe { raw.assume_init() };
     let malformed = |what: &str| LoadError::Malformed {
         path: path.to_owned(),
         reason: format!("its {what} is not UTF-8"),

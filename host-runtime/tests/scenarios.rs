@@ -158,6 +158,13 @@ fn consume_budget_in_a_plugin_yields_like_a_native_task() {
                 (50..=200).contains(&yielded),
                 "{flavour}: {yielded} yields in 12,800 calls (native: 100)"
             );
+            // Polled with a waker of the plugin's making, the spent budget
+            // wakes that waker during the call (the host keeps none).
+            let own = Basic::attach(host.clone(), host.plugins()[0].id)
+                .run("budget_own_waker", 12_800)
+                .await;
+            assert!(own["pending"].as_u64().unwrap() >= 50, "{own}");
+            assert_eq!(own["pending"], own["woken"], "{own}");
             if flavour == "current" {
                 assert!(
                     during >= yielded / 2,

@@ -48,29 +48,41 @@ pub(super) fn table(data: *const c_void, strict: bool, every_level: bool) -> Hos
 }
 
 /// Consumes one unit of the budget tokio keeps for the host task that is
-/// polling the plugin right now (a task of this host's runtime: the
-/// plugin calls this from inside a poll), as tokio's own resources do.
-/// When it is spent, tokio wakes `waker` at once and this says so, and
-/// the plugin returns `Pending`. The waker is used during the call only,
-/// never stored.
+/// polling the plugin right now (the plugin calls this from inside a
+/// poll), as tokio's own resources do. When it is spent, tokio keeps a
+/// clone of the context's waker and wakes it once the task's poll is over;
+/// the plugin returns `Pending`. So tokio is only ever given a host waker:
+/// the task's own (a host waker lent through the plugin comes back as
+/// itself), or, when the plugin polls with a waker of its own making (a
+/// combinator), a no-op one, the plugin's being woken here, during the
+/// call, while the plugin is counted as running. No plugin waker is kept.
 pub(super) unsafe extern "C" fn host_budget(
     _data: *const c_void,
     waker: *const horizon_plugin_sdk::abi::BoundaryWaker,
 ) -> bool {
+    use horizon_plugin_sdk::abi::waker;
+    use std::task::{Context, Poll, Waker};
+    let proceed = |cx: &mut Context<'_>| match tokio::task::coop::poll_proceed(cx) {
+        Poll::Ready(restore) => {
+            restore.made_progress();
+            true
+        }
+        Poll::Pending => false,
+    };
     catch(|| {
         // SAFETY: the plugin passes the waker of its current poll, valid
         // for this call.
-        unsafe {
-            horizon_plugin_sdk::abi::waker::with_context(&*waker, |cx| {
-                match tokio::task::coop::poll_proceed(cx) {
-                    std::task::Poll::Ready(restore) => {
-                        restore.made_progress();
-                        true
-                    }
-                    std::task::Poll::Pending => false,
-                }
-            })
+        let waker = unsafe { &*waker };
+        if waker::is_own(waker) {
+            // SAFETY: as above.
+            return unsafe { waker::with_context(waker, proceed) };
         }
+        let go_on = proceed(&mut Context::from_waker(Waker::noop()));
+        if !go_on {
+            // SAFETY: as above; woken by reference, not kept.
+            unsafe { waker::with_context(waker, |cx| cx.waker().wake_by_ref()) };
+        }
+        go_on
     })
     .unwrap_or(true)
 }

@@ -313,9 +313,10 @@ pub struct HostApi {
     /// Boundary 4.1 (SDK 0.2): consumes one unit of the host task's
     /// cooperative budget (tokio's `coop`, as tokio's own resources do),
     /// with the waker of the current poll. True: go on. False: the budget
-    /// is spent and the host has already woken `waker`, so the caller
-    /// returns `Pending` and its task yields to the others on its worker.
-    /// `None` in hosts of SDK 0.1 (the SDK then never yields for budget).
+    /// is spent and the host has arranged for `waker` to be woken (it keeps
+    /// no waker of the plugin's making), so the caller returns `Pending`
+    /// and its task yields to the others on its worker. `None` in hosts of
+    /// SDK 0.1 (the SDK then never yields for budget).
     pub budget: Option<unsafe extern "C" fn(*const c_void, *const BoundaryWaker) -> bool>,
 }
 
@@ -453,6 +454,29 @@ mod tests {
         assert_eq!(PINNED_DECLARATION.len(), DECLARATION_BASE_FIELDS);
         assert!(HOST_API_BASE <= size_of::<HostApi>());
         assert!(DECLARATION_BASE <= size_of::<PluginDeclaration>());
+    }
+
+    /// Each table's size in each boundary minor (64-bit), and every field
+    /// appended after it: it must start at or after that size, never in
+    /// the trailing padding an older writer leaves uninitialized (a reader
+    /// copies `min(writer's size, its own)` bytes).
+    #[test]
+    fn appended_fields_start_past_the_size_before_them() {
+        // Each field appended to `HostApi`, with the table's size in the
+        // minor before it.
+        let appended = [("budget", std::mem::offset_of!(HostApi, budget), 96)];
+        for (field, offset, size_before) in appended {
+            assert!(
+                offset >= size_before,
+                "HostApi::{field} starts at {offset}, inside the {size_before} bytes before it"
+            );
+        }
+        assert_eq!(HOST_API_BASE, 96, "4.0's HostApi");
+        // `PluginDeclaration` has not grown since 4.0 (152 bytes, with 4 of
+        // trailing padding after `services_len`): a field appended to it
+        // starts at 152 or later.
+        assert_eq!(size_of::<PluginDeclaration>(), 152);
+        assert_eq!(DECLARATION_BASE, 148);
     }
 
     const PINNED_HOST_API: &[u64] = &[

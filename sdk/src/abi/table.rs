@@ -5,7 +5,12 @@
 //!
 //! The rules, checked by the tests in `abi/mod.rs`:
 //!
-//! - A table only grows at its end. Its fields up to the end of the first
+//! - A table only grows at its end, and an appended field starts at or
+//!   after the size the table had before it (never in its trailing
+//!   padding, which an older writer leaves uninitialized), so a reader that
+//!   copies `min(the writer's size, its own)` bytes never reads padding
+//!   as a field (pinned per version by the tests in `abi/mod.rs`).
+//! - Its fields up to the end of the first
 //!   table of a boundary version (its *base*, `HOST_API_BASE`,
 //!   `DECLARATION_BASE`) are always there; a field appended later must be
 //!   valid when all its bytes are zero (an `Option` of a function pointer,
@@ -71,7 +76,7 @@ impl TableLayout {
 /// older or a newer SDK); neither may know fewer than the base.
 pub fn agree(ours: &[u64], theirs: &[u64], base_fields: usize) -> bool {
     let common = ours.len().min(theirs.len());
-    common >= base_fields && ours[common - 1] == theirs[common - 1]
+    common > 0 && common >= base_fields && ours[common - 1] == theirs[common - 1]
 }
 
 /// Copies a table of another side into one of this side's type: the
@@ -84,6 +89,21 @@ pub fn agree(ours: &[u64], theirs: &[u64], base_fields: usize) -> bool {
 /// `size` have `T`'s layout (checked with [`agree`]). No alignment is
 /// assumed.
 pub unsafe fn read_prefix<T>(table: *const T, size: usize) -> T {
+    // SAFETY: forwarded: the caller's guarantee.
+    let out = unsafe { copy_prefix(table, size) };
+    // SAFETY: the first `size` bytes are a valid prefix of a `T` (the
+    // caller's guarantee), and every field past them is valid when zero
+    // (the growth rule above).
+    unsafe { out.assume_init() }
+}
+
+/// The bytes of [`read_prefix`], not yet taken for a `T`: for a reader
+/// that checks what the writer says of its layout (read from these bytes
+/// with `read_unaligned`) before it trusts the rest.
+///
+/// # Safety
+/// `table` is readable for `size` bytes. No alignment is assumed.
+pub unsafe fn copy_prefix<T>(table: *const T, size: usize) -> MaybeUninit<T> {
     let mut out = MaybeUninit::<T>::zeroed();
     let n = size.min(size_of::<T>());
     // SAFETY: the caller's guarantee for the source; `out` has
@@ -91,10 +111,7 @@ pub unsafe fn read_prefix<T>(table: *const T, size: usize) -> T {
     unsafe {
         std::ptr::copy_nonoverlapping(table.cast::<u8>(), out.as_mut_ptr().cast::<u8>(), n);
     }
-    // SAFETY: the first `n` bytes are a valid prefix of a `T` (the
-    // caller's guarantee), and every field past them is valid when zero
-    // (the growth rule above).
-    unsafe { out.assume_init() }
+    out
 }
 
 /// Mixes one table's fields into prefix fingerprints:

@@ -70,7 +70,9 @@ pub static OWN: WakerFns = WakerFns {
     drop: own_drop,
 };
 
-fn is_own(w: &BoundaryWaker) -> bool {
+/// Whether `w` is one of this side's own wakers (lent by this side, or
+/// one of this side's that went through the other and came back).
+pub fn is_own(w: &BoundaryWaker) -> bool {
     ptr::eq(w.fns, &OWN)
 }
 

@@ -133,11 +133,9 @@ pub async fn yield_now() {
 /// # }
 /// ```
 pub async fn consume_budget() {
-    let mut done = false;
+    // As tokio's: every poll until the first that may go on spends a unit
+    // (the budget is refilled when the task is polled again).
     std::future::poll_fn(|cx| {
-        if done {
-            return Poll::Ready(());
-        }
         let proceed = match injected::host().and_then(|api| api.budget.map(|f| (api, f))) {
             Some((api, budget)) => {
                 let waker = crate::abi::waker::lend(cx.waker());
@@ -147,11 +145,10 @@ pub async fn consume_budget() {
             }
             None => true,
         };
+        // Spent: the host arranged for this task to be woken.
         if proceed {
             Poll::Ready(())
         } else {
-            // Spent: the host woke this task; the next poll goes on.
-            done = true;
             Poll::Pending
         }
     })
