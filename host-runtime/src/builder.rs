@@ -11,11 +11,16 @@ use crate::host::PluginHost;
 use crate::info::{LogSink, PluginLog};
 use crate::loaded::Env;
 
+/// How long an emit waits for plugin handlers unless
+/// [`HostBuilder::handler_timeout`] says otherwise.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of a [`PluginHost`], from [`PluginHost::builder`].
 #[must_use = "call `build` to get the host"]
 pub struct HostBuilder {
     handle: Handle,
     unload_timeout: Duration,
+    handler_timeout: Duration,
     quarantine_after: Option<u32>,
     strict_unload: bool,
     log_sink: Option<LogSink>,
@@ -25,6 +30,7 @@ impl std::fmt::Debug for HostBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostBuilder")
             .field("unload_timeout", &self.unload_timeout)
+            .field("handler_timeout", &self.handler_timeout)
             .field("quarantine_after", &self.quarantine_after)
             .field("strict_unload", &self.strict_unload)
             .field("log_sink", &self.log_sink.is_some())
@@ -49,6 +55,18 @@ impl HostBuilder {
     /// plugin is unloaded (default 5 s).
     pub fn unload_timeout(mut self, timeout: Duration) -> Self {
         self.unload_timeout = timeout;
+        self
+    }
+
+    /// How long an emit waits for the plugin handlers it started (default
+    /// [`DEFAULT_HANDLER_TIMEOUT`], 10 s), counted from the emit's start. A
+    /// handler still running then is aborted, reported in the
+    /// [`EmitReport`](crate::EmitReport) as
+    /// [`FailureKind::TimedOut`](crate::FailureKind::TimedOut) naming its
+    /// plugin, and counts toward quarantine; the emit returns. So one plugin
+    /// that never finishes cannot stall the emitter (a game tick, say).
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
         self
     }
 
@@ -77,8 +95,12 @@ impl HostBuilder {
     /// The host.
     pub fn build(self) -> PluginHost {
         PluginHost::from_env(Env {
-            handle: self.handle,
-            bus: Arc::new(Bus::new(self.quarantine_after)),
+            handle: self.handle.clone(),
+            bus: Arc::new(Bus::new(
+                self.quarantine_after,
+                self.handler_timeout,
+                self.handle.clone(),
+            )),
             unload_timeout: self.unload_timeout,
             strict_unload: self.strict_unload,
             log_sink: self.log_sink,
@@ -113,6 +135,7 @@ impl PluginHost {
         HostBuilder {
             handle,
             unload_timeout: Duration::from_secs(5),
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
             quarantine_after: None,
             strict_unload: std::env::var_os("HORIZON_STRICT_UNLOAD").is_some_and(|v| v == "1"),
             log_sink: None,

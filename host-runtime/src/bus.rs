@@ -99,6 +99,10 @@ enum HandlerRun {
 pub(crate) struct Bus {
     subscribers: RwLock<Subscriptions>,
     quarantine_after: Option<u32>,
+    /// How long an emit waits for plugin handlers (`HostBuilder::handler_timeout`).
+    handler_timeout: std::time::Duration,
+    /// The host's runtime: its timer bounds the wait from any thread.
+    handle: tokio::runtime::Handle,
 }
 
 impl EventBus for Bus {
@@ -122,10 +126,16 @@ impl EventBus for Bus {
 }
 
 impl Bus {
-    pub(crate) fn new(quarantine_after: Option<u32>) -> Self {
+    pub(crate) fn new(
+        quarantine_after: Option<u32>,
+        handler_timeout: std::time::Duration,
+        handle: tokio::runtime::Handle,
+    ) -> Self {
         Bus {
             subscribers: RwLock::default(),
             quarantine_after,
+            handler_timeout,
+            handle,
         }
     }
 
@@ -168,6 +178,7 @@ impl Bus {
 
     /// Delivers one event to every subscriber and waits for all of them.
     pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
+        let deadline = std::time::Instant::now() + self.handler_timeout;
         let (any, named) = {
             let subs = read(&self.subscribers);
             (subs.any.clone(), subs.named.get(event.name()).cloned())
@@ -212,14 +223,29 @@ impl Bus {
                 }
             }
         }
-        for (handler, task) in running {
-            let status = match task.await {
-                Ok(Some(outcome)) => outcome,
-                Err(e) if e.is_panic() => {
+        for (handler, mut task) in running {
+            // Created in the runtime's context, so the deadline works from a
+            // thread outside it too; polled from wherever the emit is.
+            let bounded = {
+                let _enter = self.handle.enter();
+                tokio::time::timeout_at(deadline.into(), &mut task)
+            };
+            let status = match bounded.await {
+                Ok(Ok(Some(outcome))) => outcome,
+                Ok(Err(e)) if e.is_panic() => {
                     Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
                 }
-                Ok(None) | Err(_) => {
+                Ok(Ok(None) | Err(_)) => {
                     Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
+                }
+                Err(_) => {
+                    // Its plugin's count keeps it until its future is
+                    // dropped, which the abort makes happen on the runtime.
+                    task.abort();
+                    Err(FailureKind::TimedOut(format!(
+                        "still running after {:?}, aborted",
+                        self.handler_timeout
+                    )))
                 }
             };
             self.record(handler, status, &event, &mut report);
@@ -245,7 +271,7 @@ impl Bus {
         };
         let counts = matches!(
             kind,
-            Some(FailureKind::Failed(_) | FailureKind::Panicked(_))
+            Some(FailureKind::Failed(_) | FailureKind::Panicked(_) | FailureKind::TimedOut(_))
         );
         if services.record_outcome(counts, self.quarantine_after) {
             // Under the subscription lock: a subscription the plugin makes

@@ -4,6 +4,9 @@
 //! growable tables agrees with the host's on the fields both know, and
 //! whether the host provides every service it needs. No plugin function is
 //! called here.
+//!
+//! Past 400 lines for one job: every check a declaration passes before any
+//! of its functions is called, with their property tests.
 
 use std::path::Path;
 

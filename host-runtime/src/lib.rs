@@ -57,7 +57,7 @@ mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use builder::HostBuilder;
+pub use builder::{DEFAULT_HANDLER_TIMEOUT, HostBuilder};
 pub use declaration::{Declaration, ServiceNeed, TABLE_SIZES, TableSizes, inspect};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::Event;

@@ -70,13 +70,20 @@ pub enum FailureKind {
     Panicked(String),
     /// It did not run to the end (its plugin was unloaded).
     Cancelled(String),
+    /// It was still running at the host's handler deadline
+    /// ([`HostBuilder::handler_timeout`](crate::HostBuilder::handler_timeout)),
+    /// and was aborted.
+    TimedOut(String),
 }
 
 impl FailureKind {
     /// The message: the handler's error, the panic's, or why it was cancelled.
     pub fn message(&self) -> &str {
         match self {
-            FailureKind::Failed(m) | FailureKind::Panicked(m) | FailureKind::Cancelled(m) => m,
+            FailureKind::Failed(m)
+            | FailureKind::Panicked(m)
+            | FailureKind::Cancelled(m)
+            | FailureKind::TimedOut(m) => m,
         }
     }
 }
@@ -92,6 +99,9 @@ impl fmt::Display for HandlerFailure {
             FailureKind::Panicked(m) => write!(f, "{who} panicked on event `{}`: {m}", self.event),
             FailureKind::Cancelled(m) => {
                 write!(f, "{who} did not finish event `{}`: {m}", self.event)
+            }
+            FailureKind::TimedOut(m) => {
+                write!(f, "{who} timed out on event `{}`: {m}", self.event)
             }
         }
     }

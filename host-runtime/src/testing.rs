@@ -38,6 +38,10 @@
 //! the host is dropped; the directories of processes that died before
 //! removing theirs (a test aborted in strict unload mode) are removed by
 //! the next [`TestHost::new`].
+//!
+//! Past 400 lines for one job: the harness a plugin's own tests use (build
+//! once, private copies, a recording host, waits with a timeout),
+//! documented with its examples.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

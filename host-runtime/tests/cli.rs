@@ -3,6 +3,9 @@
 //! rebuilding and reloading an edited plugin while a broken edit leaves the
 //! previous build serving, and exit codes as cargo's (1 for a usage error,
 //! 101 for a command that fails).
+//!
+//! Past 400 lines for one job: the `horizon` command end to end, each
+//! subcommand as a user runs it.
 
 mod common;
 

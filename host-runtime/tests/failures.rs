@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Basic, current_thread, fixture, fresh_copy, multi_thread};
+use common::{Basic, block_on_plain_thread, current_thread, fixture, fresh_copy, multi_thread};
 use horizon_plugin_host::{FailureKind, LoadError, PluginHost, UnloadError};
 use serde_json::json;
 
@@ -309,4 +309,65 @@ fn a_plugin_with_the_sdk_under_another_name_runs() {
         host.shutdown().await;
     });
     assert_eq!(*pongs.lock().unwrap(), [(42, "sleep".to_owned())]);
+}
+
+/// A handler that never finishes: the emit returns by the host's handler
+/// deadline, from a task and from a thread outside the runtime alike, with
+/// that handler reported as timed out and named; the handler is aborted,
+/// the plugin keeps serving other events, and timeouts in a row count
+/// toward quarantine.
+#[test]
+fn a_handler_that_never_finishes_times_out_and_the_plugin_keeps_serving() {
+    use std::time::{Duration, Instant};
+    for rt in [multi_thread(), current_thread()] {
+        let host = PluginHost::builder(rt.handle().clone())
+            .handler_timeout(Duration::from_millis(200))
+            .quarantine_after(2)
+            .build();
+        let basic = rt.block_on(Basic::load(host.clone()));
+        let check = |report: &horizon_plugin_host::EmitReport, took: Duration| {
+            assert!(
+                took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+                "the emit took {took:?}"
+            );
+            assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+            let failure = &report.failures[0];
+            assert!(
+                matches!(failure.kind, FailureKind::TimedOut(_)),
+                "{failure}"
+            );
+            assert_eq!(failure.plugin, Some(basic.id));
+            let text = failure.to_string();
+            assert!(
+                text.contains("plugin `basic`") && text.contains("timed out"),
+                "{text}"
+            );
+        };
+        rt.block_on(async {
+            let started = Instant::now();
+            let (report, replies) = basic.try_run("hang", 0).await;
+            check(&report, started.elapsed());
+            assert!(replies.is_empty());
+            assert!(report.quarantined.is_empty());
+            // Still serving; a success resets the count of failures.
+            assert_eq!(basic.run("spawn", 21).await, json!(42));
+        });
+        // From a thread outside the runtime (its own executor), while this
+        // thread drives the runtime (a current-thread one runs only then).
+        let started = Instant::now();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let plain = basic.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(block_on_plain_thread(plain.try_run("hang", 0)));
+        });
+        let (report, _) = rt.block_on(outcome).unwrap();
+        check(&report, started.elapsed());
+        rt.block_on(async {
+            // The second timeout in a row puts the plugin in quarantine.
+            let (report, _) = basic.try_run("hang", 0).await;
+            assert_eq!(report.quarantined, vec![basic.id]);
+            host.shutdown().await;
+            assert!(host.plugins().is_empty());
+        });
+    }
 }

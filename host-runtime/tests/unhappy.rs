@@ -7,6 +7,9 @@
 //! plugin's code aborts the test process. The test command also runs this
 //! binary under valgrind, which reports any read of freed host memory (the
 //! service table of a plugin whose code still runs, for instance).
+//!
+//! Past 400 lines for one job: one scenario per unhappy path, run together
+//! under valgrind and strict mode by the test command.
 
 mod common;
 

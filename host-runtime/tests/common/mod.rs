@@ -1,6 +1,10 @@
 //! Shared by the integration tests: builds the fixture plugins once per test
 //! binary (cargo is incremental, so the second binary's build is a no-op),
 //! hands out private copies of them, and drives the `basic` fixture.
+//!
+//! Past 400 lines for one job: what every test binary shares (fixture
+//! builds, copies, the `basic` driver, its scenario list and the race
+//! storm), compiled into each.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
