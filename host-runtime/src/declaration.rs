@@ -157,13 +157,13 @@ fn symbol_size(addr: *const std::ffi::c_void) -> Option<usize> {
 /// Checks a declaration's header (and the symbol's size, where known)
 /// against this host's boundary: same magic, same major version, same
 /// frozen-type fingerprint, and a size at least the base of this major
-/// (a newer SDK's declaration may be larger). Pure, so it can be
-/// property-tested.
+/// (a newer SDK's declaration may be larger). Returns that size. Pure, so
+/// it can be property-tested.
 pub(crate) fn check_header(
     header: [u8; HEADER_SIZE],
     symbol_size: Option<usize>,
     path: &Path,
-) -> Result<(), LoadError> {
+) -> Result<usize, LoadError> {
     let field = |at: usize, n: usize| {
         let mut bytes = [0u8; 8];
         bytes[..n].copy_from_slice(&header[at..at + n]);
@@ -209,7 +209,7 @@ pub(crate) fn check_header(
             ),
         });
     }
-    Ok(())
+    Ok(size as usize)
 }
 
 /// The declaration's entry points, copied out after the header check.
@@ -243,7 +243,7 @@ pub(crate) fn read_declaration(
 }
 
 /// Refuses a plugin that needs a service this host lacks (one it can do
-/// without is logged at load and answered with an error at the call).
+/// without loads, and its SDK falls back where the host lacks it).
 fn check_services(info: &Declared, path: &Path) -> Result<(), LoadError> {
     match info.services.iter().find(|s| s.required && !s.provided) {
         Some(missing) => Err(LoadError::MissingService {
@@ -306,8 +306,7 @@ fn read_declared(library: &Library, path: &Path) -> Result<(DeclFns, Declared), 
     // `HEADER_SIZE` bytes of the library's mapped data. Bytes are copied;
     // no alignment is assumed.
     unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), header.as_mut_ptr(), HEADER_SIZE) };
-    check_header(header, symbol_size, path)?;
-    let size = u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize;
+    let size = check_header(header, symbol_size, path)?;
     // SAFETY: the declaration's first `size` bytes are readable (the
     // symbol's size, where known, covers them). Copied, so its alignment
     // does not matter; not yet taken for a `PluginDeclaration`.

@@ -176,10 +176,7 @@ impl Services {
     /// calls it on the old copy before the swap, unload before `on_unload`.
     pub(crate) fn hold_subscriptions(&self) {
         let _order = lock(&self.parked);
-        let mut pending = lock(&self.pending);
-        if pending.is_none() {
-            *pending = Some(Vec::new());
-        }
+        self.hold_pending();
     }
 
     /// Stops events to this plugin: its subscriptions leave the bus, and
@@ -187,15 +184,16 @@ impl Services {
     /// under the subscription lock.
     pub(crate) fn stop_events(&self) {
         let _order = lock(&self.parked);
-        {
-            let mut pending = lock(&self.pending);
-            if pending.is_none() {
-                *pending = Some(Vec::new());
-            }
-        }
+        self.hold_pending();
         if let Some(bus) = self.bus.upgrade() {
             bus.remove(self.id);
         }
+    }
+
+    /// Makes `pending` a list again (it is `None` once activated), so that
+    /// `host_subscribe` holds new subscriptions there. Under `parked`.
+    fn hold_pending(&self) {
+        lock(&self.pending).get_or_insert_with(Vec::new);
     }
 
     pub(crate) fn handler_started(self: &Arc<Self>) -> HandlerRunning {

@@ -122,7 +122,9 @@ pub async fn yield_now() {
 /// plugin tasks (no scheduler of that copy runs them), so this goes to the
 /// host's: a loop that only awaits ready futures and calls this yields as
 /// often as a native task would. In a host whose SDK predates the `budget`
-/// service (0.1), and outside a host, it returns at once.
+/// service (0.1), and with no host attached (the plugin's own tests), it
+/// returns at once: tokio's own `consume_budget` is unstable in the oldest
+/// tokio the SDK supports (1.38), so there is none to fall back to.
 ///
 /// # Examples
 /// ```
@@ -133,22 +135,19 @@ pub async fn yield_now() {
 /// # }
 /// ```
 pub async fn consume_budget() {
+    let Some((api, budget)) = injected::host().and_then(|api| Some((api, api.budget?))) else {
+        return;
+    };
     // As tokio's: every poll until the first that may go on spends a unit
     // (the budget is refilled when the task is polled again).
     std::future::poll_fn(|cx| {
-        let proceed = match injected::host().and_then(|api| api.budget.map(|f| (api, f))) {
-            Some((api, budget)) => {
-                let waker = crate::abi::waker::lend(cx.waker());
-                // SAFETY: `api` is the live host table; the lent waker is
-                // valid for this call, which the host does not outlive.
-                unsafe { budget(api.data, &waker) }
-            }
-            None => true,
-        };
-        // Spent: the host arranged for this task to be woken.
-        if proceed {
+        let waker = crate::abi::waker::lend(cx.waker());
+        // SAFETY: `api` is the live host table; the lent waker is valid for
+        // this call, which the host does not outlive.
+        if unsafe { budget(api.data, &waker) } {
             Poll::Ready(())
         } else {
+            // Spent: the host arranged for this task to be woken.
             Poll::Pending
         }
     })
