@@ -59,7 +59,8 @@ impl HostBuilder {
     }
 
     /// How long an emit waits for the plugin handlers it started (default
-    /// [`DEFAULT_HANDLER_TIMEOUT`], 10 s), counted from the emit's start. A
+    /// [`DEFAULT_HANDLER_TIMEOUT`], 10 s), counted from when it starts
+    /// waiting (every handler has been started and polled once by then). A
     /// handler still running then is aborted, reported in the
     /// [`EmitReport`](crate::EmitReport) as
     /// [`FailureKind::TimedOut`](crate::FailureKind::TimedOut) naming its

@@ -178,7 +178,6 @@ impl Bus {
 
     /// Delivers one event to every subscriber and waits for all of them.
     pub(crate) async fn dispatch(&self, event: Event) -> EmitReport {
-        let deadline = std::time::Instant::now() + self.handler_timeout;
         let (any, named) = {
             let subs = read(&self.subscribers);
             (subs.any.clone(), subs.named.get(event.name()).cloned())
@@ -223,14 +222,26 @@ impl Bus {
                 }
             }
         }
+        // Read only by an emit that waits for a handler: most emits finish
+        // every handler on its first poll and need no clock. `None` inside:
+        // a timeout too long to add to the clock (no deadline).
+        let mut deadline = None;
         for (handler, mut task) in running {
-            // Created in the runtime's context, so the deadline works from a
-            // thread outside it too; polled from wherever the emit is.
+            // In the runtime's context: its clock (which a test may have
+            // paused) and its timer, so the deadline works from a thread
+            // outside it too; polled from wherever the emit is.
             let bounded = {
                 let _enter = self.handle.enter();
-                tokio::time::timeout_at(deadline.into(), &mut task)
+                let deadline = *deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now().checked_add(self.handler_timeout)
+                });
+                deadline.map(|at| tokio::time::timeout_at(at, &mut task))
             };
-            let status = match bounded.await {
+            let joined = match bounded {
+                Some(bounded) => bounded.await,
+                None => Ok((&mut task).await),
+            };
+            let status = match joined {
                 Ok(Ok(Some(outcome))) => outcome,
                 Ok(Err(e)) if e.is_panic() => {
                     Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
@@ -261,8 +272,11 @@ impl Bus {
             Ok(()) => None,
             // Unloading cancels the plugin's tasks, and a handler that was
             // running then sees its own work cancelled: the unload is the
-            // cause (and must not count toward quarantine).
-            Err(FailureKind::Failed(message)) if services.is_closed() => {
+            // cause (and must not count toward quarantine), also of a handler
+            // that ran past the deadline while its plugin was unloading.
+            Err(FailureKind::Failed(message) | FailureKind::TimedOut(message))
+                if services.is_closed() =>
+            {
                 Some(FailureKind::Cancelled(format!(
                     "the plugin was unloaded while the handler ran ({message})"
                 )))

@@ -196,22 +196,44 @@ pub fn build_plugin(crate_dir: impl AsRef<Path>) -> Result<PathBuf, TestError> {
         .map_err(TestError::Build)
 }
 
-/// A new, private directory for this process's library copies,
+/// A private directory for one owner's library copies (from
+/// [`copies_dir`]): its lock is held while this value lives, and the
+/// directory is removed when it is dropped.
+#[derive(Debug)]
+pub struct CopiesDir {
+    path: PathBuf,
+    /// Held (`File::lock`) for as long as the directory is in use.
+    _lock: std::fs::File,
+}
+
+impl CopiesDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CopiesDir {
+    fn drop(&mut self) {
+        // A copy still mapped (a host dropped without `shutdown`) stays
+        // mapped without its file.
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A new, private directory for library copies,
 /// `<temp>/<prefix>-<pid>-<n>`: created here (mode 0700 on Unix, and never
 /// one that already exists, so another user cannot have prepared it), with
-/// a lock file inside that this process holds until it exits. First removes
+/// a lock file inside that the returned [`CopiesDir`] holds. First removes
 /// the directories of that prefix, owned by this user, whose lock no
 /// process holds any more (their owner was killed, or aborted in strict
-/// unload mode, before removing its own). The caller removes its directory
-/// when done with it.
+/// unload mode, before removing its own).
 ///
 /// # Panics
 /// When no directory can be created in the temporary directory.
-pub fn copies_dir(prefix: &str) -> PathBuf {
+pub fn copies_dir(prefix: &str) -> CopiesDir {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    /// The locks this process holds, one per directory, released at exit.
-    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     let temp = std::env::temp_dir();
     remove_stale_copies(&temp, prefix);
     loop {
@@ -228,13 +250,21 @@ pub fn copies_dir(prefix: &str) -> PathBuf {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => panic!("could not create {}: {e}", dir.display()),
         }
-        let lock_file =
-            std::fs::File::create(dir.join(LOCK_FILE)).and_then(|file| file.lock().map(|()| file));
+        // Locked under another name, then renamed (the lock goes with the
+        // file): a sweep never finds the lock file unlocked.
+        let staged = dir.join(format!("{LOCK_FILE}.new"));
+        let lock_file = std::fs::File::create(&staged)
+            .and_then(|file| file.lock().map(|()| file))
+            .and_then(|file| std::fs::rename(&staged, dir.join(LOCK_FILE)).map(|()| file));
         match lock_file {
-            Ok(file) => lock(&HELD).push(file),
+            Ok(file) => {
+                return CopiesDir {
+                    path: dir,
+                    _lock: file,
+                };
+            }
             Err(e) => panic!("could not lock {}: {e}", dir.display()),
         }
-        return dir;
     }
 }
 
@@ -250,10 +280,13 @@ fn remove_stale_copies(root: &Path, prefix: &str) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // Never this process's own (where `flock` is emulated by POSIX
+        // locks, on NFS, they do not conflict within one process).
+        let own = format!("-{}-", std::process::id());
         let ours = name
             .to_str()
             .and_then(|n| n.strip_prefix(prefix))
-            .is_some_and(|n| n.starts_with('-'));
+            .is_some_and(|n| n.starts_with('-') && !n.starts_with(&own));
         // `file_type` does not follow symlinks: only real directories.
         if !ours || !entry.file_type().is_ok_and(|t| t.is_dir()) || !owned_by_us(&entry.path()) {
             continue;
@@ -342,16 +375,8 @@ pub struct TestHost {
     host: PluginHost,
     seen: Arc<Seen>,
     /// Where this host's library copies go (see [`copies_dir`]); removed
-    /// on drop.
-    copies: PathBuf,
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        // A copy still mapped (a host dropped without `shutdown`) stays
-        // mapped without its file.
-        let _ = std::fs::remove_dir_all(&self.copies);
-    }
+    /// when the host is dropped.
+    copies: CopiesDir,
 }
 
 impl Default for TestHost {
@@ -409,7 +434,7 @@ impl TestHost {
     /// # Errors
     /// When the copy or the load fails.
     pub async fn load_library(&self, library: &Path) -> Result<PluginId, TestError> {
-        let copy = fresh_copy(library, &self.copies).map_err(TestError::Build)?;
+        let copy = fresh_copy(library, self.copies.path()).map_err(TestError::Build)?;
         Ok(self.host.load(copy).await?)
     }
 

@@ -362,6 +362,15 @@ fn a_handler_that_never_finishes_times_out_and_the_plugin_keeps_serving() {
         });
         let (report, _) = rt.block_on(outcome).unwrap();
         check(&report, started.elapsed());
+        // A timeout too long for the clock means no deadline, not a panic.
+        let unbounded = PluginHost::builder(rt.handle().clone())
+            .handler_timeout(Duration::MAX)
+            .build();
+        rt.block_on(async {
+            let other = Basic::load(unbounded.clone()).await;
+            assert_eq!(other.run("helper", 5).await["spawned"], json!(6));
+            unbounded.shutdown().await;
+        });
         rt.block_on(async {
             // The second timeout in a row puts the plugin in quarantine.
             let (report, _) = basic.try_run("hang", 0).await;

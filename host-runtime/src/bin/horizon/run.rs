@@ -101,8 +101,9 @@ fn fresh_copy(library: &Path) -> Result<PathBuf, String> {
 /// were killed are removed by the next run, see
 /// [`horizon_plugin_host::testing::copies_dir`]).
 fn run_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static DIR: OnceLock<testing::CopiesDir> = OnceLock::new();
     DIR.get_or_init(|| testing::copies_dir("horizon-run"))
+        .path()
 }
 
 pub(crate) fn run_command(options: RunOptions) -> ExitCode {
