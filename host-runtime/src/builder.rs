@@ -64,8 +64,11 @@ impl HostBuilder {
     /// handler still running then is aborted, reported in the
     /// [`EmitReport`](crate::EmitReport) as
     /// [`FailureKind::TimedOut`](crate::FailureKind::TimedOut) naming its
-    /// plugin, and counts toward quarantine; the emit returns. So one plugin
-    /// that never finishes cannot stall the emitter (a game tick, say).
+    /// plugin, and counts toward quarantine (unless its plugin is being
+    /// unloaded: then it is a cancellation); the emit returns. So one
+    /// plugin that never finishes cannot stall the emitter (a game tick,
+    /// say). A timeout too long for the clock (`Duration::MAX`) means no
+    /// deadline.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.handler_timeout = timeout;
         self

@@ -202,8 +202,10 @@ pub fn build_plugin(crate_dir: impl AsRef<Path>) -> Result<PathBuf, TestError> {
 #[derive(Debug)]
 pub struct CopiesDir {
     path: PathBuf,
-    /// Held (`File::lock`) for as long as the directory is in use.
-    _lock: std::fs::File,
+    /// Held (`File::lock`) for as long as the directory is in use; taken
+    /// on drop, so the file is closed before the directory is removed (on
+    /// NFS an open file would keep it).
+    lock: Option<std::fs::File>,
 }
 
 impl CopiesDir {
@@ -217,6 +219,7 @@ impl Drop for CopiesDir {
     fn drop(&mut self) {
         // A copy still mapped (a host dropped without `shutdown`) stays
         // mapped without its file.
+        drop(self.lock.take());
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -227,7 +230,7 @@ impl Drop for CopiesDir {
 /// a lock file inside that the returned [`CopiesDir`] holds. First removes
 /// the directories of that prefix, owned by this user, whose lock no
 /// process holds any more (their owner was killed, or aborted in strict
-/// unload mode, before removing its own).
+/// unload mode, before removing its own); never this process's own.
 ///
 /// # Panics
 /// When no directory can be created in the temporary directory.
@@ -260,10 +263,15 @@ pub fn copies_dir(prefix: &str) -> CopiesDir {
             Ok(file) => {
                 return CopiesDir {
                     path: dir,
-                    _lock: file,
+                    lock: Some(file),
                 };
             }
-            Err(e) => panic!("could not lock {}: {e}", dir.display()),
+            Err(e) => {
+                // Not left behind without its lock file, where no sweep
+                // would find it.
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("could not lock {}: {e}", dir.display())
+            }
         }
     }
 }
@@ -272,8 +280,11 @@ pub fn copies_dir(prefix: &str) -> CopiesDir {
 const LOCK_FILE: &str = ".owner.lock";
 
 /// Removes the directories `<prefix>-<pid>-<n>` in `root` that this user
-/// owns and whose lock file no process holds. A directory without a lock
-/// file (one being created this instant) is left alone.
+/// owns, that are not this process's, and whose lock file no process
+/// holds. A directory without a lock file is left alone: one being created
+/// this instant, or (rarely, and for good) one whose creator was killed
+/// between creating it and renaming its lock file into place. So is one
+/// left by a dead process whose pid this process now has.
 fn remove_stale_copies(root: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
@@ -294,8 +305,7 @@ fn remove_stale_copies(root: &Path, prefix: &str) {
         let Ok(file) = std::fs::File::open(entry.path().join(LOCK_FILE)) else {
             continue;
         };
-        // Taken: no live process holds it. (A lock this process holds is
-        // on another open file description, so it is not taken here.)
+        // Taken: no live process holds it.
         if file.try_lock().is_ok() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
