@@ -10,6 +10,7 @@ use crate::bus::Bus;
 use crate::host::PluginHost;
 use crate::info::{LogSink, PluginLog};
 use crate::loaded::Env;
+use crate::trust::TrustPolicy;
 
 /// How long an emit waits for plugin handlers unless
 /// [`HostBuilder::handler_timeout`] says otherwise.
@@ -24,6 +25,7 @@ pub struct HostBuilder {
     quarantine_after: Option<u32>,
     strict_unload: bool,
     log_sink: Option<LogSink>,
+    trust: TrustPolicy,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -34,6 +36,7 @@ impl std::fmt::Debug for HostBuilder {
             .field("quarantine_after", &self.quarantine_after)
             .field("strict_unload", &self.strict_unload)
             .field("log_sink", &self.log_sink.is_some())
+            .field("trust", &self.trust)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +99,19 @@ impl HostBuilder {
         self
     }
 
+    /// Which plugin files this host loads (default
+    /// [`TrustPolicy::any_file`], for development, which logs a warning per
+    /// load). Checked before a library is opened, so nothing of a refused
+    /// file runs; a refusal is a [`LoadError::Untrusted`](crate::LoadError::Untrusted),
+    /// logged. Under a digest or signature policy the host opens a private
+    /// copy of the bytes it checked. Under every policy, files and
+    /// directories that other users can write are refused unless the
+    /// policy allows them ([`TrustPolicy::allow_loose_permissions`]).
+    pub fn trust(mut self, policy: TrustPolicy) -> Self {
+        self.trust = policy;
+        self
+    }
+
     /// The host.
     pub fn build(self) -> PluginHost {
         PluginHost::from_env(Env {
@@ -108,6 +124,7 @@ impl HostBuilder {
             unload_timeout: self.unload_timeout,
             strict_unload: self.strict_unload,
             log_sink: self.log_sink,
+            trust: self.trust,
         })
     }
 }
@@ -143,6 +160,7 @@ impl PluginHost {
             quarantine_after: None,
             strict_unload: std::env::var_os("HORIZON_STRICT_UNLOAD").is_some_and(|v| v == "1"),
             log_sink: None,
+            trust: TrustPolicy::any_file(),
         }
     }
 }

@@ -19,6 +19,7 @@ use horizon_plugin_sdk::abi::{
 use libloading::Library;
 
 use crate::error::LoadError;
+use crate::trust::TrustPolicy;
 
 /// What a plugin library declares, read without initializing it
 /// ([`inspect`]).
@@ -69,8 +70,9 @@ pub struct ServiceNeed {
 
 /// Opens the library at `path` and reads its declaration without calling
 /// any of its functions (the dynamic loader still runs its initializers).
-/// `Ok` when this host would load it; otherwise the [`LoadError`] that
-/// `load` would give, with what could be read.
+/// `Ok` when a host with the default [`TrustPolicy`] would load it;
+/// otherwise the [`LoadError`] that `load` would give, with what could be
+/// read. [`inspect_with`] applies another policy first.
 ///
 /// # Examples
 /// ```
@@ -79,6 +81,16 @@ pub struct ServiceNeed {
 /// assert!(verdict.unwrap_err().to_string().contains("could not open"));
 /// ```
 pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
+    inspect_with(&TrustPolicy::any_file(), path)
+}
+
+/// As [`inspect`], after applying `policy`: a file it refuses is not
+/// opened (the error is [`LoadError::Untrusted`]), and one it accepts is
+/// opened as the host would open it (its checked copy).
+pub fn inspect_with(
+    policy: &TrustPolicy,
+    path: impl AsRef<Path>,
+) -> (Declaration, Result<(), LoadError>) {
     let path = path.as_ref();
     let mut found = Declaration {
         name: None,
@@ -88,8 +100,19 @@ pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
         table_sizes: None,
         services: Vec::new(),
     };
-    // SAFETY: as in `LoadedPlugin::open`: opening runs the library's initializers.
-    let library = match unsafe { Library::new(path) } {
+    let admitted = match policy.admit(path) {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            let err = LoadError::Untrusted {
+                path: path.to_owned(),
+                reason,
+            };
+            return (found, Err(err));
+        }
+    };
+    // SAFETY: as in `LoadedPlugin::open`: opening runs the initializers of
+    // what the policy admitted.
+    let library = match unsafe { Library::new(&admitted.open) } {
         Ok(library) => library,
         Err(source) => {
             let err = LoadError::Open {
@@ -99,6 +122,7 @@ pub fn inspect(path: impl AsRef<Path>) -> (Declaration, Result<(), LoadError>) {
             return (found, Err(err));
         }
     };
+    drop(admitted);
     let result = read_declared(&library, path).and_then(|(_, info)| {
         found.name = Some(info.name.clone());
         found.sdk_version = Some(info.sdk_version.clone());

@@ -3,12 +3,22 @@
 use std::path::PathBuf;
 
 use crate::PluginId;
+use crate::trust::TrustRefusal;
 
 /// Why [`PluginHost::load`](crate::PluginHost::load) refused or failed to load a file.
 /// The host is unaffected either way.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
+    /// The host's [`TrustPolicy`](crate::TrustPolicy) refused the file
+    /// before opening it: nothing of it ran.
+    #[error("refused to load {}: {reason}", path.display())]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: TrustRefusal,
+    },
     /// The file could not be opened as a shared library.
     #[error("could not open plugin library {}: {}", path.display(), loader_reason(.source))]
     Open {

@@ -42,7 +42,7 @@
 #![warn(missing_docs)]
 
 // The layers, bottom to top (each uses only those before it): sync; info;
-// error, report; declaration; table (a plugin's services); bus; loaded;
+// trust; error, report; declaration; table (a plugin's services); bus; loaded;
 // host, builder; testing.
 mod builder;
 mod bus;
@@ -56,11 +56,15 @@ mod sync;
 mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trust;
 
 pub use builder::{DEFAULT_HANDLER_TIMEOUT, HostBuilder};
-pub use declaration::{Declaration, ServiceNeed, TABLE_SIZES, TableSizes, inspect};
+pub use declaration::{Declaration, ServiceNeed, TABLE_SIZES, TableSizes, inspect, inspect_with};
 pub use error::{EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::Event;
 pub use host::PluginHost;
 pub use info::{PluginId, PluginInfo, PluginLog};
 pub use report::{EmitReport, FailureKind, HandlerFailure};
+pub use trust::{
+    DigestParseError, Sha256, TrustDecision, TrustKey, TrustKeyError, TrustPolicy, TrustRefusal,
+};

@@ -21,6 +21,7 @@ use crate::info::{PluginId, PluginInfo};
 use crate::report::{FailureKind, Outcome, status_outcome};
 use crate::sync::lock;
 use crate::table::{EventBus, Services, new_services};
+use crate::trust::{TrustDecision, TrustPolicy};
 
 /// What loading and unloading a plugin needs from its host.
 pub(crate) struct Env {
@@ -29,6 +30,7 @@ pub(crate) struct Env {
     pub(crate) unload_timeout: Duration,
     pub(crate) strict_unload: bool,
     pub(crate) log_sink: Option<LogSink>,
+    pub(crate) trust: TrustPolicy,
 }
 
 /// A loaded library and what the host must keep alive for it.
@@ -81,13 +83,32 @@ impl LoadedPlugin {
         id: PluginId,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let path = path.to_path_buf();
+        let admitted = env
+            .trust
+            .admit(&path)
+            .map_err(|reason| LoadError::Untrusted {
+                path: path.clone(),
+                reason,
+            })?;
+        if admitted.decision == TrustDecision::Unchecked {
+            tracing::warn!(
+                path = %path.display(),
+                "loading a plugin without a trust check (any file is accepted: set `HostBuilder::trust` for production)"
+            );
+        } else {
+            tracing::info!(path = %path.display(), "loading a plugin: {}", admitted.decision);
+        }
         // SAFETY: loading a library runs its initializers. That is the point
-        // of a plugin host: the host trusts the file it is told to load as
-        // far as running it, and checks its declaration before calling in.
-        let library = unsafe { Library::new(&path) }.map_err(|source| LoadError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // of a plugin host: the host runs what its trust policy admitted
+        // (`admitted.open`: the checked bytes), and checks its declaration
+        // before calling in.
+        let library =
+            unsafe { Library::new(&admitted.open) }.map_err(|source| LoadError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        // The private copy (if any) is removed; the mapping stays.
+        drop(admitted);
         let (decl, declared) = read_declaration(&library, &path)?;
         let info = PluginInfo {
             id,

@@ -2,7 +2,8 @@
 //! `run`'s events from the command line and standard input, `run --watch`
 //! rebuilding and reloading an edited plugin while a broken edit leaves the
 //! previous build serving, and exit codes as cargo's (1 for a usage error,
-//! 101 for a command that fails).
+//! 101 for a command that fails), and `check`/`run --trust-key` applying
+//! the trust policy to signed, unsigned and tampered libraries.
 //!
 //! Past 400 lines for one job: the `horizon` command end to end, each
 //! subcommand as a user runs it.
@@ -507,5 +508,110 @@ tracing = "0.1"
     running.wait_for("Logger edited", served + 3, Duration::from_secs(30));
     assert_eq!(running.count("Reloaded logger"), 1);
     drop(running);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_and_run_apply_a_trust_key() {
+    let dir = fixtures_dir().join(format!("trust-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keypair = |name: &str| {
+        let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let file = dir.join(format!("{name}.pub"));
+        std::fs::write(&file, keys.pk.to_box().unwrap().into_string()).unwrap();
+        (keys, file)
+    };
+    let (ours, our_key) = keypair("operator");
+    let (theirs, _) = keypair("stranger");
+    let library = |name: &str, signer: Option<&minisign::KeyPair>| {
+        let path = dir.join(format!("lib{name}.so"));
+        std::fs::copy(fixture("basic"), &path).unwrap();
+        if let Some(keys) = signer {
+            let bytes = std::fs::File::open(&path).unwrap();
+            let signature = minisign::sign(Some(&keys.pk), &keys.sk, bytes, None, None).unwrap();
+            std::fs::write(
+                dir.join(format!("lib{name}.so.minisig")),
+                signature.into_string(),
+            )
+            .unwrap();
+        }
+        path
+    };
+    let signed = library("signed", Some(&ours));
+    let unsigned = library("unsigned", None);
+    let by_stranger = library("stranger", Some(&theirs));
+    let tampered = library("tampered", Some(&ours));
+    let mut bytes = std::fs::read(&tampered).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&tampered, bytes).unwrap();
+    let key = our_key.to_str().unwrap();
+
+    let ok = horizon(&["check", "--trust-key", key, signed.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("trust: signed by {key}")) && stdout.contains("loadable: yes"),
+        "{stdout}"
+    );
+
+    for (library, reason) in [
+        (&unsigned, "it is unsigned"),
+        (&by_stranger, "signed by a key this host does not trust"),
+        (&tampered, "changed after signing"),
+    ] {
+        let out = horizon(&["check", "--trust-key", key, library.to_str().unwrap()]);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(101), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("trust: refused") && stdout.contains("loadable: no"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains(reason) && stderr.contains(library.to_str().unwrap()),
+            "{stderr}"
+        );
+    }
+
+    // `run` takes the same option: an unsigned library is not loaded, a
+    // signed one is.
+    let out = horizon(&[
+        "run",
+        "--seconds",
+        "1",
+        "--trust-key",
+        key,
+        unsigned.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    assert!(stderr.contains("it is unsigned"), "{stderr}");
+    let out = horizon(&[
+        "run",
+        "--seconds",
+        "1",
+        "--trust-key",
+        key,
+        signed.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Loaded") && stderr.contains("signed by"),
+        "{stderr}"
+    );
+
+    // A key file that is no key: the command fails naming it.
+    let out = horizon(&[
+        "check",
+        "--trust-key",
+        signed.to_str().unwrap(),
+        signed.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    assert!(stderr.contains("not a minisign public key"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

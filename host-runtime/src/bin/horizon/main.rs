@@ -3,7 +3,7 @@
 //! ```text
 //! horizon new <dir>                      a plugin crate that builds, runs and has a test
 //! horizon run [--watch] [--emit name=json]... <plugin crate dir | library>...
-//! horizon check <library>...
+//! horizon check [--trust-key <public key>]... <library>...
 //! ```
 //!
 //! `run` builds the given plugin crates with cargo, loads them, sends the
@@ -13,7 +13,12 @@
 //! `21`). With `--watch` it rebuilds a crate when its sources change and
 //! reloads the plugin in place; a failed build leaves the previous build
 //! serving. `check` prints what a library declares and whether this host
-//! would load it.
+//! would load it. Both take the trust policy's options: `--trust-key
+//! <minisign public key file>` (repeatable) loads only libraries signed by
+//! one of those keys (the signature beside the library, as
+//! `<library>.minisig`), `--trust-sha256 <digest>` only those with one of
+//! those digests; without either, any file is loaded. Files other users
+//! can write are refused unless `--allow-loose-permissions`.
 //!
 //! Exit status, as cargo's: 0 on success, 101 when the command fails (a
 //! build or a load that fails, a library `check` finds this host would
@@ -23,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use horizon_plugin_host::inspect;
+use horizon_plugin_host::{Sha256, TrustKey, TrustPolicy, inspect_with};
 
 mod out;
 mod run;
@@ -61,10 +66,51 @@ enum Command {
     Run(RunOptions),
     /// Show what a library declares and whether this host would load it.
     Check {
+        #[command(flatten)]
+        trust: TrustArgs,
         /// The plugin libraries.
         #[arg(required = true)]
         libraries: Vec<PathBuf>,
     },
+}
+
+/// The trust policy's options, for `run` and `check`.
+#[derive(clap::Args)]
+pub(crate) struct TrustArgs {
+    /// Load only libraries signed by this minisign public key (repeatable);
+    /// the signature is beside the library, as `<library>.minisig`.
+    #[arg(long = "trust-key", value_name = "PUBLIC_KEY_FILE")]
+    keys: Vec<PathBuf>,
+    /// Load only libraries with this SHA-256 digest (repeatable).
+    #[arg(long = "trust-sha256", value_name = "DIGEST", conflicts_with = "keys")]
+    digests: Vec<Sha256>,
+    /// Also load libraries that other users can write, or that are in
+    /// directories they can write.
+    #[arg(long)]
+    allow_loose_permissions: bool,
+}
+
+impl TrustArgs {
+    /// The policy these options ask for.
+    pub(crate) fn policy(&self) -> Result<TrustPolicy, String> {
+        let policy = if !self.keys.is_empty() {
+            let keys = self.keys.iter().map(TrustKey::from_file);
+            TrustPolicy::signed_by(
+                keys.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?,
+            )
+        } else if !self.digests.is_empty() {
+            TrustPolicy::sha256_allowlist(self.digests.iter().copied())
+        } else {
+            TrustPolicy::any_file()
+        };
+        Ok(policy.allow_loose_permissions(self.allow_loose_permissions))
+    }
+
+    /// Whether the host opens a checked copy (so no copy of ours is needed).
+    pub(crate) fn copies(&self) -> bool {
+        !self.keys.is_empty() || !self.digests.is_empty()
+    }
 }
 
 fn main() -> ExitCode {
@@ -101,15 +147,32 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(options) => run::run_command(options),
-        Command::Check { libraries } => check_command(&libraries),
+        Command::Check { trust, libraries } => match trust.policy() {
+            Ok(policy) => check_command(&policy, &libraries),
+            Err(e) => {
+                error(e);
+                failed()
+            }
+        },
     }
 }
 
-fn check_command(libraries: &[PathBuf]) -> ExitCode {
+fn check_command(policy: &TrustPolicy, libraries: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for library in libraries {
         status("Checking", library.display());
-        let (decl, verdict) = inspect(library);
+        match policy.check(library) {
+            Ok(decision) => println!("       trust: {decision}"),
+            Err(reason) => {
+                // Not opened: nothing of it runs.
+                println!("       trust: refused");
+                println!("    loadable: no");
+                error(format!("refused to load {}: {reason}", library.display()));
+                ok = false;
+                continue;
+            }
+        }
+        let (decl, verdict) = inspect_with(policy, library);
         let unknown = || "?".to_owned();
         println!("      plugin: {}", decl.name.unwrap_or_else(unknown));
         println!("         sdk: {}", decl.sdk_version.unwrap_or_else(unknown));

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use horizon_plugin_host::testing::{self, cargo_build};
 use horizon_plugin_host::{Event, PluginHost, PluginId};
 
+use crate::TrustArgs;
 use crate::out::{error, failed, status};
 
 #[derive(clap::Args)]
@@ -27,6 +28,8 @@ pub(crate) struct RunOptions {
     /// (repeatable; `name` alone sends `null`).
     #[arg(long, value_name = "NAME=JSON", value_parser = parse_emit)]
     emit: Vec<(String, serde_json::Value)>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Plugin crate directories or built libraries.
     #[arg(required = true, value_name = "PLUGIN")]
     targets: Vec<PathBuf>,
@@ -91,9 +94,14 @@ fn source_stamp(dir: &Path) -> SystemTime {
     newest
 }
 
-/// A fresh copy of `library` in this run's directory (see
-/// [`horizon_plugin_host::testing::fresh_copy`]).
-fn fresh_copy(library: &Path) -> Result<PathBuf, String> {
+/// What to load for `library`: a fresh copy in this run's directory (see
+/// [`horizon_plugin_host::testing::fresh_copy`]), or under a policy that
+/// checks the bytes, the library itself (the host opens a copy of what it
+/// checked, and the signature is beside the original).
+fn fresh_copy(library: &Path, trust: &TrustArgs) -> Result<PathBuf, String> {
+    if trust.copies() {
+        return Ok(library.to_owned());
+    }
     testing::fresh_copy(library, run_dir())
 }
 
@@ -133,7 +141,16 @@ pub(crate) fn run_command(options: RunOptions) -> ExitCode {
 }
 
 async fn run(options: RunOptions) -> ExitCode {
-    let host = PluginHost::new(tokio::runtime::Handle::current());
+    let policy = match options.trust.policy() {
+        Ok(policy) => policy,
+        Err(e) => {
+            error(e);
+            return failed();
+        }
+    };
+    let host = PluginHost::builder(tokio::runtime::Handle::current())
+        .trust(policy)
+        .build();
     host.on_any(|event: Event| {
         let from = event.source().unwrap_or("host");
         println!(
@@ -181,7 +198,7 @@ async fn run(options: RunOptions) -> ExitCode {
         targets.push(target);
     }
     for target in &mut targets {
-        let loaded = match fresh_copy(&target.library) {
+        let loaded = match fresh_copy(&target.library, &options.trust) {
             Ok(copy) => host.load(copy).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
@@ -244,7 +261,7 @@ async fn run(options: RunOptions) -> ExitCode {
             },
             _ = watch.tick(), if options.watch => {
                 for target in &mut targets {
-                    rebuild_if_changed(&host, target).await;
+                    rebuild_if_changed(&host, target, &options.trust).await;
                 }
             }
         }
@@ -298,7 +315,7 @@ fn plugin_name(host: &PluginHost, id: PluginId) -> String {
         .unwrap_or_default()
 }
 
-async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
+async fn rebuild_if_changed(host: &PluginHost, target: &mut Target, trust: &TrustArgs) {
     let (Some(dir), Some(id)) = (target.crate_dir.clone(), target.id) else {
         return;
     };
@@ -313,13 +330,14 @@ async fn rebuild_if_changed(host: &PluginHost, target: &mut Target) {
         .map_err(|e| e.to_string())
         .and_then(|r| r);
     let name = plugin_name(host, id);
-    let library = match built.and_then(|library| fresh_copy(&library).map(|copy| (library, copy))) {
-        Ok(pair) => pair,
-        Err(e) => {
-            error(format!("{e}; `{name}` keeps running its previous build"));
-            return;
-        }
-    };
+    let library =
+        match built.and_then(|library| fresh_copy(&library, trust).map(|copy| (library, copy))) {
+            Ok(pair) => pair,
+            Err(e) => {
+                error(format!("{e}; `{name}` keeps running its previous build"));
+                return;
+            }
+        };
     match host.reload(id, &library.1).await {
         Ok(new) => {
             status("Reloaded", format!("{name} ({id} -> {new})"));
