@@ -68,7 +68,7 @@ impl FromStr for Sha256 {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || DigestParseError(s.to_owned());
         let hex = s.trim().as_bytes();
-        if hex.len() != 64 {
+        if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return Err(bad());
         }
         let mut out = [0u8; 32];
@@ -228,13 +228,18 @@ impl fmt::Display for TrustDecision {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustRefusal {
-    /// The file could not be read.
-    #[error("it could not be read: {0}")]
-    Unreadable(#[source] std::io::Error),
+    /// The file, or a directory on its path, could not be read.
+    #[error("{} could not be read", path.display())]
+    Unreadable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The file, or a directory on its path, can be written by other users,
     /// who could then replace it.
     #[error(
-        "{} is writable by {who} (mode {mode:o}), who could replace the plugin: `chmod go-w` it, or opt out with `TrustPolicy::allow_loose_permissions` (`--allow-loose-permissions`)",
+        "{} is writable by {who} (mode {mode:04o}), who could replace the plugin: `chmod go-w` it, or opt out with `TrustPolicy::allow_loose_permissions` (`--allow-loose-permissions`)",
         path.display()
     )]
     LoosePermissions {
@@ -248,7 +253,7 @@ pub enum TrustRefusal {
     /// The file, or a directory on its path, belongs to another user than
     /// the host's (or root).
     #[error(
-        "{} belongs to another user (uid {uid}), who could replace the plugin",
+        "{} belongs to another user (uid {uid}), who could replace the plugin; opt out with `TrustPolicy::allow_loose_permissions` (`--allow-loose-permissions`)",
         path.display()
     )]
     ForeignOwner {
@@ -277,16 +282,19 @@ pub enum TrustRefusal {
     /// The signature is by a key the policy does not list.
     #[error("it is signed by a key this host does not trust")]
     UnknownKey,
-    /// The signature, by a trusted key, does not match the file: the file
-    /// (or the signature's trusted comment) changed after signing.
-    #[error("it does not match its signature by {key}: it was changed after signing")]
+    /// The signature names a trusted key but does not verify: the file (or
+    /// the signature's trusted comment) changed after signing, or the
+    /// signature was not made with that key.
+    #[error(
+        "its signature names the key {key} but does not verify: it was changed after signing, or not signed with that key"
+    )]
     Tampered {
         /// The key whose signature it is ([`TrustKey::name`]).
         key: String,
     },
     /// The private copy that would be opened could not be written.
-    #[error("its verified copy could not be written in {}: {source}", dir.display())]
-    Copy {
+    #[error("its verified copy could not be written in {}", dir.display())]
+    CopyFailed {
         /// The directory.
         dir: PathBuf,
         /// What failed.
@@ -355,18 +363,24 @@ impl TrustPolicy {
     /// empty), and a missing file is left to the loader to report.
     fn verify(&self, path: &Path) -> Result<(TrustDecision, Vec<u8>), TrustRefusal> {
         if let Rule::AnyFile = self.rule {
-            let missing = matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-            if !self.loose_permissions && !missing {
-                check_permissions(path)?;
+            if !self.loose_permissions {
+                // A missing file (the loader then says so): the nearest
+                // directory on its path that exists, so that nobody else
+                // can create it before the loader looks.
+                let existing = path.ancestors().find(|p| std::fs::metadata(p).is_ok());
+                check_permissions(existing.unwrap_or(path))?;
             }
             return Ok((TrustDecision::Unchecked, Vec::new()));
         }
         if !self.loose_permissions {
             check_permissions(path)?;
         }
-        let bytes = std::fs::read(path).map_err(TrustRefusal::Unreadable)?;
+        let bytes = std::fs::read(path).map_err(|source| TrustRefusal::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         let decision = match &self.rule {
-            Rule::AnyFile => TrustDecision::Unchecked,
+            Rule::AnyFile => unreachable!("handled above"),
             Rule::Digests(allowed) => {
                 let digest = Sha256::of(&bytes);
                 if !allowed.contains(&digest) {
@@ -382,26 +396,34 @@ impl TrustPolicy {
     /// Decides on `path` and returns what to open: the file itself under
     /// [`TrustPolicy::any_file`], else a private copy of the bytes that
     /// were checked. Refusals are logged.
+    /// The path opened is absolute: the loader never searches its
+    /// library path for a name the policy checked elsewhere.
     pub(crate) fn admit(&self, path: &Path) -> Result<Admitted, TrustRefusal> {
         let refused = |reason: TrustRefusal| {
             tracing::error!(path = %path.display(), "refused to load a plugin: {reason}");
             reason
         };
-        let (decision, bytes) = self.verify(path).map_err(refused)?;
-        if decision == TrustDecision::Unchecked {
+        let absolute = std::path::absolute(path)
+            .map_err(|source| TrustRefusal::Unreadable {
+                path: path.to_owned(),
+                source,
+            })
+            .map_err(refused)?;
+        let (decision, bytes) = self.verify(&absolute).map_err(refused)?;
+        if let Rule::AnyFile = self.rule {
             return Ok(Admitted {
-                open: path.to_owned(),
+                open: absolute,
                 decision,
                 _copy: None,
             });
         }
         let parent = self.copies_dir.clone().unwrap_or_else(std::env::temp_dir);
         let copy = (|| {
-            if !self.loose_permissions {
-                check_permissions(&parent)?;
-            }
+            // Always (the opt-out is about where plugins come from): who
+            // can write here could rename our directory and put theirs.
+            check_permissions(&parent)?;
             let name = path.file_name().unwrap_or(OsStr::new("plugin"));
-            PrivateCopy::write(&parent, name, &bytes).map_err(|source| TrustRefusal::Copy {
+            PrivateCopy::write(&parent, name, &bytes).map_err(|source| TrustRefusal::CopyFailed {
                 dir: parent.clone(),
                 source,
             })
@@ -436,10 +458,15 @@ impl PrivateCopy {
         use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         let mut attempt = 0;
         let dir = loop {
-            // A fresh name each time (a random seed per hasher): creating
-            // fails rather than reuses a directory someone prepared.
+            // A name hard to guess (std's random hasher keys, the clock);
+            // `mkdir` fails rather than reuse what someone prepared, and
+            // does not follow a planted link.
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
             let dir = parent.join(format!("horizon-verified-{:016x}", h.finish()));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => break dir,
@@ -456,7 +483,7 @@ impl PrivateCopy {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o700)
+            .mode(0o500)
             .open(&copy.file)?
             .write_all(bytes)?;
         Ok(copy)
@@ -497,9 +524,10 @@ fn verify_signature(
         })?;
     let mut refusal = TrustRefusal::UnknownKey;
     for key in keys {
-        // Legacy (not prehashed) signatures are Ed25519 over the file
-        // itself: as sound, only slower for large files.
-        match key.key.verify(bytes, &parsed, true) {
+        // Only prehashed signatures (minisign's default since 0.8): the
+        // algorithm tag is not signed, so a prehashed signature relabelled
+        // as legacy would verify for the 64-byte hash taken as a file.
+        match key.key.verify(bytes, &parsed, false) {
             Ok(()) => {
                 return Ok(TrustDecision::Signed {
                     key: key.name.clone(),
@@ -530,14 +558,18 @@ fn verify_signature(
 /// (`/tmp`) is fine: others cannot rename or remove what they do not own.
 fn check_permissions(path: &Path) -> Result<(), TrustRefusal> {
     use std::os::unix::fs::MetadataExt as _;
-    let absolute = std::path::absolute(path).map_err(TrustRefusal::Unreadable)?;
-    let resolved = std::fs::canonicalize(&absolute).map_err(TrustRefusal::Unreadable)?;
+    let unreadable = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TrustRefusal::Unreadable { path, source }
+    };
+    let absolute = std::path::absolute(path).map_err(unreadable(path))?;
+    let resolved = std::fs::canonicalize(&absolute).map_err(unreadable(path))?;
     let mut paths: BTreeSet<PathBuf> = absolute.ancestors().map(Path::to_owned).collect();
     paths.extend(resolved.ancestors().map(Path::to_owned));
     // SAFETY: `geteuid` has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     for path in paths {
-        let meta = std::fs::metadata(&path).map_err(TrustRefusal::Unreadable)?;
+        let meta = std::fs::metadata(&path).map_err(unreadable(&path))?;
         let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
         if uid != euid && uid != 0 {
             return Err(TrustRefusal::ForeignOwner { path, uid });
@@ -597,8 +629,8 @@ fn user_entry(uid: u32) -> Option<(String, u32)> {
         let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
         let mut found: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: every pointer is to a live local of the right type and
-        // `buffer.len()` is the buffer's length; `getpwuid_r` writes only
-        // there and is thread-safe.
+        // `buffer.len()` is the buffer's length; `getpwuid_r` fills in
+        // `entry` with strings in `buffer`, and is thread-safe.
         let rc = unsafe {
             libc::getpwuid_r(
                 uid,
@@ -617,7 +649,10 @@ fn user_entry(uid: u32) -> Option<(String, u32)> {
         // SAFETY: on success `found` points to `entry`, filled in, whose
         // strings point into `buffer`, alive for this closure.
         let entry = unsafe { &*found };
-        // SAFETY: as above: a NUL-terminated string inside `buffer`.
+        if entry.pw_name.is_null() {
+            return Some(None);
+        }
+        // SAFETY: as above: a non-NULL, NUL-terminated string in `buffer`.
         let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
         Some(Some((name.to_string_lossy().into_owned(), entry.pw_gid)))
     })
@@ -647,6 +682,9 @@ fn group_entry(gid: u32) -> Option<(String, Vec<String>)> {
         // SAFETY: on success `found` points to `entry`, filled in; its
         // name and its NULL-terminated member array point into `buffer`.
         let entry = unsafe { &*found };
+        if entry.gr_name.is_null() {
+            return Some(None);
+        }
         let text = |p: *const libc::c_char| {
             // SAFETY: a NUL-terminated string inside `buffer` (see above).
             unsafe { std::ffi::CStr::from_ptr(p) }
@@ -678,7 +716,14 @@ mod tests {
         assert_eq!(empty.to_string(), text);
         assert_eq!(text.parse::<Sha256>().unwrap(), empty);
         assert_eq!(text.to_uppercase().parse::<Sha256>().unwrap(), empty);
-        for bad in ["", "e3b0", &format!("{text}00"), &text.replace('e', "g")] {
+        let plus = format!("+{}", &text[1..]);
+        for bad in [
+            "",
+            "e3b0",
+            &format!("{text}00"),
+            &text.replace('e', "g"),
+            &plus,
+        ] {
             assert!(bad.parse::<Sha256>().is_err(), "{bad}");
         }
     }

@@ -253,14 +253,26 @@ fn files_and_directories_other_users_can_write_are_refused_unless_allowed() {
             "{reason}"
         );
 
-        // A group-writable directory whose group is not the owner's own.
-        set_mode(&loose, 0o775);
-        std::os::unix::fs::chown(&loose, None, Some(4242)).unwrap();
-        let reason = refused(TrustPolicy::any_file(), &inside).await;
-        assert!(
-            matches!(&reason, TrustRefusal::LoosePermissions { who, .. } if who == "group 4242"),
-            "{reason}"
-        );
+        // As root (CI): a group-writable directory whose group is not the
+        // owner's own, and a file of another user.
+        use std::os::unix::fs::MetadataExt as _;
+        if std::fs::metadata(&inside).unwrap().uid() == 0 {
+            set_mode(&loose, 0o775);
+            std::os::unix::fs::chown(&loose, None, Some(4242)).unwrap();
+            let reason = refused(TrustPolicy::any_file(), &inside).await;
+            assert!(
+                matches!(&reason, TrustRefusal::LoosePermissions { who, .. } if who == "group 4242"),
+                "{reason}"
+            );
+            set_mode(&loose, 0o755);
+            std::os::unix::fs::chown(&inside, Some(4242), None).unwrap();
+            let reason = refused(TrustPolicy::any_file(), &inside).await;
+            assert!(
+                matches!(&reason, TrustRefusal::ForeignOwner { uid: 4242, .. }),
+                "{reason}"
+            );
+            std::os::unix::fs::chown(&inside, Some(0), None).unwrap();
+        }
 
         // The opt-out.
         set_mode(&loose, 0o777);

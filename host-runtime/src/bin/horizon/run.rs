@@ -102,6 +102,12 @@ fn fresh_copy(library: &Path, trust: &TrustArgs) -> Result<PathBuf, String> {
     if trust.copies() {
         return Ok(library.to_owned());
     }
+    // The host checks the copy, which is ours: the original's permissions
+    // are checked here.
+    trust
+        .policy()?
+        .check(library)
+        .map_err(|reason| format!("refused to load {}: {reason}", library.display()))?;
     testing::fresh_copy(library, run_dir())
 }
 
