@@ -19,7 +19,7 @@ use horizon_plugin_sdk::abi::{
 use libloading::Library;
 
 use crate::error::LoadError;
-use crate::trust::TrustPolicy;
+use crate::trust::{Admitted, TrustDecision, TrustPolicy};
 
 /// What a plugin library declares, read without initializing it
 /// ([`inspect`]).
@@ -39,6 +39,9 @@ pub struct Declaration {
     pub table_sizes: Option<TableSizes>,
     /// The host services it may call, and whether this host provides each.
     pub services: Vec<ServiceNeed>,
+    /// What the trust policy decided, when it accepted the file (also when
+    /// the loader then could not open it).
+    pub trust: Option<TrustDecision>,
 }
 
 /// The sizes of the two growable tables as one side was built.
@@ -99,30 +102,17 @@ pub fn inspect_with(
         abi_version: None,
         table_sizes: None,
         services: Vec::new(),
+        trust: None,
     };
-    let admitted = match policy.admit(path) {
+    let admitted = match admit(policy, path) {
         Ok(admitted) => admitted,
-        Err(reason) => {
-            let err = LoadError::Untrusted {
-                path: path.to_owned(),
-                reason,
-            };
-            return (found, Err(err));
-        }
+        Err(err) => return (found, Err(err)),
     };
-    // SAFETY: as in `LoadedPlugin::open`: opening runs the initializers of
-    // what the policy admitted.
-    let library = match unsafe { Library::new(&admitted.open) } {
+    found.trust = Some(admitted.decision.clone());
+    let library = match open_admitted(admitted, path) {
         Ok(library) => library,
-        Err(source) => {
-            let err = LoadError::Open {
-                path: path.to_owned(),
-                source,
-            };
-            return (found, Err(err));
-        }
+        Err(err) => return (found, Err(err)),
     };
-    drop(admitted);
     let result = read_declared(&library, path).and_then(|(_, info)| {
         found.name = Some(info.name.clone());
         found.sdk_version = Some(info.sdk_version.clone());
@@ -136,6 +126,27 @@ pub fn inspect_with(
         found.abi_version = Some(*plugin);
     }
     (found, result)
+}
+
+/// What `policy` admits of the file at `path`, for [`open_admitted`].
+pub(crate) fn admit(policy: &TrustPolicy, path: &Path) -> Result<Admitted, LoadError> {
+    policy.admit(path).map_err(|reason| LoadError::Untrusted {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// Opens what the policy admitted of `path` (the file itself, or the
+/// private copy of the checked bytes, removed once mapped). The one place
+/// a plugin library is opened.
+pub(crate) fn open_admitted(admitted: Admitted, path: &Path) -> Result<Library, LoadError> {
+    // SAFETY: loading a library runs its initializers. That is the point
+    // of a plugin host: the host runs what its trust policy admitted (the
+    // checked bytes), and checks its declaration before calling in.
+    unsafe { Library::new(&admitted.open) }.map_err(|source| LoadError::Open {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Magic (8 bytes), boundary version (4), declared size (4) and layout

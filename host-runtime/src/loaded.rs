@@ -14,7 +14,7 @@ use libloading::Library;
 use tokio::runtime::Handle;
 
 use crate::bus::Bus;
-use crate::declaration::{DeclFns, read_declaration};
+use crate::declaration::{DeclFns, admit, open_admitted, read_declaration};
 use crate::error::{LoadError, UnloadError};
 use crate::info::LogSink;
 use crate::info::{PluginId, PluginInfo};
@@ -83,13 +83,7 @@ impl LoadedPlugin {
         id: PluginId,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let path = path.to_path_buf();
-        let admitted = env
-            .trust
-            .admit(&path)
-            .map_err(|reason| LoadError::Untrusted {
-                path: path.clone(),
-                reason,
-            })?;
+        let admitted = admit(&env.trust, &path)?;
         if admitted.decision == TrustDecision::Unchecked {
             tracing::warn!(
                 path = %path.display(),
@@ -98,17 +92,7 @@ impl LoadedPlugin {
         } else {
             tracing::info!(path = %path.display(), "loading a plugin: {}", admitted.decision);
         }
-        // SAFETY: loading a library runs its initializers. That is the point
-        // of a plugin host: the host runs what its trust policy admitted
-        // (`admitted.open`: the checked bytes), and checks its declaration
-        // before calling in.
-        let library =
-            unsafe { Library::new(&admitted.open) }.map_err(|source| LoadError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        // The private copy (if any) is removed; the mapping stays.
-        drop(admitted);
+        let library = open_admitted(admitted, &path)?;
         let (decl, declared) = read_declaration(&library, &path)?;
         let info = PluginInfo {
             id,

@@ -362,35 +362,34 @@ impl TrustPolicy {
     /// Under [`TrustPolicy::any_file`] nothing is read (the bytes are
     /// empty), and a missing file is left to the loader to report.
     fn verify(&self, path: &Path) -> Result<(TrustDecision, Vec<u8>), TrustRefusal> {
-        if let Rule::AnyFile = self.rule {
-            if !self.loose_permissions {
-                // A missing file (the loader then says so): the nearest
-                // directory on its path that exists, so that nobody else
-                // can create it before the loader looks.
-                let existing = path.ancestors().find(|p| std::fs::metadata(p).is_ok());
-                check_permissions(existing.unwrap_or(path))?;
-            }
-            return Ok((TrustDecision::Unchecked, Vec::new()));
-        }
         if !self.loose_permissions {
-            check_permissions(path)?;
+            // A missing file (reported by the read or the loader): the
+            // nearest directory on its path that exists, so that nobody
+            // else can create it before it is read.
+            let existing = path.ancestors().find(|p| std::fs::metadata(p).is_ok());
+            check_permissions(existing.unwrap_or(path))?;
         }
-        let bytes = std::fs::read(path).map_err(|source| TrustRefusal::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
-        let decision = match &self.rule {
-            Rule::AnyFile => unreachable!("handled above"),
+        let read = || {
+            std::fs::read(path).map_err(|source| TrustRefusal::Unreadable {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        match &self.rule {
+            Rule::AnyFile => Ok((TrustDecision::Unchecked, Vec::new())),
             Rule::Digests(allowed) => {
+                let bytes = read()?;
                 let digest = Sha256::of(&bytes);
                 if !allowed.contains(&digest) {
                     return Err(TrustRefusal::DigestNotAllowed(digest));
                 }
-                TrustDecision::DigestAllowed(digest)
+                Ok((TrustDecision::DigestAllowed(digest), bytes))
             }
-            Rule::Keys(keys) => verify_signature(path, &bytes, keys)?,
-        };
-        Ok((decision, bytes))
+            Rule::Keys(keys) => {
+                let bytes = read()?;
+                Ok((verify_signature(path, &bytes, keys)?, bytes))
+            }
+        }
     }
 
     /// Decides on `path` and returns what to open: the file itself under
@@ -605,104 +604,99 @@ fn group_name(gid: u32) -> String {
     group_entry(gid).map_or_else(|| gid.to_string(), |(name, _)| name)
 }
 
-/// Calls a reentrant `get*_r` lookup with a growing buffer until it fits.
-fn with_buffer<T>(mut lookup: impl FnMut(&mut [libc::c_char]) -> Option<Option<T>>) -> Option<T> {
+/// A reentrant NSS lookup (`getpwuid_r`, `getgrgid_r`): `call` runs it
+/// with an entry, a buffer, the buffer's length and the result pointer,
+/// and returns its status; it is retried with a larger buffer on `ERANGE`.
+/// `read` sees the entry found, whose strings point into the buffer, and
+/// copies out what it needs. `None` if there is no such entry or the
+/// lookup failed.
+///
+/// # Safety
+/// `call` behaves as the `get*_r` functions do: it writes only to the
+/// entry and the buffer it is given, and on a 0 status sets the result
+/// pointer to NULL or to the entry, filled in, whose strings and arrays
+/// point into the buffer.
+unsafe fn nss_lookup<E, T>(
+    mut call: impl FnMut(*mut E, *mut libc::c_char, usize, *mut *mut E) -> libc::c_int,
+    read: impl Fn(&E) -> Option<T>,
+) -> Option<T> {
     let mut size = 1024;
     while size <= 1 << 20 {
         let mut buffer = vec![0 as libc::c_char; size];
-        if let Some(found) = lookup(&mut buffer) {
-            return found;
+        let mut entry = std::mem::MaybeUninit::<E>::uninit();
+        let mut found: *mut E = std::ptr::null_mut();
+        let rc = call(
+            entry.as_mut_ptr(),
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        );
+        if rc == libc::ERANGE {
+            size *= 4;
+            continue;
         }
-        size *= 4;
+        if rc != 0 || found.is_null() {
+            return None;
+        }
+        // SAFETY: on a 0 status `call` set `found` to `entry`, filled in,
+        // whose strings point into `buffer` (this function's contract):
+        // both live until `read` returns, which copies out what it keeps.
+        return read(unsafe { &*found });
     }
     None
 }
 
-/// `ERANGE` from a `get*_r` lookup: the buffer was too small.
-fn retry(rc: libc::c_int) -> bool {
-    rc == libc::ERANGE
+/// A NUL-terminated string of an NSS entry, copied; `None` if NULL.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string alive for the call (an entry's
+/// field inside [`nss_lookup`]'s `read`).
+unsafe fn nss_text(p: *const libc::c_char) -> Option<String> {
+    (!p.is_null()).then(|| {
+        // SAFETY: non-NULL, and NUL-terminated per this function's contract.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// The name and primary group of user `uid`.
 fn user_entry(uid: u32) -> Option<(String, u32)> {
-    with_buffer(|buffer| {
-        let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is to a live local of the right type and
-        // `buffer.len()` is the buffer's length; `getpwuid_r` fills in
-        // `entry` with strings in `buffer`, and is thread-safe.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                entry.as_mut_ptr(),
-                buffer.as_mut_ptr(),
-                buffer.len(),
-                &mut found,
-            )
-        };
-        if retry(rc) {
-            return None;
-        }
-        if rc != 0 || found.is_null() {
-            return Some(None);
-        }
-        // SAFETY: on success `found` points to `entry`, filled in, whose
-        // strings point into `buffer`, alive for this closure.
-        let entry = unsafe { &*found };
-        if entry.pw_name.is_null() {
-            return Some(None);
-        }
-        // SAFETY: as above: a non-NULL, NUL-terminated string in `buffer`.
-        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
-        Some(Some((name.to_string_lossy().into_owned(), entry.pw_gid)))
-    })
+    // SAFETY: `nss_lookup` passes a live entry, a buffer of the given
+    // length and a result pointer.
+    let call =
+        |entry, buffer, len, found| unsafe { libc::getpwuid_r(uid, entry, buffer, len, found) };
+    // SAFETY: the entry's strings are inside the lookup's buffer.
+    let read = |entry: &libc::passwd| Some((unsafe { nss_text(entry.pw_name) }?, entry.pw_gid));
+    // SAFETY: `call` is `getpwuid_r`, which behaves as `nss_lookup`
+    // requires (and is thread-safe).
+    unsafe { nss_lookup(call, read) }
 }
 
 /// The name and listed members of group `gid`.
 fn group_entry(gid: u32) -> Option<(String, Vec<String>)> {
-    with_buffer(|buffer| {
-        let mut entry = std::mem::MaybeUninit::<libc::group>::uninit();
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in `user_entry`, for `getgrgid_r`.
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid,
-                entry.as_mut_ptr(),
-                buffer.as_mut_ptr(),
-                buffer.len(),
-                &mut found,
-            )
-        };
-        if retry(rc) {
-            return None;
-        }
-        if rc != 0 || found.is_null() {
-            return Some(None);
-        }
-        // SAFETY: on success `found` points to `entry`, filled in; its
-        // name and its NULL-terminated member array point into `buffer`.
-        let entry = unsafe { &*found };
-        if entry.gr_name.is_null() {
-            return Some(None);
-        }
-        let text = |p: *const libc::c_char| {
-            // SAFETY: a NUL-terminated string inside `buffer` (see above).
-            unsafe { std::ffi::CStr::from_ptr(p) }
-                .to_string_lossy()
-                .into_owned()
-        };
+    // SAFETY: as in `user_entry`, for `getgrgid_r`.
+    let call =
+        |entry, buffer, len, found| unsafe { libc::getgrgid_r(gid, entry, buffer, len, found) };
+    let read = |entry: &libc::group| {
+        // SAFETY: the entry's strings are inside the lookup's buffer.
+        let name = unsafe { nss_text(entry.gr_name) }?;
         let mut members = Vec::new();
         let mut member = entry.gr_mem;
-        // SAFETY: `gr_mem` is a NULL-terminated array inside `buffer`;
-        // each step stays within it until the NULL.
+        // SAFETY: `gr_mem` is a NULL-terminated array inside the
+        // lookup's buffer; each step stays within it until the NULL.
         while !member.is_null() && !unsafe { *member }.is_null() {
-            // SAFETY: as the loop condition: a valid, non-NULL element.
-            members.push(text(unsafe { *member }));
-            // SAFETY: the array continues at least to its NULL terminator.
+            // SAFETY: as the loop condition: a valid, non-NULL element
+            // pointing to a string in the buffer.
+            members.extend(unsafe { nss_text(*member) });
+            // SAFETY: the array continues at least to its NULL.
             member = unsafe { member.add(1) };
         }
-        Some(Some((text(entry.gr_name), members)))
-    })
+        Some((name, members))
+    };
+    // SAFETY: `call` is `getgrgid_r`, which behaves as `nss_lookup`
+    // requires (and is thread-safe).
+    unsafe { nss_lookup(call, read) }
 }
 
 #[cfg(test)]

@@ -127,6 +127,12 @@ fn check_prints_the_declaration_and_the_verdict() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(101));
     assert!(stderr.contains("invalid ELF header"), "{stderr}");
+    // Admitted by the default policy before the loader refused it.
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains("trust: not checked") && stdout.contains("loadable: no"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_file(&junk);
 }
 
@@ -577,27 +583,25 @@ fn check_and_run_apply_a_trust_key() {
 
     // `run` takes the same option: an unsigned library is not loaded, a
     // signed one is.
-    let out = horizon(&[
-        "run",
-        "--seconds",
-        "1",
-        "--trust-key",
-        key,
-        unsigned.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    let run = |library: &Path| {
+        let out = horizon(&[
+            "run",
+            "--seconds",
+            "1",
+            "--trust-key",
+            key,
+            library.to_str().unwrap(),
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&unsigned);
+    assert_eq!(code, Some(101), "{stderr}");
     assert!(stderr.contains("it is unsigned"), "{stderr}");
-    let out = horizon(&[
-        "run",
-        "--seconds",
-        "1",
-        "--trust-key",
-        key,
-        signed.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (code, stderr) = run(&signed);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("Loaded") && stderr.contains("signed by"),
         "{stderr}"

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use horizon_plugin_host::{Sha256, TrustKey, TrustPolicy, inspect_with};
+use horizon_plugin_host::{LoadError, Sha256, TrustKey, TrustPolicy, inspect_with};
 
 mod out;
 mod run;
@@ -161,18 +161,22 @@ fn check_command(policy: &TrustPolicy, libraries: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for library in libraries {
         status("Checking", library.display());
-        match policy.check(library) {
-            Ok(decision) => println!("       trust: {decision}"),
-            Err(reason) => {
+        let (decl, verdict) = inspect_with(policy, library);
+        let verdict = match (&decl.trust, verdict) {
+            (Some(decision), verdict) => {
+                println!("       trust: {decision}");
+                verdict
+            }
+            (None, Err(e @ LoadError::Untrusted { .. })) => {
                 // Not opened: nothing of it runs.
                 println!("       trust: refused");
                 println!("    loadable: no");
-                error(format!("refused to load {}: {reason}", library.display()));
+                error(e);
                 ok = false;
                 continue;
             }
-        }
-        let (decl, verdict) = inspect_with(policy, library);
+            (None, verdict) => verdict,
+        };
         let unknown = || "?".to_owned();
         println!("      plugin: {}", decl.name.unwrap_or_else(unknown));
         println!("         sdk: {}", decl.sdk_version.unwrap_or_else(unknown));
