@@ -10,6 +10,7 @@ use crate::bus::Bus;
 use crate::host::PluginHost;
 use crate::info::{LogSink, PluginLog};
 use crate::loaded::Env;
+use crate::stats::{DEFAULT_SLOW_POLL, PollTimer, PollTiming};
 use crate::trust::TrustPolicy;
 
 /// How long an emit waits for plugin handlers unless
@@ -26,6 +27,8 @@ pub struct HostBuilder {
     strict_unload: bool,
     log_sink: Option<LogSink>,
     trust: TrustPolicy,
+    poll_timing: PollTiming,
+    slow_poll: Option<Duration>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -37,6 +40,8 @@ impl std::fmt::Debug for HostBuilder {
             .field("strict_unload", &self.strict_unload)
             .field("log_sink", &self.log_sink.is_some())
             .field("trust", &self.trust)
+            .field("poll_timing", &self.poll_timing)
+            .field("slow_poll", &self.slow_poll)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +117,28 @@ impl HostBuilder {
         self
     }
 
+    /// How the polls of plugin futures are timed (default
+    /// [`PollTiming::Coarse`]), for
+    /// [`PluginStats::poll_time`](crate::PluginStats::poll_time) and the
+    /// slow-poll warning. [`PollTiming::Off`] reads no clock at all.
+    pub fn poll_timing(mut self, timing: PollTiming) -> Self {
+        self.poll_timing = timing;
+        self
+    }
+
+    /// A poll of a plugin future (a task's, or a handler's) that holds a
+    /// host worker this long or longer is a slow poll (default
+    /// [`DEFAULT_SLOW_POLL`], 10 ms; `None`: none is): counted in
+    /// [`PluginStats::slow_polls`](crate::PluginStats::slow_polls) and
+    /// logged as a `tracing` warning naming the plugin, the task or
+    /// handler, and how long it held the worker. Every other task on that
+    /// worker (other plugins', the host's timer) waited meanwhile. Seen as
+    /// precisely as [`HostBuilder::poll_timing`]'s clock allows.
+    pub fn slow_poll_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_poll = threshold;
+        self
+    }
+
     /// The host.
     pub fn build(self) -> PluginHost {
         PluginHost::from_env(Env {
@@ -125,6 +152,7 @@ impl HostBuilder {
             strict_unload: self.strict_unload,
             log_sink: self.log_sink,
             trust: self.trust,
+            poll_timer: PollTimer::new(self.poll_timing, self.slow_poll),
         })
     }
 }
@@ -161,6 +189,8 @@ impl PluginHost {
             strict_unload: std::env::var_os("HORIZON_STRICT_UNLOAD").is_some_and(|v| v == "1"),
             log_sink: None,
             trust: TrustPolicy::any_file(),
+            poll_timing: PollTiming::default(),
+            slow_poll: Some(DEFAULT_SLOW_POLL),
         }
     }
 }

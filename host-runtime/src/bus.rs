@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::info::PluginId;
 use crate::report::{EmitReport, FailureKind, HandlerFailure, Outcome, Tally, status_outcome};
+use crate::stats::{Site, SiteRef};
 use crate::sync::{read, write};
 use crate::table::{EventBus, NamedHandler, PluginHandler};
 
@@ -287,6 +288,11 @@ impl Bus {
             kind,
             Some(FailureKind::Failed(_) | FailureKind::Panicked(_) | FailureKind::TimedOut(_))
         );
+        if counts {
+            services
+                .stats
+                .handler_failed(matches!(kind, Some(FailureKind::TimedOut(_))));
+        }
         if services.record_outcome(counts, self.quarantine_after) {
             // Under the subscription lock: a subscription the plugin makes
             // meanwhile is held, not added back beside the removal.
@@ -343,7 +349,8 @@ impl Bus {
             let ev = event.clone();
             let h = Arc::clone(handler);
             let running = services.handler_started();
-            let task = services.spawn(async move {
+            let site = Site::Handler(event.clone().into_name());
+            let task = services.spawn(site, async move {
                 let _running = running;
                 // SAFETY: the handler is alive: its `drop` runs only after
                 // every task of its plugin is gone, and this is one. `ev`
@@ -353,11 +360,16 @@ impl Bus {
                 };
                 status_outcome(fut.await)
             });
-            return task.map_or(HandlerRun::Refused, HandlerRun::Task);
+            let Some(task) = task else {
+                return HandlerRun::Refused;
+            };
+            services.stats.handler_called(event.payload().len());
+            return HandlerRun::Task(task);
         }
         let Some(inline) = services.register_inline() else {
             return HandlerRun::Refused;
         };
+        services.stats.handler_called(event.payload().len());
         // SAFETY: `inline` registers this call with the plugin, so the
         // handler is not released (nor the library closed) until it is
         // dropped, after the future below is polled and moved or dropped.
@@ -369,7 +381,9 @@ impl Bus {
             )
         };
         INLINE_DEPTH.with(|d| d.set(depth + 1));
-        let first = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
+        let first = services.timed_poll(SiteRef::Handler(event.name()), || {
+            Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))
+        });
         INLINE_DEPTH.with(|d| d.set(depth));
         let run = match first {
             Poll::Ready(status) => {
@@ -378,7 +392,8 @@ impl Bus {
             }
             Poll::Pending => {
                 let running = services.handler_started();
-                let task = services.spawn(async move {
+                let site = Site::Handler(event.clone().into_name());
+                let task = services.spawn(site, async move {
                     let _running = running;
                     status_outcome(fut.await)
                 });

@@ -16,6 +16,7 @@ use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
 use crate::info::{PluginId, PluginInfo};
 use crate::loaded::{Env, LoadedPlugin};
 use crate::report::EmitReport;
+use crate::stats::PluginStats;
 use crate::sync::lock;
 
 /// State shared by every clone of a [`PluginHost`].
@@ -345,6 +346,35 @@ impl PluginHost {
             .collect();
         list.sort_by_key(|p| p.id);
         list
+    }
+
+    /// What each loaded plugin has cost so far (see [`PluginStats`]),
+    /// ordered by id. Reading them takes the plugin list's lock and one
+    /// relaxed load per counter.
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_plugin_host::PluginHost;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::new(tokio::runtime::Handle::current());
+    /// assert!(host.stats().is_empty()); // no plugin loaded
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Vec<PluginStats> {
+        let mut list: Vec<PluginStats> = lock(&self.inner.plugins)
+            .values()
+            .map(|p| p.services.stats.snapshot(p.info.id, &p.info.name))
+            .collect();
+        list.sort_by_key(|s| s.id);
+        list
+    }
+
+    /// What plugin `id` has cost so far; `None` if it is not loaded.
+    pub fn plugin_stats(&self, id: PluginId) -> Option<PluginStats> {
+        lock(&self.inner.plugins)
+            .get(&id)
+            .map(|p| p.services.stats.snapshot(id, &p.info.name))
     }
 }
 

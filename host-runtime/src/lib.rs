@@ -42,7 +42,7 @@
 #![warn(missing_docs)]
 
 // The layers, bottom to top (each uses only those before it): sync; info;
-// trust; error, report; declaration; table (a plugin's services); bus; loaded;
+// stats; trust; error, report; declaration; table (a plugin's services); bus; loaded;
 // host, builder; testing.
 mod builder;
 mod bus;
@@ -52,6 +52,7 @@ mod host;
 mod info;
 mod loaded;
 mod report;
+mod stats;
 mod sync;
 mod table;
 #[cfg(feature = "testing")]
@@ -65,6 +66,7 @@ pub use horizon_plugin_sdk::Event;
 pub use host::PluginHost;
 pub use info::{PluginId, PluginInfo, PluginLog};
 pub use report::{EmitReport, FailureKind, HandlerFailure};
+pub use stats::{DEFAULT_SLOW_POLL, PluginStats, PollTiming};
 pub use trust::{
     DigestParseError, Sha256, TrustDecision, TrustKey, TrustKeyError, TrustPolicy, TrustRefusal,
 };

@@ -19,6 +19,7 @@ use crate::error::{LoadError, UnloadError};
 use crate::info::LogSink;
 use crate::info::{PluginId, PluginInfo};
 use crate::report::{FailureKind, Outcome, status_outcome};
+use crate::stats::{PollTimer, Site};
 use crate::sync::lock;
 use crate::table::{EventBus, Services, new_services};
 use crate::trust::{TrustDecision, TrustPolicy};
@@ -31,6 +32,7 @@ pub(crate) struct Env {
     pub(crate) strict_unload: bool,
     pub(crate) log_sink: Option<LogSink>,
     pub(crate) trust: TrustPolicy,
+    pub(crate) poll_timer: PollTimer,
 }
 
 /// A loaded library and what the host must keep alive for it.
@@ -110,6 +112,7 @@ impl LoadedPlugin {
             info.name.clone(),
             env.strict_unload,
             env.log_sink.clone(),
+            env.poll_timer,
         );
         let plugin = Arc::new(LoadedPlugin {
             info,
@@ -148,7 +151,13 @@ impl LoadedPlugin {
 
         let on_load = decl.on_load;
         // SAFETY: `init` succeeded; `on_load` runs as a task of the plugin.
-        let status = run_lifecycle(&plugin.services, move || unsafe { on_load() }, None).await;
+        let status = run_lifecycle(
+            &plugin.services,
+            "on_load",
+            move || unsafe { on_load() },
+            None,
+        )
+        .await;
         if let Err(kind) = status {
             let (path, name) = (plugin.info.path.clone(), plugin.info.name.clone());
             let _ = plugin.teardown(env).await;
@@ -179,6 +188,7 @@ impl LoadedPlugin {
         // SAFETY: the plugin is initialized; `on_unload` runs as its task.
         let status = run_lifecycle(
             &plugin.services,
+            "on_unload",
             move || unsafe { on_unload() },
             Some(env.unload_timeout),
         )
@@ -249,10 +259,13 @@ impl LoadedPlugin {
 /// is turned into a host-owned value inside that task.
 async fn run_lifecycle(
     services: &Arc<Services>,
+    which: &'static str,
     start: impl FnOnce() -> RawFuture<RStatus> + Send + 'static,
     deadline: Option<Duration>,
 ) -> Outcome {
-    let Some(task) = services.spawn(async move { status_outcome(start().await) }) else {
+    let Some(task) = services.spawn(Site::Lifecycle(which), async move {
+        status_outcome(start().await)
+    }) else {
         return Err(FailureKind::Cancelled(
             "the plugin is being unloaded".to_owned(),
         ));

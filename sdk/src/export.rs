@@ -18,6 +18,7 @@ use crate::abi::{
 };
 use crate::boundary::handlers::result_to_status;
 use crate::boundary::injected::{self, Guarded, Injected};
+use crate::boundary::panics::{self, Site};
 use crate::{Plugin, PluginContext, PluginError};
 
 /// What `#[horizon_plugin]` replaces a refused `x.block_on(fut)` call with,
@@ -122,11 +123,14 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
         }
         guard::mark_loaded();
         crate::boundary::log_bridge::install(max_level);
+        panics::install_hook();
         // From here on the host calls `shutdown`, whatever `init` returns:
         // `Default` may have spawned tasks before it failed.
         let instance = catch(|| {
-            injected::enter_private();
-            T::default()
+            panics::at(Site::Named("the plugin's `Default::default`"), || {
+                injected::enter_private();
+                T::default()
+            })
         })
         .map_err(|panic| {
             format!(
@@ -186,7 +190,11 @@ fn run_lifecycle(which: Lifecycle) -> RawFuture<RStatus> {
         }
         result
     };
-    RawFuture::new(async move { result_to_status(Guarded::new(fut).await) })
+    let site = Site::Named(match which {
+        Lifecycle::Load => "on_load",
+        Lifecycle::Unload => "on_unload",
+    });
+    RawFuture::new(async move { result_to_status(Guarded::new(fut, site).await) })
 }
 
 unsafe extern "C" fn on_load() -> RawFuture<RStatus> {
@@ -210,11 +218,12 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
     let instance = crate::sync::lock(&INSTANCE).take();
     let mut code = SHUTDOWN_OK;
     if let Err(panic) = catch(move || {
-        injected::enter_private();
-        drop(instance);
+        panics::at(Site::Named("the drop of the plugin"), || {
+            injected::enter_private();
+            drop(instance);
+        });
     }) {
-        injected::host_log(
-            crate::abi::level::ERROR,
+        panics::log_unreported(
             "horizon_plugin_sdk",
             &format!("dropping the plugin panicked: {panic}"),
         );
@@ -236,8 +245,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
             return SHUTDOWN_STUCK;
         }
         Err(panic) => {
-            injected::host_log(
-                crate::abi::level::ERROR,
+            panics::log_unreported(
                 "horizon_plugin_sdk",
                 &format!("stopping the private runtime panicked: {panic}"),
             );

@@ -25,6 +25,7 @@ use tokio::runtime::Handle;
 pub(crate) use services::{EventBus, NamedHandler, PluginHandler, Services};
 
 use crate::info::{LogSink, PluginId};
+use crate::stats::PollTimer;
 
 /// A new plugin's `Services`, with its service table.
 pub(crate) fn new_services(
@@ -34,9 +35,10 @@ pub(crate) fn new_services(
     name: String,
     strict: bool,
     log_sink: Option<LogSink>,
+    timer: PollTimer,
 ) -> Arc<Services> {
     let every_level = log_sink.is_some();
-    Services::new(bus, handle, id, name, log_sink, |data| {
+    Services::new(bus, handle, id, name, log_sink, timer, |data| {
         api::table(data, strict, every_level)
     })
 }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::info::{LogSink, PluginId};
 use crate::report::EmitReport;
+use crate::stats::{Counters, PollTimer, SiteRef};
 use crate::sync::lock;
 
 /// What a plugin's table needs from the host's event bus.
@@ -91,6 +92,10 @@ pub(crate) struct Services {
     pub(super) quarantined: AtomicBool,
     /// See [`crate::HostBuilder::plugin_log_sink`].
     pub(crate) log_sink: Option<LogSink>,
+    /// What the plugin has cost (`PluginHost::stats`).
+    pub(crate) stats: Counters,
+    /// How its polls are timed.
+    pub(crate) timer: PollTimer,
 }
 
 /// Counts one running handler invocation of a plugin.
@@ -130,8 +135,10 @@ impl Services {
         id: PluginId,
         name: String,
         log_sink: Option<LogSink>,
+        timer: PollTimer,
         make_api: impl FnOnce(*const c_void) -> HostApi,
     ) -> Arc<Self> {
+        let stats = Counters::new(&name, id);
         Arc::new_cyclic(|me: &Weak<Services>| Services {
             api: make_api(me.as_ptr().cast()),
             bus,
@@ -147,7 +154,17 @@ impl Services {
             consecutive_failures: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
             log_sink,
+            stats,
+            timer,
         })
+    }
+
+    /// Runs one poll of this plugin's code, timed as the host set
+    /// (`HostBuilder::poll_timing`); a slow one is logged naming `site`.
+    #[inline]
+    pub(crate) fn timed_poll<R>(&self, site: SiteRef<'_>, poll: impl FnOnce() -> R) -> R {
+        self.timer
+            .time(&self.stats, (&self.name, self.id), site, poll)
     }
 
     /// The table handed to the plugin; lives as long as `self`.

@@ -13,6 +13,7 @@ use horizon_plugin_sdk::abi::{BlockingJob, RawFuture};
 use tokio::task::JoinHandle;
 
 use super::services::{LIVE, Services};
+use crate::stats::Site;
 use crate::sync::lock;
 
 /// How a task or blocking job of a plugin reaches its `Services`: a plain
@@ -81,6 +82,7 @@ struct LiveGuard(CountedRef);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
+        self.0.get().stats.job_finished();
         // SAFETY: the guard's one release; it is dropped once.
         unsafe { self.0.release() };
     }
@@ -121,6 +123,8 @@ pin_project_lite::pin_project! {
         // address for host futures (`None` until it first parks).
         key: Option<NonZeroUsize>,
         parked: bool,
+        // What the task runs, for stats and slow-poll warnings.
+        site: Site,
     }
 
     impl<F> PinnedDrop for PluginTask<F> {
@@ -130,6 +134,9 @@ pin_project_lite::pin_project! {
             unpark(services, *this.key, this.parked);
             // Plugin code: before the task stops counting as live.
             this.fut.set(None);
+            if matches!(this.site, Site::Task) {
+                services.stats.task_finished();
+            }
             // SAFETY: the task's one release, its last use of `services`.
             unsafe { this.services.release() };
         }
@@ -163,6 +170,7 @@ impl<F> PluginTask<F> {
     /// [`Services::enter`]); its drop takes the count off.
     fn counted(
         services: CountedRef,
+        site: Site,
         fut: F,
         key: Option<NonZeroUsize>,
         cancelled: *const AtomicBool,
@@ -173,6 +181,7 @@ impl<F> PluginTask<F> {
             cancelled,
             key,
             parked: false,
+            site,
         }
     }
 }
@@ -196,7 +205,7 @@ impl<F: Future> Future for PluginTask<F> {
             this.fut.set(None);
             return Poll::Ready(None);
         }
-        match fut.poll(cx) {
+        match services.timed_poll(this.site.as_ref(), || fut.poll(cx)) {
             Poll::Ready(out) => {
                 unpark(services, *this.key, this.parked);
                 this.fut.set(None);
@@ -224,15 +233,16 @@ impl<F: Future> Future for PluginTask<F> {
 }
 
 impl Services {
-    /// Spawns a future on the host runtime as a task of this plugin, or
-    /// `None` once the plugin is being unloaded. The task's output is `None`
-    /// if unload cancelled it.
-    pub(crate) fn spawn<F>(&self, fut: F) -> Option<JoinHandle<Option<F::Output>>>
+    /// Spawns a host future that calls into the plugin (`site` says
+    /// what it runs) on the host runtime as a task of this plugin, or
+    /// `None` once the plugin is being unloaded. The task's output is
+    /// `None` if unload cancelled it.
+    pub(crate) fn spawn<F>(&self, site: Site, fut: F) -> Option<JoinHandle<Option<F::Output>>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_task(fut, None, std::ptr::null())
+        self.spawn_task(site, fut, None, std::ptr::null())
     }
 
     /// Counts and spawns a task; when refused, the task is dropped at once
@@ -240,6 +250,7 @@ impl Services {
     /// counted, and drops its future at its first poll.
     fn spawn_task<F>(
         &self,
+        site: Site,
         fut: F,
         key: Option<NonZeroUsize>,
         cancelled: *const AtomicBool,
@@ -251,7 +262,7 @@ impl Services {
         let open = self.enter(LIVE);
         // SAFETY: counted just above; the task's drop releases that count.
         let services = unsafe { CountedRef::new(self) };
-        let task = PluginTask::counted(services, fut, key, cancelled);
+        let task = PluginTask::counted(services, site, fut, key, cancelled);
         open.then(|| self.handle.spawn(task))
     }
 
@@ -259,12 +270,14 @@ impl Services {
     /// keeps its join state. False (and the future dropped) if refused.
     pub(super) fn spawn_raw(&self, fut: RawFuture) -> bool {
         let (key, cancelled) = (NonZeroUsize::new(fut.data() as usize), fut.cancelled());
+        self.stats.task_spawned();
         // Dropping the task when refused tells the plugin its task was cancelled.
-        self.spawn_task(fut, key, cancelled).is_some()
+        self.spawn_task(Site::Task, fut, key, cancelled).is_some()
     }
 
     pub(super) fn spawn_blocking(&self, job: BlockingJob) -> bool {
         let job = OwnedJob(job);
+        self.stats.job_started();
         let open = self.enter(LIVE);
         let counted = CountedJob {
             job,

@@ -104,6 +104,7 @@ pub const HOST_API_PREFIX: &[u64] = &table::prefixes!(HostApi {
     log_enabled: unsafe extern "C" fn(*const c_void, u32, RStr<'_>) -> bool,
     log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
     budget: Option<unsafe extern "C" fn(*const c_void, *const BoundaryWaker) -> bool>,
+    report_panic: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>)>,
 });
 
 /// The prefix fingerprints of [`PluginDeclaration`] as this SDK knows it.
@@ -214,6 +215,12 @@ pub const SERVICES_USED: &[ServiceUse] = &[
         end: service_end!(budget),
         required: 0,
     },
+    // Boundary 4.2: optional, panics go to the plugin's own hook without it.
+    ServiceUse {
+        name: RStr::new("report_panic"),
+        end: service_end!(report_panic),
+        required: 0,
+    },
 ];
 
 /// Name of the symbol a plugin exports its [`PluginDeclaration`] under.
@@ -322,6 +329,14 @@ pub struct HostApi {
     /// and its task yields to the others on its worker. `None` in hosts of
     /// SDK 0.1 (the SDK then never yields for budget).
     pub budget: Option<unsafe extern "C" fn(*const c_void, *const BoundaryWaker) -> bool>,
+    /// Boundary 4.2: reports a panic in plugin code as it
+    /// happens (called from the plugin's panic hook, before unwinding):
+    /// where it happened (`"a task spawned at src/lib.rs:12:5"`, `"its
+    /// handler of event `ping`"`) and its message with its location. The
+    /// host logs it as one error and counts it; the plugin then prints
+    /// nothing itself. `None` in older hosts (the plugin's std prints the
+    /// panic to stderr as usual).
+    pub report_panic: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>)>,
 }
 
 // SAFETY: the table is immutable, its functions may be called from any
@@ -468,7 +483,14 @@ mod tests {
     fn appended_fields_start_past_the_size_before_them() {
         // Each field appended to `HostApi`, with the table's size in the
         // minor before it.
-        let appended = [("budget", std::mem::offset_of!(HostApi, budget), 96)];
+        let appended = [
+            ("budget", std::mem::offset_of!(HostApi, budget), 96),
+            (
+                "report_panic",
+                std::mem::offset_of!(HostApi, report_panic),
+                104,
+            ),
+        ];
         for (field, offset, size_before) in appended {
             assert!(
                 offset >= size_before,

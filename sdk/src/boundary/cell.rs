@@ -10,15 +10,17 @@ use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::panic::Location;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll, Waker};
 
 use super::injected;
+use super::panics::{self, Site};
 use crate::abi::guard::{catch, entered};
 use crate::abi::waker::{self, BoundaryWaker};
-use crate::abi::{self, BlockingJob, HostApi, RawFuture};
+use crate::abi::{BlockingJob, HostApi, RawFuture};
 use crate::sync::{self, AtomicU8, AtomicUsize, Ordering, fence};
 
 /// `Shared::state`: the outcome is written.
@@ -195,6 +197,8 @@ unsafe fn free_cell<C, T>(header: NonNull<Shared<T>>) {
 struct TaskCell<F: Future> {
     shared: Shared<F::Output>,
     future: UnsafeCell<Option<F>>,
+    /// Where it was spawned, for panic reports.
+    spawned_at: &'static Location<'static>,
 }
 
 /// Drops the future in its cell (see [`injected::drop_pinned`]).
@@ -227,13 +231,16 @@ where
     let Some(fut) = slot.as_mut() else {
         return true;
     };
+    let site = Site::Task(cell.spawned_at);
     // SAFETY: the host's waker is alive for this call.
     let polled = unsafe {
         waker::with_context(waker, |cx| {
-            catch(|| {
-                injected::enter_private();
-                // SAFETY: the future is pinned in the cell: never moved, dropped in place.
-                Pin::new_unchecked(fut).poll(cx)
+            panics::at(site, || {
+                catch(|| {
+                    injected::enter_private();
+                    // SAFETY: the future is pinned in the cell: never moved, dropped in place.
+                    Pin::new_unchecked(fut).poll(cx)
+                })
             })
         })
     };
@@ -241,8 +248,7 @@ where
         Ok(Poll::Pending) => return false,
         Ok(Poll::Ready(v)) => Ok(v),
         Err(msg) => {
-            injected::host_log(
-                abi::level::ERROR,
+            panics::log_unreported(
                 "horizon_plugin_sdk::rt",
                 &format!("a spawned task panicked: {msg}"),
             );
@@ -251,7 +257,7 @@ where
     };
     // Entered for the poll above.
     // SAFETY: `slot` is this cell's future, pinned in it.
-    unsafe { drop_future(slot, false) };
+    panics::at(site, || unsafe { drop_future(slot, false) });
     cell.shared.finish(Some(output));
     // The output is `()`: nothing to write.
     true
@@ -278,7 +284,9 @@ where
     if slot.is_some() {
         // Aborted, or dropped by a runtime shutting down, before completing.
         // SAFETY: `slot` is this cell's future, pinned in it.
-        unsafe { drop_future(slot, true) };
+        panics::at(Site::Task(cell.spawned_at), || unsafe {
+            drop_future(slot, true)
+        });
         cell.shared.finish(None);
     }
     // SAFETY: the host's reference, given up once.
@@ -291,6 +299,7 @@ where
 ///
 /// # Safety
 /// `api` is the live host table (`injected::host()`).
+#[track_caller]
 pub(crate) unsafe fn spawn_on_host<F>(
     api: &'static HostApi,
     future: F,
@@ -302,6 +311,7 @@ where
     let cell = Box::into_raw(Box::new(TaskCell {
         shared: Shared::new::<TaskCell<F>>(),
         future: UnsafeCell::new(Some(future)),
+        spawned_at: Location::caller(),
     }));
     // SAFETY: `cell` came from `Box::into_raw`; `TaskCell` is
     // `#[repr(C)]` with its header first. It holds two references: the
@@ -330,6 +340,7 @@ where
 ///
 /// # Safety
 /// `api` is the live host table (`injected::host()`).
+#[track_caller]
 pub(crate) unsafe fn spawn_blocking_on_host<F, R>(api: &'static HostApi, f: F) -> CellRef<R>
 where
     F: FnOnce() -> R + Send + 'static,
@@ -338,6 +349,7 @@ where
     let cell: *mut JobCell<F, R> = Box::into_raw(Box::new(JobCell {
         shared: Shared::new::<JobCell<F, R>>(),
         f: UnsafeCell::new(Some(f)),
+        spawned_at: Location::caller(),
     }));
     let job = BlockingJob {
         data: cell.cast(),
@@ -361,6 +373,8 @@ where
 struct JobCell<F, R> {
     shared: Shared<R>,
     f: UnsafeCell<Option<F>>,
+    /// Where it was started, for panic reports.
+    spawned_at: &'static Location<'static>,
 }
 
 /// Takes the closure out of a job's cell.
@@ -368,7 +382,14 @@ struct JobCell<F, R> {
 /// # Safety
 /// `data` is the `JobCell<F, R>` of `spawn_blocking_on_host`, and the host calls
 /// `run` or `drop` exactly once, which is the only access to `f`.
-unsafe fn take_job<'a, F, R>(data: *mut c_void) -> (NonNull<Shared<R>>, &'a Shared<R>, Option<F>) {
+unsafe fn take_job<'a, F, R>(
+    data: *mut c_void,
+) -> (
+    NonNull<Shared<R>>,
+    &'a Shared<R>,
+    Option<F>,
+    &'static Location<'static>,
+) {
     // SAFETY: the caller's guarantee; the job's reference keeps the cell
     // alive until `release`, after the last use of the returned header.
     unsafe {
@@ -377,6 +398,7 @@ unsafe fn take_job<'a, F, R>(data: *mut c_void) -> (NonNull<Shared<R>>, &'a Shar
             NonNull::new_unchecked(data.cast::<Shared<R>>()),
             &cell.shared,
             (*cell.f.get()).take(),
+            cell.spawned_at,
         )
     }
 }
@@ -384,20 +406,21 @@ unsafe fn take_job<'a, F, R>(data: *mut c_void) -> (NonNull<Shared<R>>, &'a Shar
 unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
     entered("blocking job run");
     // SAFETY: forwarded: the host calls `run` or `drop` exactly once.
-    let (header, shared, f) = unsafe { take_job::<F, R>(data) };
+    let (header, shared, f, spawned_at) = unsafe { take_job::<F, R>(data) };
     if let Some(f) = f {
         if shared.cancelled.load(Ordering::Acquire) {
             // Aborted before it started, like tokio's blocking tasks.
             let _ = catch(move || drop(f));
             shared.finish(None);
         } else {
-            let result = catch(|| {
-                injected::enter_private();
-                f()
+            let result = panics::at(Site::Job(spawned_at), || {
+                catch(|| {
+                    injected::enter_private();
+                    f()
+                })
             });
             if let Err(msg) = &result {
-                injected::host_log(
-                    abi::level::ERROR,
+                panics::log_unreported(
                     "horizon_plugin_sdk::rt",
                     &format!("a blocking job panicked: {msg}"),
                 );
@@ -412,7 +435,7 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
 unsafe extern "C" fn drop_job<F, R: Send>(data: *mut c_void) {
     entered("blocking job drop");
     // SAFETY: as in `run_job`.
-    let (header, shared, f) = unsafe { take_job::<F, R>(data) };
+    let (header, shared, f, _) = unsafe { take_job::<F, R>(data) };
     let _ = catch(move || drop(f));
     shared.finish(None);
     // SAFETY: the job's reference, given up once.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::injected::{self, Guarded};
 use crate::abi::guard::{catch, entered};
 use crate::abi::{HostApi, RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
+use crate::boundary::panics::{self, Site};
 use crate::{Event, PluginError};
 
 /// A registered handler: the closure and its event's name (shared by every
@@ -83,11 +84,19 @@ where
         } else {
             Event::from_json_bytes(&String::from_utf8_lossy(name), payload)
         };
-        injected::enter_private();
-        (handler.f)(event)
+        let site = Site::Handler(std::ptr::from_ref::<str>(&handler.event));
+        let fut = panics::at(site, || {
+            injected::enter_private();
+            (handler.f)(event)
+        });
+        (fut, site)
     });
     match started {
-        Ok(fut) => RawFuture::new(async move { result_to_status(Guarded::new(fut).await) }),
+        // The site points into the handler, which the host keeps until
+        // every call's future is dropped.
+        Ok((fut, site)) => {
+            RawFuture::new(async move { result_to_status(Guarded::new(fut, site).await) })
+        }
         Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
     }
 }

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 
 use crate::abi::guard::catch;
 use crate::abi::{HostApi, RStr};
+use crate::boundary::panics::{self, Site};
 
 /// What `init` stored: the host's table and this plugin's private runtime.
 pub(crate) struct Injected {
@@ -238,8 +239,7 @@ pub(crate) fn send_log(level: u32, target: &str, message: &str) {
 /// Runs a wake, turning a panic of the waker into a log line.
 pub(crate) fn wake_caught(wake: impl FnOnce()) {
     if let Err(msg) = catch(wake) {
-        host_log(
-            crate::abi::level::ERROR,
+        panics::log_unreported(
             "horizon_plugin_sdk::rt",
             &format!("a waker panicked when woken: {msg}"),
         );
@@ -255,18 +255,26 @@ pin_project_lite::pin_project! {
     pub(crate) struct Guarded<F> {
         #[pin]
         fut: Option<F>,
+        // Where a panic of it is reported to have happened.
+        site: Site,
     }
 
     impl<F> PinnedDrop for Guarded<F> {
         fn drop(this: Pin<&mut Self>) {
-            drop_guarded(this.project().fut);
+            let this = this.project();
+            panics::at(*this.site, || drop_guarded(this.fut));
         }
     }
 }
 
 impl<F: Future> Guarded<F> {
-    pub(crate) fn new(fut: F) -> Self {
-        Guarded { fut: Some(fut) }
+    /// `fut`, guarded; `site` names it in panic reports (see `panics`):
+    /// it must stay valid for as long as the future is polled or dropped.
+    pub(crate) fn new(fut: F, site: Site) -> Self {
+        Guarded {
+            fut: Some(fut),
+            site,
+        }
     }
 }
 
@@ -289,8 +297,7 @@ pub(crate) fn drop_pinned<F>(mut fut: Pin<&mut Option<F>>, enter: bool) {
         }
         fut.set(None);
     }) {
-        host_log(
-            crate::abi::level::ERROR,
+        panics::log_unreported(
             "horizon_plugin_sdk",
             &format!("a plugin future panicked while being dropped: {msg}"),
         );
@@ -301,13 +308,16 @@ impl<F: Future> Future for Guarded<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut fut = self.project().fut;
+        let this = self.project();
+        let mut fut = this.fut;
         let Some(inner) = fut.as_mut().as_pin_mut() else {
             panic!("`Guarded` polled after completion");
         };
-        let out = match catch(|| {
-            enter_private();
-            inner.poll(cx)
+        let out = match panics::at(*this.site, || {
+            catch(|| {
+                enter_private();
+                inner.poll(cx)
+            })
         }) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
@@ -316,7 +326,7 @@ impl<F: Future> Future for Guarded<F> {
         // Drop the finished future now, inside the runtime context (entered
         // for the poll) and the panic guard, rather than whenever the host
         // drops the task.
-        drop_pinned(fut, false);
+        panics::at(*this.site, || drop_pinned(fut, false));
         Poll::Ready(out)
     }
 }
