@@ -141,6 +141,65 @@ fn emit(c: &mut Criterion) {
     }
 }
 
+/// What timing the polls of plugin futures costs (`HostBuilder::poll_timing`):
+/// spawn + await, a poll crossing, and an emit to one plugin handler, with
+/// timing off, on the coarse clock (the default) and on the precise one,
+/// against plain tokio (a host handler for the emit). The counters are
+/// always on in all three.
+fn poll_timing(c: &mut Criterion) {
+    use horizon_plugin_host::PollTiming;
+    let timings = [
+        ("off", PollTiming::Off),
+        ("coarse", PollTiming::Coarse),
+        ("precise", PollTiming::Precise),
+    ];
+    for (flavour, make) in flavours() {
+        let loaded: Vec<(&str, Loaded)> = timings
+            .iter()
+            .map(|&(name, timing)| {
+                let rt = make();
+                let host = PluginHost::builder(rt.handle().clone())
+                    .poll_timing(timing)
+                    .build();
+                (name, Loaded::with_host(rt, host, 1))
+            })
+            .collect();
+        let native_rt = &loaded[0].1.rt;
+        let mut g = c.benchmark_group(format!("timing_spawn_await/{flavour}"));
+        g.bench_function("native", |b| {
+            b.iter_custom(|iters| native(native_rt, move || support::native_spawn_loop(iters)))
+        });
+        for (name, l) in &loaded {
+            g.bench_function(*name, |b| b.iter_custom(|iters| l.routed("spawn", iters)));
+        }
+        g.finish();
+        let mut g = c.benchmark_group(format!("timing_poll/{flavour}"));
+        g.bench_function("native", |b| {
+            b.iter_custom(|iters| {
+                native(native_rt, move || async move {
+                    tokio::spawn(YieldN(iters)).await.unwrap()
+                })
+            })
+        });
+        for (name, l) in &loaded {
+            g.bench_function(*name, |b| b.iter_custom(|iters| l.routed("poll", iters)));
+        }
+        g.finish();
+        let mut g = c.benchmark_group(format!("timing_emit/{flavour}"));
+        let host = support::host_with_host_handler(native_rt);
+        g.bench_function("host_handler", |b| {
+            b.iter_custom(|iters| support::host_emit_loop(native_rt, &host, iters))
+        });
+        for (name, l) in &loaded {
+            g.bench_function(*name, |b| b.iter_custom(|iters| l.emit_loop(iters, 1)));
+        }
+        g.finish();
+        for (_, l) in &loaded {
+            l.rt.block_on(l.host.shutdown());
+        }
+    }
+}
+
 fn load_unload(c: &mut Criterion) {
     let rt = common::multi_thread();
     let host = PluginHost::new(rt.handle().clone());
@@ -161,6 +220,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = spawn_await, sleep_past_deadline, poll_crossing, emit, load_unload
+    targets = spawn_await, sleep_past_deadline, poll_crossing, emit, poll_timing, load_unload
 }
 criterion_main!(benches);

@@ -370,19 +370,21 @@ impl Bus {
             return HandlerRun::Refused;
         };
         services.stats.handler_called(event.payload().len());
-        // SAFETY: `inline` registers this call with the plugin, so the
-        // handler is not released (nor the library closed) until it is
-        // dropped, after the future below is polled and moved or dropped.
-        let mut fut = unsafe {
-            (handler.call)(
-                handler.data,
-                RStr::new(event.name()),
-                RStr::from_bytes(event.payload()),
-            )
-        };
         INLINE_DEPTH.with(|d| d.set(depth + 1));
-        let first = services.timed_poll(SiteRef::Handler(event.name()), || {
-            Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))
+        // The handler's start and first poll, timed as one poll.
+        let (fut, first) = services.timed_poll(SiteRef::Handler(event.name()), || {
+            // SAFETY: `inline` registers this call with the plugin, so the
+            // handler is not released (nor the library closed) until it is
+            // dropped, after the future below is polled and moved or dropped.
+            let mut fut = unsafe {
+                (handler.call)(
+                    handler.data,
+                    RStr::new(event.name()),
+                    RStr::from_bytes(event.payload()),
+                )
+            };
+            let first = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
+            (fut, first)
         });
         INLINE_DEPTH.with(|d| d.set(depth));
         let run = match first {

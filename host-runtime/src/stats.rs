@@ -19,8 +19,17 @@ macro_rules! bump {
         let amount: u64 = $amount;
         $self.cells.$field.fetch_add(amount, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        $self.metrics.$field.increment(amount);
+        exported(|| $self.metrics.$field.increment(amount));
     }};
+}
+
+/// Hands a value to the `metrics` recorder; a recorder that panics must not
+/// unwind into the host's bookkeeping (a count not released would keep a
+/// plugin from unloading).
+#[cfg(feature = "metrics")]
+#[inline]
+fn exported(f: impl FnOnce()) {
+    let _ = horizon_plugin_sdk::abi::guard::catch(f);
 }
 
 /// What one plugin has cost since it was loaded (a reload starts a new
@@ -41,7 +50,8 @@ pub struct PluginStats {
     pub tasks_spawned: u64,
     /// Of those, how many are alive now.
     pub tasks_alive: u64,
-    /// Blocking jobs the plugin started (`spawn_blocking`).
+    /// Blocking jobs the plugin started (`spawn_blocking`), including any
+    /// refused because it was being unloaded.
     pub blocking_jobs: u64,
     /// Of those, how many have not finished.
     pub blocking_jobs_running: u64,
@@ -62,11 +72,11 @@ pub struct PluginStats {
     pub bytes_in: u64,
     /// Payload bytes of the events it emitted.
     pub bytes_out: u64,
-    /// Polls of the plugin's futures the host timed (its tasks' polls and
-    /// its handlers' first polls; none with [`PollTiming::Off`]).
-    pub polls: u64,
-    /// Time spent in those polls, including host work they called (an emit
-    /// that ran another plugin's handler inline counts for both).
+    /// Time spent polling the plugin's futures: every poll of its tasks,
+    /// of its handlers (the first one, made inline by the emitter, includes
+    /// the handler's synchronous start) and of its lifecycle calls,
+    /// including host work they called (an emit that ran another plugin's
+    /// handler inline counts for both). Zero with [`PollTiming::Off`].
     pub poll_time: Duration,
     /// Polls that held a host worker for the slow-poll threshold or longer
     /// (each also logged as a warning).
@@ -170,12 +180,16 @@ impl PollTimer {
             return poll();
         };
         let out = poll();
-        let end = now(self.timing).unwrap_or(start);
+        let Some(end) = now(self.timing) else {
+            return out;
+        };
         let nanos = end.saturating_sub(start);
-        bump!(stats.polls, 1);
-        bump!(stats.poll_nanos, nanos);
-        if nanos >= self.slow {
-            self.slow_poll(stats, plugin, site, nanos);
+        // On the coarse clock most polls take 0: no write then.
+        if nanos != 0 {
+            bump!(stats.poll_nanos, nanos);
+            if nanos >= self.slow {
+                self.slow_poll(stats, plugin, site, nanos);
+            }
         }
         out
     }
@@ -217,11 +231,10 @@ fn now(timing: PollTiming) -> Option<u64> {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
-            // SAFETY: `ts` is a valid `timespec` to write to; the clock id
-            // is one Linux has had since 2.6.32 (a failure leaves `ts` 0,
-            // which times the poll as 0).
-            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-            Some((ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
+            // SAFETY: `ts` is a valid `timespec` to write to.
+            let failed = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0;
+            // A failure (no such clock: Linux before 2.6.32) times nothing.
+            (!failed).then(|| (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
         }
         _ => {
             static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -251,7 +264,6 @@ struct Cells {
     events_emitted: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    polls: AtomicU64,
     poll_nanos: AtomicU64,
     slow_polls: AtomicU64,
 }
@@ -272,25 +284,25 @@ impl Counters {
     pub(crate) fn task_spawned(&self) {
         bump!(self.tasks_spawned, 1);
         #[cfg(feature = "metrics")]
-        self.metrics.tasks_alive.increment(1.0);
+        exported(|| self.metrics.tasks_alive.increment(1.0));
     }
 
     pub(crate) fn task_finished(&self) {
         self.cells.tasks_finished.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.metrics.tasks_alive.decrement(1.0);
+        exported(|| self.metrics.tasks_alive.decrement(1.0));
     }
 
     pub(crate) fn job_started(&self) {
         bump!(self.jobs_started, 1);
         #[cfg(feature = "metrics")]
-        self.metrics.jobs_running.increment(1.0);
+        exported(|| self.metrics.jobs_running.increment(1.0));
     }
 
     pub(crate) fn job_finished(&self) {
         self.cells.jobs_finished.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.metrics.jobs_running.decrement(1.0);
+        exported(|| self.metrics.jobs_running.decrement(1.0));
     }
 
     /// A handler call of the plugin, with the event's payload size.
@@ -319,8 +331,8 @@ impl Counters {
     pub(crate) fn snapshot(&self, id: PluginId, name: &str) -> PluginStats {
         let c = &self.cells;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        // Finished before started: a task counted finished was counted
-        // started before, so alive never goes below 0.
+        // Finished read before started (a count may still move between the
+        // two loads; `saturating_sub` keeps alive from going below 0).
         let (tasks_finished, jobs_finished) = (get(&c.tasks_finished), get(&c.jobs_finished));
         let (tasks_spawned, jobs_started) = (get(&c.tasks_spawned), get(&c.jobs_started));
         PluginStats {
@@ -337,7 +349,6 @@ impl Counters {
             events_emitted: get(&c.events_emitted),
             bytes_in: get(&c.bytes_in),
             bytes_out: get(&c.bytes_out),
-            polls: get(&c.polls),
             poll_time: Duration::from_nanos(get(&c.poll_nanos)),
             slow_polls: get(&c.slow_polls),
         }
@@ -366,7 +377,6 @@ mod metrics_export {
         pub(super) events_emitted: Counter,
         pub(super) bytes_in: Counter,
         pub(super) bytes_out: Counter,
-        pub(super) polls: Counter,
         pub(super) poll_nanos: Counter,
         pub(super) slow_polls: Counter,
     }
@@ -386,7 +396,6 @@ mod metrics_export {
                 events_emitted: counter!("horizon_plugin_events_emitted_total", &labels),
                 bytes_in: counter!("horizon_plugin_bytes_in_total", &labels),
                 bytes_out: counter!("horizon_plugin_bytes_out_total", &labels),
-                polls: counter!("horizon_plugin_polls_total", &labels),
                 poll_nanos: counter!("horizon_plugin_poll_nanoseconds_total", &labels),
                 slow_polls: counter!("horizon_plugin_slow_polls_total", &labels),
             }

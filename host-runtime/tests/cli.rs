@@ -446,6 +446,60 @@ fn run_sends_events_from_the_command_line_and_standard_input() {
 }
 
 #[test]
+fn run_stats_prints_a_line_per_plugin_and_a_panic_reaches_the_log_once() {
+    let library = fixture("basic");
+    let running = Running::start(
+        &[
+            "run",
+            library.to_str().unwrap(),
+            "--tick-ms",
+            "3600000",
+            "--seconds",
+            "120",
+            "--stats",
+            "--stats-every",
+            "1",
+            "--emit",
+            r#"basic:run={"id":1,"scenario":"spawn","arg":1}"#,
+            "--emit",
+            r#"basic:run={"id":2,"scenario":"task_panic","arg":0}"#,
+        ],
+        &[],
+    );
+    // The first line covers the plugin's life so far; the next ones the
+    // second before them (no more calls: 0.0/s).
+    running.wait_for("Stats basic (#1):", 2, Duration::from_secs(60));
+    assert_eq!(
+        running.count(
+            "Stats basic (#1): 0 tasks alive (2 spawned), 0 blocking jobs running, 2 handler calls, 0 failed, polled"
+        ),
+        1,
+        "the first stats line"
+    );
+    assert!(
+        running.count("0 handler calls (0.0/s)") >= 1,
+        "a later line, with a rate"
+    );
+    assert!(running.count("1 panics; 2 events out") >= 2);
+    // The panic in the plugin's task: one error line in the host's log,
+    // naming the plugin, the task's spawn site and the message; the
+    // plugin's own std printed nothing (its hook reports to the host).
+    assert_eq!(
+        running.count("plugin `basic` panicked in a task spawned at fixtures/basic/src/lib.rs:"),
+        1
+    );
+    assert_eq!(
+        running.count("task went wrong (at fixtures/basic/src/lib.rs:"),
+        1
+    );
+    assert_eq!(
+        running.count("' panicked at"),
+        0,
+        "std's default hook printed the panic"
+    );
+}
+
+#[test]
 fn run_watch_reloads_an_edited_plugin_and_survives_a_broken_edit() {
     // A plugin crate outside the workspace, as a plugin author has: the
     // logger example, depending on this SDK by path.

@@ -42,6 +42,11 @@ pub struct Loaded {
 impl Loaded {
     pub fn new(rt: Runtime, copies: usize) -> Loaded {
         let host = PluginHost::new(rt.handle().clone());
+        Loaded::with_host(rt, host, copies)
+    }
+
+    /// As [`Loaded::new`], into `host` (built on `rt` with other settings).
+    pub fn with_host(rt: Runtime, host: PluginHost, copies: usize) -> Loaded {
         let elapsed: Arc<Mutex<Option<u64>>> = Arc::default();
         let sink = Arc::clone(&elapsed);
         host.on("bench:elapsed", move |e: Event| {

@@ -44,37 +44,8 @@ pub(super) fn table(data: *const c_void, strict: bool, every_level: bool) -> Hos
         log_enabled: log::enabled,
         log: log::log,
         budget: Some(host_budget),
-        report_panic: Some(host_report_panic),
+        report_panic: Some(log::report_panic),
     }
-}
-
-/// A panic in the plugin's code, reported by its panic hook as it
-/// happens: one `tracing` error naming the plugin, where (`site`) and the
-/// message, and one count in its stats.
-pub(super) unsafe extern "C" fn host_report_panic(
-    data: *const c_void,
-    site: RStr<'_>,
-    message: RStr<'_>,
-) {
-    // SAFETY: the plugin passes back the `data` of its table; the strings
-    // are alive for this call.
-    let (services, site, message) =
-        unsafe { (services(data), site.as_bytes(), message.as_bytes()) };
-    // A subscriber that panics must not unwind into the plugin's hook.
-    let _ = catch(|| {
-        services.stats.panicked();
-        let (site, message) = (
-            String::from_utf8_lossy(site),
-            String::from_utf8_lossy(message),
-        );
-        tracing::error!(
-            plugin = %services.name,
-            id = %services.id,
-            site = %site,
-            "plugin `{}` panicked in {site}: {message}",
-            services.name
-        );
-    });
 }
 
 /// Consumes one unit of the budget tokio keeps for the host task that is

@@ -100,3 +100,48 @@ pub(super) unsafe extern "C" fn log(
         at_level!(level, LEVEL => tracing::event!(target: TARGET, LEVEL, plugin, target = %target, "{message}"));
     });
 }
+
+/// The plugin-side target of panic reports, in [`PluginLog::target`] and
+/// the event's `target` field.
+const PANIC_TARGET: &str = "panic";
+
+/// A panic the plugin's hook reported (`report_panic`): one error record
+/// of this module's target, like the plugin's own log records (so a sink
+/// and a filter on the target see it too), naming where it happened; and
+/// one count in the plugin's stats.
+pub(super) unsafe extern "C" fn report_panic(
+    data: *const c_void,
+    site: RStr<'_>,
+    message: RStr<'_>,
+) {
+    // SAFETY: the plugin passes back the `data` of its live table; the
+    // strings are alive for this call.
+    let (services, site, message) =
+        unsafe { (services(data), site.as_bytes(), message.as_bytes()) };
+    // A subscriber or sink that panics must not unwind into the plugin's hook.
+    let _ = catch(|| {
+        services.stats.panicked();
+        let (site, message) = (
+            String::from_utf8_lossy(site),
+            String::from_utf8_lossy(message),
+        );
+        let plugin = services.name.as_str();
+        let text = format!("plugin `{plugin}` panicked in {site}: {message}");
+        if let Some(sink) = &services.log_sink {
+            sink(&PluginLog {
+                plugin: plugin.to_owned(),
+                level: tracing::Level::ERROR,
+                target: PANIC_TARGET.to_owned(),
+                message: text.clone(),
+            });
+        }
+        tracing::error!(
+            target: TARGET,
+            plugin,
+            id = %services.id,
+            target = PANIC_TARGET,
+            site = %site,
+            "{text}"
+        );
+    });
+}

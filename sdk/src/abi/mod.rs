@@ -253,7 +253,9 @@ pub struct RawHandler {
     pub data: *const c_void,
     /// Starts the handler for one event (`name`, JSON `payload`). Never unwinds.
     pub call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
-    /// Frees `data`. Never unwinds.
+    /// Frees `data`, once no call is running and every future a call
+    /// returned has been dropped (the SDK's futures point into the handler
+    /// for panic reports). Never unwinds.
     pub drop: unsafe extern "C" fn(*const c_void),
 }
 
@@ -334,8 +336,8 @@ pub struct HostApi {
     /// where it happened (`"a task spawned at src/lib.rs:12:5"`, `"its
     /// handler of event `ping`"`) and its message with its location. The
     /// host logs it as one error and counts it; the plugin then prints
-    /// nothing itself. `None` in older hosts (the plugin's std prints the
-    /// panic to stderr as usual).
+    /// nothing itself. Callable from any thread; never unwinds. `None` in
+    /// older hosts (the plugin's std prints the panic to stderr as usual).
     pub report_panic: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>)>,
 }
 

@@ -32,22 +32,28 @@ pub(crate) enum Site {
     Task(&'static Location<'static>),
     /// A blocking job, started here.
     Job(&'static Location<'static>),
-    /// A handler of this event. Points into the handler, which is alive
-    /// while a call or poll of it runs: [`at`] sets it only for that long.
+    /// A handler of this event. Points into the handler's `Arc<str>`,
+    /// which is alive while a call of the handler runs and until every
+    /// future a call returned is dropped (the host calls the handler's
+    /// `drop` only after that: `RawHandler::drop`); [`at`] sets it only
+    /// while such a call, or a poll or drop of such a future, runs.
     Handler(*const str),
     /// A lifecycle call or another fixed place (`init`, `on_load`, ...).
     Named(&'static str),
 }
 
 // SAFETY: `Handler`'s pointer is to the `str` of a handler's `Arc<str>`
-// (shareable), and is only dereferenced by the panic hook while a call or
-// poll of that handler runs (see `at`); every other variant is `'static`.
+// (shareable), and is only dereferenced by the panic hook while that
+// handler is alive (see `Site::Handler`); every other variant is `'static`.
 unsafe impl Send for Site {}
 // SAFETY: as above.
 unsafe impl Sync for Site {}
 
 thread_local! {
     static SITE: Cell<Site> = const { Cell::new(Site::Unknown) };
+    /// Set by the hook when it reported a panic to the host; taken by the
+    /// place that catches it ([`log_unreported`]).
+    static REPORTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Puts the previous site back, also when `f` unwinds.
@@ -83,16 +89,12 @@ pub(crate) fn install_hook() {
     });
 }
 
-/// Whether the attached host takes panic reports: then the hook has
-/// reported every panic, and the places that catch one log nothing more.
-pub(crate) fn reported_to_host() -> bool {
-    injected::host().is_some_and(|api| api.report_panic.is_some())
-}
-
-/// Logs `text` (about a panic caught at an entry point) as an error, unless
-/// the hook already reported that panic to the host.
+/// Logs `text` (about a panic just caught at an entry point, on this
+/// thread) as an error, unless this library's hook reported that panic to
+/// the host. (A panic that bypassed the hook, `resume_unwind`, or went to a
+/// hook the plugin set itself, is logged here.)
 pub(crate) fn log_unreported(target: &str, text: &str) {
-    if !reported_to_host() {
+    if !REPORTED.try_with(|r| r.replace(false)).unwrap_or(false) {
         injected::host_log(crate::abi::level::ERROR, target, text);
     }
 }
@@ -115,12 +117,14 @@ fn report(info: &PanicHookInfo<'_>) -> bool {
         Site::Task(at) => format!("a task spawned at {at}"),
         Site::Job(at) => format!("a blocking job started at {at}"),
         // SAFETY: set by `at` only while the handler it points into is
-        // alive (a call or poll of it runs on this thread, below us).
+        // alive (a call of it, or a poll or drop of a future it returned,
+        // runs on this thread, below us: see `Site::Handler`).
         Site::Handler(event) => format!("its handler of event `{}`", unsafe { &*event }),
         Site::Named(what) => what.to_owned(),
     };
     // SAFETY: `api` is the live host table (see `injected`); the strings
     // outlive the call, and the host's function never unwinds.
     unsafe { report_panic(api.data, RStr::new(&site), RStr::new(&message)) };
+    let _ = REPORTED.try_with(|r| r.set(true));
     true
 }

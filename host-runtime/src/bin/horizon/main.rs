@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! horizon new <dir>                      a plugin crate that builds, runs and has a test
-//! horizon run [--watch] [--emit name=json]... <plugin crate dir | library>...
+//! horizon run [--watch] [--stats] [--emit name=json]... <plugin crate dir | library>...
 //! horizon check [--trust-key <public key>]... <library>...
 //! ```
 //!
@@ -12,7 +12,9 @@
 //! on standard input send more events (`ping 21` sends `ping` with payload
 //! `21`). With `--watch` it rebuilds a crate when its sources change and
 //! reloads the plugin in place; a failed build leaves the previous build
-//! serving. `check` prints what a library declares and whether this host
+//! serving. With `--stats` it prints a line per plugin every
+//! `--stats-every` seconds (default 5): tasks, handler calls per second,
+//! time spent polling it, slow polls, panics. `check` prints what a library declares and whether this host
 //! would load it. Both take the trust policy's options: `--trust-key
 //! <minisign public key file>` (repeatable) loads only libraries signed by
 //! one of those keys (the signature beside the library, as

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use horizon_plugin_host::testing::{self, cargo_build};
-use horizon_plugin_host::{Event, PluginHost, PluginId};
+use horizon_plugin_host::{Event, PluginHost, PluginId, PluginStats};
 
 use crate::TrustArgs;
 use crate::out::{error, failed, status};
@@ -28,6 +28,13 @@ pub(crate) struct RunOptions {
     /// (repeatable; `name` alone sends `null`).
     #[arg(long, value_name = "NAME=JSON", value_parser = parse_emit)]
     emit: Vec<(String, serde_json::Value)>,
+    /// Print a line per plugin every few seconds: tasks, handler calls per
+    /// second, time spent polling it, slow polls, panics.
+    #[arg(long)]
+    stats: bool,
+    /// Seconds between `--stats` lines.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..), requires = "stats")]
+    stats_every: u64,
     #[command(flatten)]
     trust: TrustArgs,
     /// Plugin crate directories or built libraries.
@@ -234,6 +241,10 @@ async fn run(options: RunOptions) -> ExitCode {
     let mut ticks = tokio::time::interval(Duration::from_millis(options.tick_ms));
     let mut stdin = Some(stdin_lines());
     let mut watch = tokio::time::interval(Duration::from_millis(300));
+    let stats_every = Duration::from_secs(options.stats_every);
+    let mut stats =
+        tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+    let mut last_stats = StatsLines::default();
     let mut tick = 0u64;
     // One Ctrl-C listener for the whole run: one made anew on each turn
     // of the loop would miss a Ctrl-C that comes between two turns.
@@ -265,6 +276,7 @@ async fn run(options: RunOptions) -> ExitCode {
                 // End of input: keep running without it.
                 None => stdin = None,
             },
+            _ = stats.tick(), if options.stats => last_stats.print(&host),
             _ = watch.tick(), if options.watch => {
                 for target in &mut targets {
                     rebuild_if_changed(&host, target, &options.trust).await;
@@ -275,6 +287,68 @@ async fn run(options: RunOptions) -> ExitCode {
     status("Stopping", format!("{} plugin(s)", host.plugins().len()));
     host.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// `--stats`: what each plugin cost since the previous line.
+#[derive(Default)]
+struct StatsLines {
+    previous: std::collections::HashMap<PluginId, (PluginStats, tokio::time::Instant)>,
+}
+
+impl StatsLines {
+    fn print(&mut self, host: &PluginHost) {
+        let now = tokio::time::Instant::now();
+        let mut seen = std::collections::HashMap::new();
+        for stats in host.stats() {
+            let (calls, polled, slow, elapsed) = match self.previous.get(&stats.id) {
+                Some((before, at)) => (
+                    stats.handler_calls - before.handler_calls,
+                    stats.poll_time.saturating_sub(before.poll_time),
+                    stats.slow_polls - before.slow_polls,
+                    now - *at,
+                ),
+                None => (
+                    stats.handler_calls,
+                    stats.poll_time,
+                    stats.slow_polls,
+                    Duration::ZERO,
+                ),
+            };
+            status("Stats", stats_line(&stats, calls, polled, slow, elapsed));
+            seen.insert(stats.id, (stats, now));
+        }
+        self.previous = seen;
+    }
+}
+
+/// One `--stats` line: totals, and over the last `elapsed` (the whole
+/// life of the plugin when zero) handler calls per second, poll time and
+/// slow polls.
+fn stats_line(
+    stats: &PluginStats,
+    calls: u64,
+    polled: Duration,
+    slow: u64,
+    elapsed: Duration,
+) -> String {
+    let per_second = if elapsed.is_zero() {
+        String::new()
+    } else {
+        format!(" ({:.1}/s)", calls as f64 / elapsed.as_secs_f64())
+    };
+    format!(
+        "{} ({}): {} tasks alive ({} spawned), {} blocking jobs running, {calls} handler \
+         calls{per_second}, {} failed, polled {polled:.1?}, {slow} slow polls, {} panics; \
+         {} events out",
+        stats.name,
+        stats.id,
+        stats.tasks_alive,
+        stats.tasks_spawned,
+        stats.blocking_jobs_running,
+        stats.handler_failures,
+        stats.panics,
+        stats.events_emitted,
+    )
 }
 
 /// The lines of standard input, read on a thread of their own (a blocked
