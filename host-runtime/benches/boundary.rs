@@ -141,25 +141,29 @@ fn emit(c: &mut Criterion) {
     }
 }
 
-/// What timing the polls of plugin futures costs (`HostBuilder::poll_timing`):
-/// spawn + await, a poll crossing, and an emit to one plugin handler, with
-/// timing off, on the coarse clock (the default) and on the precise one,
-/// against plain tokio (a host handler for the emit). The counters are
-/// always on in all three.
+/// What timing the polls of plugin futures costs (`HostBuilder::poll_timing`),
+/// and what the cooperative budget in the plugin's tokio copy costs
+/// (`HostBuilder::cooperative_budget`): spawn + await, a poll crossing,
+/// and an emit to one plugin handler, with timing off, on the coarse
+/// clock (the default) and on the precise one, all three with the budget
+/// (the default), and coarse without it; against plain tokio (a host
+/// handler for the emit). The counters are always on.
 fn poll_timing(c: &mut Criterion) {
     use horizon_plugin_host::PollTiming;
-    let timings = [
-        ("off", PollTiming::Off),
-        ("coarse", PollTiming::Coarse),
-        ("precise", PollTiming::Precise),
+    let settings = [
+        ("off", PollTiming::Off, true),
+        ("coarse", PollTiming::Coarse, true),
+        ("precise", PollTiming::Precise, true),
+        ("coarse_no_budget", PollTiming::Coarse, false),
     ];
     for (flavour, make) in flavours() {
-        let loaded: Vec<(&str, Loaded)> = timings
+        let loaded: Vec<(&str, Loaded)> = settings
             .iter()
-            .map(|&(name, timing)| {
+            .map(|&(name, timing, cooperative)| {
                 let rt = make();
                 let host = PluginHost::builder(rt.handle().clone())
                     .poll_timing(timing)
+                    .cooperative_budget(cooperative)
                     .build();
                 (name, Loaded::with_host(rt, host, 1))
             })

@@ -83,7 +83,8 @@ fn interleaved(
 /// `HORIZON_BENCH_ONLY=<loop>:<iters>` runs one loop on a current-thread
 /// runtime and exits, for instruction counts under callgrind (see
 /// `scripts/instructions`): `spawn_native`, `spawn_routed`,
-/// `emit_in_process`, `emit_host_handler` or `emit_routed`.
+/// `emit_in_process`, `emit_host_handler` or `emit_routed`; or
+/// `ticker:<round trips>` runs only [`ticker_gaps`].
 fn only(spec: &str) {
     let (which, iters) = spec.split_once(':').expect("<loop>:<iters>");
     let iters: u64 = iters.parse().expect("a number of iterations");
@@ -103,8 +104,103 @@ fn only(spec: &str) {
     rt.block_on(loaded.host.shutdown());
 }
 
+/// A 1 ms ticker task's longest gap on a current-thread runtime while
+/// another task runs `round_trips` send/receive pairs through a tokio mpsc
+/// channel of capacity 1 (every one ready at once): natively, and in the
+/// `basic` plugin with the cooperative budget on and off. Alternating
+/// rounds; medians printed.
+fn ticker_gaps(rounds: usize, round_trips: u64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    /// Runs `work` beside a 1 ms ticker; the ticker's longest gap, in µs.
+    async fn longest_gap<F: std::future::Future<Output = ()> + Send + 'static>(work: F) -> u64 {
+        let (longest, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let ticker = tokio::spawn({
+            let (longest, stop) = (Arc::clone(&longest), Arc::clone(&stop));
+            async move {
+                let mut ticks = tokio::time::interval(Duration::from_millis(1));
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    ticks.tick().await;
+                    let now = Instant::now();
+                    longest.fetch_max((now - last).as_micros() as u64, Ordering::Relaxed);
+                    last = now;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::spawn(work).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        ticker.await.unwrap();
+        longest.load(Ordering::Relaxed)
+    }
+
+    let rt = common::current_thread();
+    let hosts: Vec<PluginHost> = [true, false]
+        .into_iter()
+        .map(|on| {
+            PluginHost::builder(rt.handle().clone())
+                .cooperative_budget(on)
+                .build()
+        })
+        .collect();
+    let (mut native, mut on, mut off) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        for host in &hosts {
+            host.load(common::fresh_copy("basic")).await.unwrap();
+        }
+        for round in 0..rounds {
+            let run = |host: &PluginHost| {
+                let host = host.clone();
+                async move {
+                    let request =
+                        json!({ "id": round, "scenario": "mpsc_loop", "arg": round_trips });
+                    let report = host.emit("basic:run", &request).await.unwrap();
+                    assert!(report.is_ok(), "{:?}", report.failures);
+                }
+            };
+            let native_loop = async move {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(1);
+                for i in 0..round_trips {
+                    tx.send(i).await.unwrap();
+                    std::hint::black_box(rx.recv().await);
+                }
+            };
+            if round % 2 == 0 {
+                native.push(longest_gap(native_loop).await);
+                on.push(longest_gap(run(&hosts[0])).await);
+            } else {
+                on.push(longest_gap(run(&hosts[0])).await);
+                native.push(longest_gap(native_loop).await);
+            }
+            off.push(longest_gap(run(&hosts[1])).await);
+        }
+        for host in &hosts {
+            host.shutdown().await;
+        }
+    });
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2] as f64 / 1e3
+    };
+    let (native, on, off) = (median(&mut native), median(&mut on), median(&mut off));
+    println!(
+        "1 ms ticker's longest gap during {round_trips} mpsc round trips, current-thread, median of {rounds}: native {native:.1} ms | plugin, cooperative budget on {on:.1} ms ({:.2}x native) | off {off:.1} ms ({:.2}x)",
+        on / native,
+        off / native,
+    );
+}
+
 fn main() {
     if let Ok(spec) = std::env::var("HORIZON_BENCH_ONLY") {
+        if let Some(round_trips) = spec.strip_prefix("ticker:") {
+            return ticker_gaps(5, round_trips.parse().expect("a number of round trips"));
+        }
         return only(&spec);
     }
     let smoke = std::env::args().any(|a| a == "--test");
@@ -223,6 +319,8 @@ fn main() {
             percentile(&routed, 0.99) as f64 / 1e3,
         );
     }
+
+    ticker_gaps(rounds.min(5), scale(2_000_000));
 
     let rt = common::multi_thread();
     let host = PluginHost::new(rt.handle().clone());

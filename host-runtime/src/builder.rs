@@ -29,6 +29,7 @@ pub struct HostBuilder {
     trust: TrustPolicy,
     poll_timing: PollTiming,
     slow_poll: Option<Duration>,
+    cooperative: bool,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -42,6 +43,7 @@ impl std::fmt::Debug for HostBuilder {
             .field("trust", &self.trust)
             .field("poll_timing", &self.poll_timing)
             .field("slow_poll", &self.slow_poll)
+            .field("cooperative_budget", &self.cooperative)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +141,27 @@ impl HostBuilder {
         self
     }
 
+    /// Whether plugins give every poll of their code a cooperative budget
+    /// in their own copy of tokio (default: yes). Tokio makes a task that
+    /// only awaits always-ready resources (a channel with room, a
+    /// semaphore with permits) yield every 128 of them, so one busy task
+    /// cannot hold a worker; a plugin's channels are of its own tokio copy,
+    /// whose budget no scheduler sets. With this on, the SDK sets it around
+    /// each poll, through a `block_on` of the plugin's private runtime: a
+    /// few hundred instructions per poll (BENCHMARKS.md). Off, such a loop
+    /// in a plugin holds its worker until it ends (the slow-poll warning
+    /// names it). Plugins without a private runtime
+    /// (`Plugin::PRIVATE_RUNTIME = false`) and those built with an SDK
+    /// before boundary 4.2 give no budget either way. With it on, a
+    /// plugin's poll counts as inside a runtime for its tokio copy, as a
+    /// native task's does: that copy's blocking calls (`blocking_lock`,
+    /// `blocking_recv`) panic in async code, as tokio's do in a native
+    /// task, where off they blocked the host worker.
+    pub fn cooperative_budget(mut self, on: bool) -> Self {
+        self.cooperative = on;
+        self
+    }
+
     /// The host.
     pub fn build(self) -> PluginHost {
         PluginHost::from_env(Env {
@@ -153,6 +176,7 @@ impl HostBuilder {
             log_sink: self.log_sink,
             trust: self.trust,
             poll_timer: PollTimer::new(self.poll_timing, self.slow_poll),
+            cooperative: self.cooperative,
         })
     }
 }
@@ -191,6 +215,7 @@ impl PluginHost {
             trust: TrustPolicy::any_file(),
             poll_timing: PollTiming::default(),
             slow_poll: Some(DEFAULT_SLOW_POLL),
+            cooperative: true,
         }
     }
 }

@@ -33,6 +33,17 @@ pub(crate) struct Env {
     pub(crate) log_sink: Option<LogSink>,
     pub(crate) trust: TrustPolicy,
     pub(crate) poll_timer: PollTimer,
+    /// See [`crate::HostBuilder::cooperative_budget`].
+    pub(crate) cooperative: bool,
+}
+
+impl Env {
+    /// The `HostApi::flags` of this host's plugins.
+    fn flags(&self) -> u32 {
+        use horizon_plugin_sdk::abi::{FLAG_COOPERATIVE, FLAG_STRICT_UNLOAD};
+        let flag = |on: bool, flag: u32| if on { flag } else { 0 };
+        flag(self.strict_unload, FLAG_STRICT_UNLOAD) | flag(self.cooperative, FLAG_COOPERATIVE)
+    }
 }
 
 /// A loaded library and what the host must keep alive for it.
@@ -110,7 +121,7 @@ impl LoadedPlugin {
             env.handle.clone(),
             id,
             info.name.clone(),
-            env.strict_unload,
+            env.flags(),
             env.log_sink.clone(),
             env.poll_timer,
         );

@@ -126,6 +126,106 @@ fn thousand_concurrent_emits_current_thread() {
     });
 }
 
+/// The same loop of `tokio::sync::mpsc` round trips (every one ready at
+/// once) yields as often in a plugin task as in a native one, and a host
+/// task on the current-thread runtime runs meanwhile: the plugin's own
+/// tokio copy gets a cooperative budget per poll
+/// (`HostBuilder::cooperative_budget`, on by default), in a handler's
+/// polls and in a spawned task's, also after a panic in a poll of the same
+/// plugin. Off, the loop takes one poll and nothing else runs on the worker
+/// until it ends.
+#[test]
+fn a_plugin_loop_on_its_own_tokio_channels_yields_like_a_native_task() {
+    const ROUND_TRIPS: u64 = 100_000;
+    for cooperative in [true, false] {
+        let rt = current_thread();
+        let host = PluginHost::builder(rt.handle().clone())
+            .cooperative_budget(cooperative)
+            .build();
+        rt.block_on(async {
+            let basic = Basic::load(host.clone()).await;
+            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted = std::sync::Arc::clone(&ticks);
+            let ticker = tokio::spawn(async move {
+                loop {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            tokio::task::yield_now().await;
+            // How many polls the loop takes natively: one per yield.
+            let native_polls = tokio::spawn(async {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(1);
+                let mut round_trips = Box::pin(async move {
+                    for i in 0..ROUND_TRIPS {
+                        tx.send(i).await.unwrap();
+                        std::hint::black_box(rx.recv().await);
+                    }
+                });
+                let mut polls = 0u64;
+                std::future::poll_fn(|cx| {
+                    polls += 1;
+                    round_trips.as_mut().poll(cx)
+                })
+                .await;
+                polls
+            })
+            .await
+            .unwrap();
+            // A panic in a poll of this plugin first: the budget's state on
+            // this thread must not stay behind.
+            let (report, _) = basic.try_run("panic", 0).await;
+            assert_eq!(report.failures.len(), 1);
+            let (in_task, arg) = (basic.clone(), ROUND_TRIPS);
+            let spawned = tokio::spawn(async move { in_task.run("mpsc_loop_task", arg).await })
+                .await
+                .unwrap();
+            let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            let reply = tokio::spawn(async move { basic.run("mpsc_loop", ROUND_TRIPS).await })
+                .await
+                .unwrap();
+            let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+            ticker.abort();
+            assert_eq!(reply["sum"], ROUND_TRIPS * (ROUND_TRIPS - 1) / 2);
+            assert_eq!(spawned["sum"], reply["sum"]);
+            let task_polls = spawned["polls"].as_u64().unwrap();
+            let plugin_polls = reply["polls"].as_u64().unwrap();
+            // A send and a receive each spend one of 128 units.
+            assert!(
+                native_polls >= ROUND_TRIPS / 64,
+                "native: {native_polls} polls"
+            );
+            if cooperative {
+                for (polls, where_) in [(plugin_polls, "a handler"), (task_polls, "a spawned task")]
+                {
+                    assert!(
+                        polls >= native_polls / 2 && polls <= native_polls * 2,
+                        "the loop in {where_} took {polls} polls, the native one {native_polls}"
+                    );
+                }
+                // The current-thread scheduler runs a task that yielded
+                // with `yield_now` when it next checks its timers and IO
+                // (every 61 polls): at least that often.
+                assert!(
+                    during >= plugin_polls / 61 / 2,
+                    "the host task ran {during} times while the plugin yielded {plugin_polls} times"
+                );
+            } else {
+                assert_eq!(
+                    (plugin_polls, task_polls),
+                    (1, 1),
+                    "no budget: the loop never yields"
+                );
+                assert!(
+                    during <= 2,
+                    "the host task ran {during} times during a loop that never yields"
+                );
+            }
+            host.shutdown().await;
+        });
+    }
+}
+
 /// A plugin loop that only calls `tokio::task::consume_budget` yields to
 /// the host's scheduler as a native task does: the call is routed to the
 /// host's cooperative budget (the `budget` service, boundary 4.1), which

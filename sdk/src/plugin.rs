@@ -53,9 +53,13 @@ pub trait Plugin: Default + Send + 'static {
     /// reload often: entering makes this copy of tokio register a
     /// thread-local destructor on each host thread that polls the plugin,
     /// and glibc keeps an unloaded library mapped until the threads holding
-    /// its destructors exit. (Awaiting the plugin's own tokio types on host
-    /// threads, a `tokio::sync` channel or `select!`, registers one too,
-    /// private runtime or not; see the README's "What a reload costs".)
+    /// its destructors exit (tokio's context, and with the host's
+    /// cooperative budget on, its thread parker). (Awaiting the plugin's own
+    /// tokio types on host threads, a `tokio::sync` channel or `select!`,
+    /// registers one too, private runtime or not; see the README's "What a
+    /// reload costs".) Without a private runtime the plugin's own tokio
+    /// resources get no cooperative budget
+    /// (`HostBuilder::cooperative_budget`).
     const PRIVATE_RUNTIME: bool = true;
 
     /// Called once after the host loaded the plugin: register handlers, start tasks.

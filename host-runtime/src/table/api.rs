@@ -13,7 +13,7 @@ use std::time::Duration;
 use horizon_plugin_sdk::Event;
 use horizon_plugin_sdk::abi::guard::catch;
 use horizon_plugin_sdk::abi::{
-    ABI_VERSION, BlockingJob, FLAG_STRICT_UNLOAD, HostApi, RStatus, RStr, RawFuture, RawHandler,
+    ABI_VERSION, BlockingJob, HostApi, RStatus, RStr, RawFuture, RawHandler,
 };
 
 use super::log;
@@ -24,12 +24,12 @@ use crate::sync::lock;
 /// The service table of the `Services` at `data`: this module's functions.
 /// `data` is only stored here, and dereferenced by those functions, which
 /// the plugin calls after `init`, once the `Services` is built.
-pub(super) fn table(data: *const c_void, strict: bool, every_level: bool) -> HostApi {
+pub(super) fn table(data: *const c_void, flags: u32, every_level: bool) -> HostApi {
     HostApi {
         abi_version: ABI_VERSION,
         size: size_of::<HostApi>() as u32,
         data,
-        flags: if strict { FLAG_STRICT_UNLOAD } else { 0 },
+        flags,
         spawn: host_spawn,
         spawn_blocking: host_spawn_blocking,
         task_abort: host_task_abort,

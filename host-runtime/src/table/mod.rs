@@ -33,12 +33,12 @@ pub(crate) fn new_services(
     handle: Handle,
     id: PluginId,
     name: String,
-    strict: bool,
+    flags: u32,
     log_sink: Option<LogSink>,
     timer: PollTimer,
 ) -> Arc<Services> {
     let every_level = log_sink.is_some();
     Services::new(bus, handle, id, name, log_sink, timer, |data| {
-        api::table(data, strict, every_level)
+        api::table(data, flags, every_level)
     })
 }

@@ -237,9 +237,8 @@ where
         waker::with_context(waker, |cx| {
             panics::at(site, || {
                 catch(|| {
-                    injected::enter_private();
                     // SAFETY: the future is pinned in the cell: never moved, dropped in place.
-                    Pin::new_unchecked(fut).poll(cx)
+                    injected::budgeted(cx, |cx| Pin::new_unchecked(fut).poll(cx))
                 })
             })
         })

@@ -35,6 +35,10 @@ pub(crate) struct Injected {
     private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     /// Handle of `private`, entered around polls (`None`: no private runtime).
     private_handle: Option<tokio::runtime::Handle>,
+    /// Whether polls get a budget of this copy of tokio ([`budgeted`]):
+    /// the host set [`crate::abi::FLAG_COOPERATIVE`] and there is a
+    /// private runtime.
+    cooperative: bool,
     /// Threads of `private` that have not finished (`on_thread_start` and
     /// `on_thread_stop`), so `uninstall` can tell whether they stopped.
     private_threads: Arc<AtomicUsize>,
@@ -61,6 +65,9 @@ impl Injected {
                     .thread_name(format!("horizon-plugin-{name}"))
                     .on_thread_start(move || {
                         started.fetch_add(1, Ordering::SeqCst);
+                        // Plugin code polled here (none is, today) must not
+                        // start a `block_on` inside this runtime's worker.
+                        BUDGETED.set(true);
                     })
                     .on_thread_stop(move || {
                         stopped.fetch_sub(1, Ordering::SeqCst);
@@ -70,6 +77,7 @@ impl Injected {
             })
             .transpose()?;
         Ok(Box::new(Injected {
+            cooperative: private.is_some() && api.flags & crate::abi::FLAG_COOPERATIVE != 0,
             api,
             origin,
             private_handle: private.as_ref().map(|rt| rt.handle().clone()),
@@ -167,6 +175,61 @@ thread_local! {
     /// (`Injected::start` numbers them from 1, and a `u64` does not wrap),
     /// so a plain `u64` says "none" without an `Option` to test.
     static ENTERED_GENERATION: Cell<u64> = const { Cell::new(0) };
+    /// Set while this thread polls plugin code inside [`budgeted`], so a
+    /// nested poll (a handler of this plugin that its own emit polls
+    /// inline) does not start a second `block_on`, which tokio refuses.
+    static BUDGETED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs one poll of plugin code (`poll`, given the host's context `cx`)
+/// with a fresh cooperative budget in this library's copy of tokio, as
+/// tokio's schedulers give every task poll: the plugin's own tokio
+/// resources (channels, semaphores, its sockets) then return `Pending`
+/// after 128 ready operations in one poll, waking `cx`'s waker (the host
+/// task's) at once, so a plugin task that only awaits ready resources
+/// yields its host worker like a native task.
+///
+/// Tokio sets that budget only in its schedulers and in `block_on`, and no
+/// scheduler of this copy runs plugin tasks; so the poll runs inside a
+/// `block_on` of the private runtime whose future polls `poll` once, with
+/// `cx`, and completes at once (its own waker is never used: no scheduler
+/// context is set there, so tokio wakes `cx`'s waker directly). Without a
+/// private runtime (`Plugin::PRIVATE_RUNTIME = false`), or nested inside
+/// another such poll on this thread, it only polls.
+#[inline]
+pub(crate) fn budgeted<R>(cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> R) -> R {
+    enter_private();
+    match injected() {
+        Some(Injected {
+            cooperative: true,
+            private_handle: Some(handle),
+            ..
+        }) if !BUDGETED.get() => poll_in_block_on(handle, cx, poll),
+        _ => poll(cx),
+    }
+}
+
+fn poll_in_block_on<R>(
+    handle: &tokio::runtime::Handle,
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> R,
+) -> R {
+    /// Clears `BUDGETED`, also when `poll` unwinds.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            BUDGETED.set(false);
+        }
+    }
+    BUDGETED.set(true);
+    let _leave = Leave;
+    let mut poll = Some(poll);
+    handle.block_on(std::future::poll_fn(move |_own| {
+        let poll = poll
+            .take()
+            .expect("polled once: it completes at its first poll");
+        Poll::Ready(poll(&mut *cx))
+    }))
 }
 
 /// Makes the private runtime, if any, the current runtime of this plugin's
@@ -313,12 +376,7 @@ impl<F: Future> Future for Guarded<F> {
         let Some(inner) = fut.as_mut().as_pin_mut() else {
             panic!("`Guarded` polled after completion");
         };
-        let out = match panics::at(*this.site, || {
-            catch(|| {
-                enter_private();
-                inner.poll(cx)
-            })
-        }) {
+        let out = match panics::at(*this.site, || catch(|| budgeted(cx, |cx| inner.poll(cx)))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
