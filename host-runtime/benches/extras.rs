@@ -88,7 +88,13 @@ fn interleaved(
 fn only(spec: &str) {
     let (which, iters) = spec.split_once(':').expect("<loop>:<iters>");
     let iters: u64 = iters.parse().expect("a number of iterations");
-    let loaded = Loaded::new(common::current_thread(), 1);
+    // `HORIZON_BENCH_NO_BUDGET=1`: without the plugin's cooperative budget.
+    let cooperative = std::env::var_os("HORIZON_BENCH_NO_BUDGET").is_none_or(|v| v != "1");
+    let rt = common::current_thread();
+    let host = PluginHost::builder(rt.handle().clone())
+        .cooperative_budget(cooperative)
+        .build();
+    let loaded = Loaded::with_host(rt, host, 1);
     let rt = &loaded.rt;
     let _elapsed = match which {
         "spawn_native" => native(rt, move || support::native_spawn_loop(iters)),
@@ -106,8 +112,8 @@ fn only(spec: &str) {
 
 /// A 1 ms ticker task's longest gap on a current-thread runtime while
 /// another task runs `round_trips` send/receive pairs through a tokio mpsc
-/// channel of capacity 1 (every one ready at once): natively, and in the
-/// `basic` plugin with the cooperative budget on and off. Alternating
+/// channel of capacity 1 (every one ready at once): natively, and in a
+/// task of the `basic` plugin with the cooperative budget on and off. Alternating
 /// rounds; medians printed.
 fn ticker_gaps(rounds: usize, round_trips: u64) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -159,7 +165,7 @@ fn ticker_gaps(rounds: usize, round_trips: u64) {
                 let host = host.clone();
                 async move {
                     let request =
-                        json!({ "id": round, "scenario": "mpsc_loop", "arg": round_trips });
+                        json!({ "id": round, "scenario": "mpsc_loop_task", "arg": round_trips });
                     let report = host.emit("basic:run", &request).await.unwrap();
                     assert!(report.is_ok(), "{:?}", report.failures);
                 }

@@ -141,15 +141,17 @@ impl HostBuilder {
         self
     }
 
-    /// Whether plugins give every poll of their code a cooperative budget
-    /// in their own copy of tokio (default: yes). Tokio makes a task that
+    /// Whether plugins give every poll of their tasks a cooperative budget
+    /// in their own copy of tokio (default: yes; handlers' polls, on the
+    /// emit path, get none). Tokio makes a task that
     /// only awaits always-ready resources (a channel with room, a
     /// semaphore with permits) yield every 128 of them, so one busy task
     /// cannot hold a worker; a plugin's channels are of its own tokio copy,
     /// whose budget no scheduler sets. With this on, the SDK sets it around
-    /// each poll, through a `block_on` of the plugin's private runtime: a
-    /// few hundred instructions per poll (BENCHMARKS.md). Off, such a loop
-    /// in a plugin holds its worker until it ends (the slow-poll warning
+    /// each poll of a plugin task, through a `block_on` of the plugin's
+    /// private runtime: about 120 ns per poll here (BENCHMARKS.md). Off,
+    /// such a loop in a plugin task holds its worker until it ends (as one
+    /// in a handler always does; the slow-poll warning
     /// names it). Plugins without a private runtime
     /// (`Plugin::PRIVATE_RUNTIME = false`) and those built with an SDK
     /// before boundary 4.2 give no budget either way. With it on, a

@@ -419,11 +419,12 @@ pub const SHUTDOWN_STUCK: u32 = 2;
 /// check can run (see [`guard::entered`]).
 pub const FLAG_STRICT_UNLOAD: u32 = 1;
 
-/// [`HostApi::flags`]: give every poll of plugin code a cooperative budget
-/// in the plugin's own copy of tokio (as tokio's schedulers give each task
-/// poll), so a plugin task that only awaits ready resources of that copy
-/// (its channels, semaphores, sockets) yields its host worker as a native
-/// task does. Costs a `block_on` of the plugin's private runtime per poll
+/// [`HostApi::flags`]: give every poll of a plugin task a cooperative
+/// budget in the plugin's own copy of tokio (as tokio's schedulers give
+/// each task poll), so a plugin task that only awaits ready resources of
+/// that copy (its channels, semaphores, sockets) yields its host worker as
+/// a native task does (handlers' polls, on the emit path, get none). Costs
+/// a `block_on` of the plugin's private runtime per task poll
 /// (BENCHMARKS.md); plugins without a private runtime ignore it. Inside
 /// such a poll the plugin's tokio copy counts as running a runtime, as
 /// inside a native task: its blocking calls (`blocking_lock`,

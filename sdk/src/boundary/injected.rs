@@ -181,13 +181,15 @@ thread_local! {
     static BUDGETED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs one poll of plugin code (`poll`, given the host's context `cx`)
+/// Runs one poll of a plugin task (`poll`, given the host's context `cx`)
 /// with a fresh cooperative budget in this library's copy of tokio, as
 /// tokio's schedulers give every task poll: the plugin's own tokio
 /// resources (channels, semaphores, its sockets) then return `Pending`
 /// after 128 ready operations in one poll, waking `cx`'s waker (the host
 /// task's) at once, so a plugin task that only awaits ready resources
-/// yields its host worker like a native task.
+/// yields its host worker like a native task. Only tasks' polls
+/// (`cell::poll_task`): a handler's poll is on the emit path, where the
+/// cost of this (BENCHMARKS.md) would fall on every event.
 ///
 /// Tokio sets that budget only in its schedulers and in `block_on`, and no
 /// scheduler of this copy runs plugin tasks; so the poll runs inside a
@@ -209,6 +211,8 @@ pub(crate) fn budgeted<R>(cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'
     }
 }
 
+// Out of line: the path without a budget stays as short as before.
+#[inline(never)]
 fn poll_in_block_on<R>(
     handle: &tokio::runtime::Handle,
     cx: &mut Context<'_>,
@@ -376,7 +380,16 @@ impl<F: Future> Future for Guarded<F> {
         let Some(inner) = fut.as_mut().as_pin_mut() else {
             panic!("`Guarded` polled after completion");
         };
-        let out = match panics::at(*this.site, || catch(|| budgeted(cx, |cx| inner.poll(cx)))) {
+        // Handler and lifecycle futures get no budget of the plugin's tokio
+        // (only its tasks do, see `budgeted`): the emit path stays as cheap
+        // as it was; a handler that loops on the plugin's own channels
+        // belongs in a task.
+        let out = match panics::at(*this.site, || {
+            catch(|| {
+                enter_private();
+                inner.poll(cx)
+            })
+        }) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
