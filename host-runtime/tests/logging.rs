@@ -4,26 +4,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{Basic, multi_thread};
+use common::{Basic, Captured, multi_thread};
 use horizon_plugin_host::PluginHost;
 use serde_json::json;
-
-/// A writer into a shared buffer, for the host's `fmt` subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn plugin_logs_arrive_in_the_host_subscriber_filtered_by_the_host() {

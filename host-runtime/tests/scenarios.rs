@@ -126,6 +126,23 @@ fn thousand_concurrent_emits_current_thread() {
     });
 }
 
+/// A host task that counts its polls, yielding after each: how often the
+/// scheduler got to it. Abort it when done.
+fn counting_task() -> (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&ticks);
+    let ticker = tokio::spawn(async move {
+        loop {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    });
+    (ticks, ticker)
+}
+
 /// The same loop of `tokio::sync::mpsc` round trips (every one ready at
 /// once) yields as often in a plugin task as in a native one, and a host
 /// task on the current-thread runtime runs meanwhile: the plugin's own
@@ -144,14 +161,7 @@ fn a_plugin_loop_on_its_own_tokio_channels_yields_like_a_native_task() {
             .build();
         rt.block_on(async {
             let basic = Basic::load(host.clone()).await;
-            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let counted = std::sync::Arc::clone(&ticks);
-            let ticker = tokio::spawn(async move {
-                loop {
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            });
+            let (ticks, ticker) = counting_task();
             tokio::task::yield_now().await;
             // How many polls the loop takes natively: one per yield.
             let native_polls = tokio::spawn(async {
@@ -225,14 +235,7 @@ fn consume_budget_in_a_plugin_yields_like_a_native_task() {
         let host = PluginHost::new(rt.handle().clone());
         rt.block_on(async {
             let basic = Basic::load(host.clone()).await;
-            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let counted = std::sync::Arc::clone(&ticks);
-            let ticker = tokio::spawn(async move {
-                loop {
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            });
+            let (ticks, ticker) = counting_task();
             let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
             let yielded = tokio::spawn(async move { basic.run("budget", 12_800).await })
                 .await

@@ -6,28 +6,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Basic, current_thread, fixture, fresh_copy_of, multi_thread};
+use common::{Basic, Captured, current_thread, fixture, fresh_copy_of, multi_thread};
 use horizon_plugin_host::{Event, PluginHost, PluginId, PluginStats, PollTiming};
 use serde_json::json;
-
-/// A writer into a shared buffer, for the host's `fmt` subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Installs, once for this test binary, a global `tracing` subscriber
 /// (warnings and errors, captured) and, with the `metrics` feature, a

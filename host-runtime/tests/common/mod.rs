@@ -491,3 +491,18 @@ pub fn block_on_plain_thread<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// A writer into a shared buffer, for a host's `fmt` subscriber in tests
+/// that read what was logged.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

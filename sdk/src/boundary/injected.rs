@@ -35,9 +35,9 @@ pub(crate) struct Injected {
     private: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     /// Handle of `private`, entered around polls (`None`: no private runtime).
     private_handle: Option<tokio::runtime::Handle>,
-    /// Whether polls get a budget of this copy of tokio ([`budgeted`]):
-    /// the host set [`crate::abi::FLAG_COOPERATIVE`] and there is a
-    /// private runtime.
+    /// Whether the host set [`crate::abi::FLAG_COOPERATIVE`]: task polls
+    /// get a budget of this copy of tokio ([`budgeted`]) if there is also
+    /// a private runtime.
     cooperative: bool,
     /// Threads of `private` that have not finished (`on_thread_start` and
     /// `on_thread_stop`), so `uninstall` can tell whether they stopped.
@@ -77,7 +77,7 @@ impl Injected {
             })
             .transpose()?;
         Ok(Box::new(Injected {
-            cooperative: private.is_some() && api.flags & crate::abi::FLAG_COOPERATIVE != 0,
+            cooperative: api.flags & crate::abi::FLAG_COOPERATIVE != 0,
             api,
             origin,
             private_handle: private.as_ref().map(|rt| rt.handle().clone()),
