@@ -1,6 +1,7 @@
 //! The event bus: who is subscribed to which event, and delivering one
 //! event to each of them (host handlers called in place, plugin handlers
-//! polled once inline and moved into a task of their plugin if pending).
+//! polled once inline and moved into a task of their plugin if pending);
+//! and who answers which call, and running one call the same way.
 //!
 //! Lock order: see `crate::table`.
 
@@ -10,19 +11,21 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, Waker};
 
-use horizon_plugin_sdk::Event;
 use horizon_plugin_sdk::abi::RStr;
 use horizon_plugin_sdk::abi::guard::{catch, panic_message};
+use horizon_plugin_sdk::{Event, PluginError};
 use rustc_hash::FxHashMap;
 
+use crate::error::CallError;
 use crate::info::PluginId;
 use crate::report::{EmitReport, FailureKind, HandlerFailure, Outcome, Tally, status_outcome};
 use crate::stats::{Site, SiteRef};
 use crate::sync::{read, write};
-use crate::table::{EventBus, NamedHandler, PluginHandler};
+use crate::table::{EventBus, NamedHandler, PluginHandler, Services};
 
-/// A host handler (`PluginHost::on`, `on_any`).
-pub(crate) type HostHandler = Arc<dyn Fn(Event) + Send + Sync>;
+/// A host handler (`PluginHost::on`, `on_any`, `on_event`): an error is a
+/// failure in the report (a typed handler's payload that did not decode).
+pub(crate) type HostHandler = Arc<dyn Fn(Event) -> Result<(), PluginError> + Send + Sync>;
 
 /// One subscription to an event name.
 #[derive(Clone)]
@@ -48,6 +51,54 @@ struct Subscriptions {
     named: FxHashMap<String, Arc<[Subscriber]>>,
     /// Host handlers of every event (`on_any`), replaced the same way.
     any: Option<Arc<[HostHandler]>>,
+    /// The answering handler of each call name, once its plugin is active.
+    answers: FxHashMap<String, Arc<PluginHandler>>,
+    /// Which plugin holds each call name (its id and name): claimed when
+    /// the handler registers (before its plugin is active, so two plugins
+    /// loading at once cannot both get it), released with the plugin's
+    /// subscriptions, handed over by a reload's swap.
+    claims: FxHashMap<String, (PluginId, String)>,
+}
+
+impl Subscriptions {
+    /// Removes every subscription, answer and claim of plugin `id`.
+    fn remove_plugin(&mut self, id: PluginId) {
+        remove_plugin(&mut self.named, id);
+        self.answers.retain(|_, h| h.services.id != id);
+        self.claims.retain(|_, (owner, _)| *owner != id);
+    }
+
+    /// Adds plugin handlers: event handlers to their event's list, answers
+    /// to the call table (a name someone else claimed meanwhile stays
+    /// theirs; see `Bus::claim`).
+    fn add(&mut self, new: Vec<(String, Subscriber)>) {
+        for (event, subscriber) in new {
+            if let Subscriber::Plugin(handler) = &subscriber
+                && handler.answers
+            {
+                let services = &handler.services;
+                match self.claims.get(&event) {
+                    Some((owner, name)) if *owner != services.id => tracing::warn!(
+                        plugin = %services.name,
+                        id = %services.id,
+                        "not answering `{event}`: plugin `{name}` ({owner}) claimed it meanwhile"
+                    ),
+                    _ => {
+                        self.claims
+                            .insert(event.clone(), (services.id, services.name.clone()));
+                        self.answers.insert(event, Arc::clone(handler));
+                    }
+                }
+                continue;
+            }
+            let list = self.named.entry(event).or_default();
+            *list = list
+                .iter()
+                .cloned()
+                .chain(std::iter::once(subscriber))
+                .collect();
+        }
+    }
 }
 
 /// Removes every subscription of plugin `id`.
@@ -64,17 +115,19 @@ fn remove_plugin(subs: &mut FxHashMap<String, Arc<[Subscriber]>>, id: PluginId) 
     subs.retain(|_, list| !list.is_empty());
 }
 
-/// Calls a host handler, turning a panic into a failure in `report`.
+/// Calls a host handler, turning an error or a panic into a failure in `report`.
 fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut Tally) {
-    match catch(|| handler(event.clone())) {
-        Ok(()) => report.delivered += 1,
-        Err(message) => report.failures.push(HandlerFailure {
-            plugin: None,
-            subscriber: "host".to_owned(),
-            event: event.name().to_owned(),
-            kind: FailureKind::Panicked(message),
-        }),
-    }
+    let kind = match catch(|| handler(event.clone())) {
+        Ok(Ok(())) => return report.delivered += 1,
+        Ok(Err(e)) => FailureKind::Failed(e.to_string()),
+        Err(message) => FailureKind::Panicked(message),
+    };
+    report.failures.push(HandlerFailure {
+        plugin: None,
+        subscriber: "host".to_owned(),
+        event: event.name().to_owned(),
+        kind,
+    });
 }
 
 /// How many handler polls may nest inline on one thread (see `start_handler`).
@@ -85,14 +138,27 @@ thread_local! {
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// How a plugin handler's run for one event went, or is going.
-enum HandlerRun {
+/// How a plugin handler's run for one event went, or is going: its
+/// outcome `O`, host-owned (made from the plugin's status before the
+/// plugin's count of the call is released).
+enum HandlerRun<O> {
     /// The plugin is being unloaded; the handler did not run.
     Refused,
     /// It finished on its first poll.
-    Done(Outcome),
+    Done(O),
     /// It runs as a task of its plugin (`None`: cancelled by unload).
-    Task(tokio::task::JoinHandle<Option<Outcome>>),
+    Task(tokio::task::JoinHandle<Option<O>>),
+}
+
+/// An answering handler's outcome: the answer's payload in wire form.
+type Answer = Result<Vec<u8>, FailureKind>;
+
+/// An answering handler's status as a host-owned [`Answer`].
+fn answer_outcome(status: horizon_plugin_sdk::abi::RStatus) -> Answer {
+    match status.code {
+        horizon_plugin_sdk::abi::STATUS_OK => Ok(status.message.as_bytes().to_vec()),
+        _ => status_outcome(status).map(|()| Vec::new()),
+    }
 }
 
 /// The subscriptions of one host, and the quarantine policy applied to
@@ -123,6 +189,17 @@ impl EventBus for Bus {
 
     fn remove(&self, plugin: PluginId) {
         self.remove_subscribers(plugin);
+    }
+
+    fn call(
+        &self,
+        event: Event,
+    ) -> Pin<Box<dyn Future<Output = Result<Event, CallError>> + Send + '_>> {
+        Box::pin(Bus::call(self, event))
+    }
+
+    fn claim(&self, name: &str, services: &Services) -> Result<(), String> {
+        self.claim_name(name, services)
     }
 }
 
@@ -157,24 +234,37 @@ impl Bus {
         );
     }
 
-    /// Removes `old`'s subscriptions and adds `new` ones under one write lock.
+    /// Removes `old`'s subscriptions (and answers and claims) and adds
+    /// `new` ones under one write lock.
     fn swap_subscribers(&self, old: Option<PluginId>, new: Vec<(String, Subscriber)>) {
         let mut subs = write(&self.subscribers);
         if let Some(old) = old {
-            remove_plugin(&mut subs.named, old);
+            subs.remove_plugin(old);
         }
-        for (event, subscriber) in new {
-            let list = subs.named.entry(event).or_default();
-            *list = list
-                .iter()
-                .cloned()
-                .chain(std::iter::once(subscriber))
-                .collect();
-        }
+        subs.add(new);
     }
 
     pub(crate) fn remove_subscribers(&self, id: PluginId) {
-        remove_plugin(&mut write(&self.subscribers).named, id);
+        write(&self.subscribers).remove_plugin(id);
+    }
+
+    /// See [`EventBus::claim`].
+    fn claim_name(&self, name: &str, services: &Services) -> Result<(), String> {
+        let mut subs = write(&self.subscribers);
+        match subs.claims.get(name) {
+            None => {
+                subs.claims
+                    .insert(name.to_owned(), (services.id, services.name.clone()));
+                Ok(())
+            }
+            Some((owner, _)) if Some(*owner) == services.replaces => Ok(()),
+            Some((owner, _)) if *owner == services.id => {
+                Err(format!("this plugin answers `{name}` already"))
+            }
+            Some((owner, holder)) => Err(format!(
+                "`{name}` is answered by plugin `{holder}` ({owner}) already: one handler per call name"
+            )),
+        }
     }
 
     /// Delivers one event to every subscriber and waits for all of them.
@@ -205,6 +295,7 @@ impl Bus {
                             handler,
                             &event,
                             *in_context.get_or_insert_with(in_runtime_context),
+                            status_outcome,
                         ) {
                             HandlerRun::Task(task) => running.push((handler, task)),
                             HandlerRun::Done(outcome) => {
@@ -227,42 +318,83 @@ impl Bus {
         // every handler on its first poll and need no clock. `None` inside:
         // a timeout too long to add to the clock (no deadline).
         let mut deadline = None;
-        for (handler, mut task) in running {
-            // In the runtime's context: its clock (which a test may have
-            // paused) and its timer, so the deadline works from a thread
-            // outside it too; polled from wherever the emit is.
-            let bounded = {
-                let _enter = self.handle.enter();
-                let deadline = *deadline.get_or_insert_with(|| {
-                    tokio::time::Instant::now().checked_add(self.handler_timeout)
-                });
-                deadline.map(|at| tokio::time::timeout_at(at, &mut task))
-            };
-            let joined = match bounded {
-                Some(bounded) => bounded.await,
-                None => Ok((&mut task).await),
-            };
-            let status = match joined {
-                Ok(Ok(Some(outcome))) => outcome,
-                Ok(Err(e)) if e.is_panic() => {
-                    Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
-                }
-                Ok(Ok(None) | Err(_)) => {
-                    Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
-                }
-                Err(_) => {
-                    // Its plugin's count keeps it until its future is
-                    // dropped, which the abort makes happen on the runtime.
-                    task.abort();
-                    Err(FailureKind::TimedOut(format!(
-                        "still running after {:?}, aborted",
-                        self.handler_timeout
-                    )))
-                }
-            };
+        for (handler, task) in running {
+            let status = self.join(task, &mut deadline).await;
             self.record(handler, status, &event, &mut report);
         }
         report.into_report(event.into_name())
+    }
+
+    /// Waits for a handler's task until `deadline`, set by the first wait
+    /// of an emit (`None` inside: a timeout too long to add to the clock);
+    /// past it, aborts the task.
+    async fn join<T>(
+        &self,
+        mut task: tokio::task::JoinHandle<Option<Result<T, FailureKind>>>,
+        deadline: &mut Option<Option<tokio::time::Instant>>,
+    ) -> Result<T, FailureKind> {
+        // In the runtime's context: its clock (which a test may have
+        // paused) and its timer, so the deadline works from a thread
+        // outside it too; polled from wherever the emit is.
+        let bounded = {
+            let _enter = self.handle.enter();
+            let deadline = *deadline.get_or_insert_with(|| {
+                tokio::time::Instant::now().checked_add(self.handler_timeout)
+            });
+            deadline.map(|at| tokio::time::timeout_at(at, &mut task))
+        };
+        let joined = match bounded {
+            Some(bounded) => bounded.await,
+            None => Ok((&mut task).await),
+        };
+        match joined {
+            Ok(Ok(Some(outcome))) => outcome,
+            Ok(Err(e)) if e.is_panic() => {
+                Err(FailureKind::Panicked(panic_message(&*e.into_panic())))
+            }
+            Ok(Ok(None) | Err(_)) => {
+                Err(FailureKind::Cancelled("the plugin was unloaded".to_owned()))
+            }
+            Err(_) => {
+                // Its plugin's count keeps it until its future is
+                // dropped, which the abort makes happen on the runtime.
+                task.abort();
+                Err(FailureKind::TimedOut(format!(
+                    "still running after {:?}, aborted",
+                    self.handler_timeout
+                )))
+            }
+        }
+    }
+
+    /// Runs one call: the handler answering `event`'s name, started as an
+    /// event handler is (polled inline in a runtime's context), bounded by
+    /// the handler timeout, its outcome counted as a handler's (stats,
+    /// quarantine).
+    pub(crate) async fn call(&self, event: Event) -> Result<Event, CallError> {
+        let handler = read(&self.subscribers).answers.get(event.name()).cloned();
+        let Some(handler) = handler else {
+            return Err(CallError::NoHandler(event.name().to_owned()));
+        };
+        let run = self.start_handler(&handler, &event, in_runtime_context(), answer_outcome);
+        let answer = match run {
+            HandlerRun::Refused => Err(FailureKind::Cancelled(
+                "the plugin is being unloaded".to_owned(),
+            )),
+            HandlerRun::Done(answer) => answer,
+            HandlerRun::Task(task) => self.join(task, &mut None).await,
+        };
+        let mut tally = Tally::default();
+        let (wire, outcome) = match answer {
+            Ok(wire) => (Some(wire), Ok(())),
+            Err(kind) => (None, Err(kind)),
+        };
+        self.record(&handler, outcome, &event, &mut tally);
+        match (wire, tally.failures.pop()) {
+            (Some(wire), None) => Ok(Event::from_wire_bytes(event.name(), wire)),
+            (_, Some(failure)) => Err(CallError::Handler(failure)),
+            (None, None) => unreachable!("a failed outcome is recorded as a failure"),
+        }
     }
 
     /// Adds one plugin handler's outcome to `report`, and quarantines its
@@ -334,12 +466,15 @@ impl Bus {
     /// registered with the plugin,
     /// so unload waits for it before releasing the handler.
     /// `in_context`: [`in_runtime_context`] on this thread.
-    fn start_handler(
+    /// `outcome`: the handler's status made host-owned, in the task or
+    /// inline, before the plugin's count of the call is released.
+    fn start_handler<O: Send + 'static>(
         &self,
         handler: &Arc<PluginHandler>,
         event: &Event,
         in_context: bool,
-    ) -> HandlerRun {
+        outcome: fn(horizon_plugin_sdk::abi::RStatus) -> O,
+    ) -> HandlerRun<O> {
         let services = &handler.services;
         // A handler that emits polls the next handlers inline too; past a
         // bounded depth (a chain, or a cycle, of events) handlers run as
@@ -356,20 +491,24 @@ impl Bus {
                 // every task of its plugin is gone, and this is one. `ev`
                 // outlives the call (the plugin copies what it needs).
                 let fut = unsafe {
-                    (h.call)(h.data, RStr::new(ev.name()), RStr::from_bytes(ev.payload()))
+                    (h.call)(
+                        h.data,
+                        RStr::new(ev.name()),
+                        RStr::from_bytes(ev.wire_bytes()),
+                    )
                 };
-                status_outcome(fut.await)
+                outcome(fut.await)
             });
             let Some(task) = task else {
                 return HandlerRun::Refused;
             };
-            services.stats.handler_called(event.payload().len());
+            services.stats.handler_called(event.wire_bytes().len());
             return HandlerRun::Task(task);
         }
         let Some(inline) = services.register_inline() else {
             return HandlerRun::Refused;
         };
-        services.stats.handler_called(event.payload().len());
+        services.stats.handler_called(event.wire_bytes().len());
         INLINE_DEPTH.with(|d| d.set(depth + 1));
         // The handler's start and first poll, timed as one poll.
         let (fut, first) = services.timed_poll(SiteRef::Handler(event.name()), || {
@@ -380,7 +519,7 @@ impl Bus {
                 (handler.call)(
                     handler.data,
                     RStr::new(event.name()),
-                    RStr::from_bytes(event.payload()),
+                    RStr::from_bytes(event.wire_bytes()),
                 )
             };
             let first = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
@@ -390,14 +529,14 @@ impl Bus {
         let run = match first {
             Poll::Ready(status) => {
                 drop(fut);
-                HandlerRun::Done(status_outcome(status))
+                HandlerRun::Done(outcome(status))
             }
             Poll::Pending => {
                 let running = services.handler_started();
                 let site = Site::Handler(event.clone().into_name());
                 let task = services.spawn(site, async move {
                     let _running = running;
-                    status_outcome(fut.await)
+                    outcome(fut.await)
                 });
                 task.map_or(HandlerRun::Refused, HandlerRun::Task)
             }

@@ -196,6 +196,10 @@ pub enum EmitError {
     /// The payload does not serialize to JSON.
     #[error("event payload does not serialize to JSON: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// The payload does not encode in its event's codec (the message names
+    /// the event, the type and the codec).
+    #[error("{0}")]
+    Encode(#[source] horizon_plugin_sdk::PluginError),
 }
 
 /// Why [`PluginHost::reload`](crate::PluginHost::reload) did not complete.
@@ -227,4 +231,32 @@ fn loader_reason(error: &libloading::Error) -> String {
         Some(reason) => format!("{error}: {reason}"),
         None => error.to_string(),
     }
+}
+
+/// Why a call ([`PluginHost::call`](crate::PluginHost::call),
+/// [`call_event`](crate::PluginHost::call_event), or a plugin's
+/// `PluginContext::call`) has no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No plugin answers this name (none registered it, or its plugin is
+    /// not loaded, quarantined, or being unloaded).
+    #[error("no plugin answers `{0}`")]
+    NoHandler(String),
+    /// The answering handler failed ([`FailureKind::Failed`]: also a
+    /// request that did not decode, named in the message), panicked,
+    /// timed out (the host's handler timeout; it was aborted), or its
+    /// plugin was unloaded during the call ([`FailureKind::Cancelled`]).
+    ///
+    /// [`FailureKind::Failed`]: crate::FailureKind::Failed
+    /// [`FailureKind::Cancelled`]: crate::FailureKind::Cancelled
+    #[error("{0}")]
+    Handler(crate::HandlerFailure),
+    /// The request does not encode in its codec.
+    #[error("{0}")]
+    Encode(#[source] horizon_plugin_sdk::PluginError),
+    /// The answer does not decode as the expected type (the message names
+    /// the call, the type and the codec).
+    #[error("the answer to a call: {0}")]
+    Decode(#[source] horizon_plugin_sdk::PluginError),
 }

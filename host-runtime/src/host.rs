@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use horizon_plugin_sdk::Event;
+use horizon_plugin_sdk::{Event, Request, TypedEvent};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
 use crate::bus::HostHandler;
-use crate::error::{EmitError, LoadError, ReloadError, UnloadError};
+use crate::error::{CallError, EmitError, LoadError, ReloadError, UnloadError};
 use crate::info::{PluginId, PluginInfo};
 use crate::loaded::{Env, LoadedPlugin};
 use crate::report::EmitReport;
@@ -84,7 +84,52 @@ impl PluginHost {
     where
         F: Fn(Event) + Send + Sync + 'static,
     {
-        self.inner.env.bus.on(event, Arc::new(handler));
+        self.inner.env.bus.on(
+            event,
+            Arc::new(move |event| {
+                handler(event);
+                Ok(())
+            }),
+        );
+    }
+
+    /// Registers a host handler of the [`TypedEvent`] `T` (subscribed to
+    /// `T::NAME`), given the payload decoded, whatever codec the emitter
+    /// chose. A payload that does not decode is a
+    /// [`FailureKind::Failed`](crate::FailureKind::Failed) in the emit's
+    /// report naming the event, the type and the codec, and the handler is
+    /// not called.
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_plugin_host::{PluginHost, TypedEvent};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, TypedEvent)]
+    /// #[event(name = "score", codec = postcard)]
+    /// struct Score(u32);
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let host = PluginHost::new(tokio::runtime::Handle::current());
+    /// host.on_event(|score: Score| assert_eq!(score.0, 7));
+    /// let report = host.emit_event(&Score(7)).await.unwrap();
+    /// assert_eq!(report.delivered, 1);
+    /// // The same name with a payload of another type: a failure, not a panic.
+    /// let report = host.emit("score", &"seven").await.unwrap();
+    /// assert!(report.failures[0].to_string().contains("does not decode"));
+    /// # }
+    /// ```
+    pub fn on_event<T, F>(&self, handler: F)
+    where
+        T: TypedEvent,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        self.inner.env.bus.on(
+            T::NAME,
+            Arc::new(move |event: Event| {
+                handler(event.decode::<T>()?);
+                Ok(())
+            }),
+        );
     }
 
     /// Registers a host handler for every event, whatever its name (for
@@ -110,7 +155,10 @@ impl PluginHost {
     where
         F: Fn(Event) + Send + Sync + 'static,
     {
-        let handler: HostHandler = Arc::new(handler);
+        let handler: HostHandler = Arc::new(move |event| {
+            handler(event);
+            Ok(())
+        });
         self.inner.env.bus.on_any(handler);
     }
 
@@ -158,7 +206,7 @@ impl PluginHost {
 
     /// `shutdowns`: [`Inner::shutdowns`] when the load began.
     async fn load_now(&self, path: &Path, shutdowns: u64) -> Result<PluginId, LoadError> {
-        let plugin = self.open(path).await?;
+        let plugin = self.open(path, None).await?;
         let id = plugin.info.id;
         {
             let mut plugins = lock(&self.inner.plugins);
@@ -222,7 +270,7 @@ impl PluginHost {
         if *retired {
             return Err(ReloadError::NotLoaded(id));
         }
-        let new = self.open(path).await.map_err(ReloadError::Load)?;
+        let new = self.open(path, Some(id)).await.map_err(ReloadError::Load)?;
         let new_id = new.info.id;
         // The old copy's later subscriptions (from a task or handler still
         // running) are kept from the bus, so they cannot land beside the
@@ -266,12 +314,66 @@ impl PluginHost {
         payload: &T,
     ) -> Result<EmitReport, EmitError> {
         let payload = serde_json::to_vec(payload).map_err(EmitError::Serialize)?;
-        Ok(self
-            .inner
-            .env
-            .bus
-            .dispatch(Event::from_json_bytes(event, payload))
-            .await)
+        Ok(self.send(Event::from_json_bytes(event, payload)).await)
+    }
+
+    /// Sends the [`TypedEvent`] `payload`: named `T::NAME`, encoded with
+    /// `T::CODEC`. Otherwise as [`PluginHost::emit`].
+    ///
+    /// # Errors
+    /// If `payload` does not serialize.
+    pub async fn emit_event<T: TypedEvent>(&self, payload: &T) -> Result<EmitReport, EmitError> {
+        let event = Event::typed(payload).map_err(EmitError::Encode)?;
+        Ok(self.send(event).await)
+    }
+
+    /// Sends a prepared event, in whatever codec it was made with
+    /// ([`Event::encode`], [`Event::raw`]), to every handler of its name.
+    /// Otherwise as [`PluginHost::emit`].
+    pub async fn send(&self, event: Event) -> EmitReport {
+        self.inner.env.bus.dispatch(event).await
+    }
+
+    /// Asks the plugin that answers the [`Request`] `R`
+    /// (`PluginContext::answer`) and returns its answer, decoded. The
+    /// handler runs as an event handler does (its first poll inline, then
+    /// as a task of its plugin), within the handler timeout.
+    ///
+    /// # Errors
+    /// [`CallError`]: no plugin answers `R::NAME`, the handler failed (a
+    /// request that does not decode included), panicked or timed out, its
+    /// plugin was unloaded during the call, or the answer does not decode.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use horizon_plugin_host::{CallError, PluginHost, TypedEvent};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, TypedEvent)]
+    /// #[event(name = "door:may-open", codec = postcard, answer = bool)]
+    /// struct MayOpen {
+    ///     player: u64,
+    ///     door: u32,
+    /// }
+    ///
+    /// # async fn run(host: PluginHost) -> Result<(), CallError> {
+    /// if host.call(&MayOpen { player: 7, door: 3 }).await? {
+    ///     println!("open");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<R: Request>(&self, request: &R) -> Result<R::Answer, CallError> {
+        let request = Event::typed(request).map_err(CallError::Encode)?;
+        let answer = self.call_event(request).await?;
+        answer.decode().map_err(CallError::Decode)
+    }
+
+    /// Calls the handler answering `request`'s name with its payload, as it
+    /// is encoded; the answer is an event of the same name.
+    ///
+    /// # Errors
+    /// As [`PluginHost::call`], but for decoding the answer.
+    pub async fn call_event(&self, request: Event) -> Result<Event, CallError> {
+        self.inner.env.bus.call(request).await
     }
 
     /// Unloads a plugin: stops sending it events, runs its `on_unload` (with
@@ -394,9 +496,14 @@ async fn run_to_end<T: Send + 'static>(
 
 impl PluginHost {
     /// Loads a plugin under a new id (see `LoadedPlugin::open`).
-    async fn open(&self, path: &Path) -> Result<Arc<LoadedPlugin>, LoadError> {
+    /// Opens a new copy; `replaces`: the plugin a reload replaces.
+    async fn open(
+        &self,
+        path: &Path,
+        replaces: Option<PluginId>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let id = PluginId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        LoadedPlugin::open(&self.inner.env, path, id).await
+        LoadedPlugin::open(&self.inner.env, path, id, replaces).await
     }
 }
 

@@ -61,8 +61,8 @@ mod trust;
 
 pub use builder::{DEFAULT_HANDLER_TIMEOUT, HostBuilder};
 pub use declaration::{Declaration, ServiceNeed, TABLE_SIZES, TableSizes, inspect, inspect_with};
-pub use error::{EmitError, LoadError, ReloadError, UnloadError};
-pub use horizon_plugin_sdk::Event;
+pub use error::{CallError, EmitError, LoadError, ReloadError, UnloadError};
+pub use horizon_plugin_sdk::{Codec, Event, Request, TypedEvent};
 pub use host::PluginHost;
 pub use info::{PluginId, PluginInfo, PluginLog};
 pub use report::{EmitReport, FailureKind, HandlerFailure};

@@ -94,6 +94,7 @@ impl LoadedPlugin {
         env: &Env,
         path: &Path,
         id: PluginId,
+        replaces: Option<PluginId>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let path = path.to_path_buf();
         let admitted = admit(&env.trust, &path)?;
@@ -119,8 +120,7 @@ impl LoadedPlugin {
         let services = new_services(
             bus,
             env.handle.clone(),
-            id,
-            info.name.clone(),
+            (id, info.name.clone(), replaces),
             env.flags(),
             env.log_sink.clone(),
             env.poll_timer,

@@ -673,3 +673,43 @@ fn check_and_run_apply_a_trust_key() {
     assert!(stderr.contains("not a minisign public key"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_prints_binary_events_readably() {
+    let library = fixture("events");
+    let running = Running::start(
+        &[
+            "run",
+            library.to_str().unwrap(),
+            "--tick-ms",
+            "3600000",
+            "--seconds",
+            "120",
+            "--emit",
+            "events:show=null",
+        ],
+        &[],
+    );
+    running.wait_for("[events] events:raw-bytes", 1, Duration::from_secs(60));
+    // postcard is not self-describing: its codec and hex. The plugin's
+    // `PlayerMoved { player: 7, x: 1.0, y: 2.0, name: "ann" }`.
+    assert_eq!(
+        running.count("[events] player:moved (postcard, 13 bytes) 07000080 3f000000 4003616e 6e"),
+        1
+    );
+    // The plugin's typed handler decoded it and answered in JSON.
+    assert_eq!(
+        running.count(
+            r#"[events] events:typed-seen {"moved":{"player":7,"x":1.0,"y":2.0,"name":"ann"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        running.count(r#"[events] events:raw-text (raw) "hello""#),
+        1
+    );
+    assert_eq!(
+        running.count("[events] events:raw-bytes (raw, 4 bytes) 000102ff"),
+        1
+    );
+}

@@ -1,5 +1,6 @@
-//! The `#[horizon_plugin]` attribute of `horizon-plugin-sdk`. Use it through
-//! `horizon_plugin_sdk::horizon_plugin`; this crate is an implementation detail.
+//! The `#[horizon_plugin]` attribute and `#[derive(TypedEvent)]` of
+//! `horizon-plugin-sdk`. Use them through `horizon_plugin_sdk`; this crate is
+//! an implementation detail.
 //!
 //! The pipeline, one module a step: `parse` the attribute's input,
 //! `rewrite` the bodies (routing tokio paths through `paths`), `validate`
@@ -12,6 +13,7 @@ mod expand;
 mod parse;
 mod paths;
 mod rewrite;
+mod typed_event;
 mod validate;
 
 use proc_macro::TokenStream;
@@ -22,6 +24,15 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn horizon_plugin(args: TokenStream, input: TokenStream) -> TokenStream {
     pipeline(args.into(), input.into()).into()
+}
+
+/// Implements `horizon_plugin_sdk::TypedEvent` from `#[event(name = "..",
+/// codec = json | postcard)]`.
+///
+/// See `horizon_plugin_sdk::TypedEvent` for the documentation.
+#[proc_macro_derive(TypedEvent, attributes(event))]
+pub fn derive_typed_event(input: TokenStream) -> TokenStream {
+    typed_event::derive(input.into()).into()
 }
 
 /// The whole attribute, on `proc_macro2` tokens so it can be unit-tested.

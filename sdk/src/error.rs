@@ -27,6 +27,17 @@ impl PluginError {
         }
     }
 
+    /// An error with this message and `source` as its source.
+    pub(crate) fn with_source(
+        message: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PluginError {
+            message: message.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// Wraps another error, keeping it as the source.
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         PluginError {

@@ -1,4 +1,15 @@
-//! [`Event`]: a named JSON payload, as in Horizon's event system.
+//! [`Event`]: a named payload in one of a few codecs (JSON by default, as in
+//! Horizon's event system), and [`TypedEvent`], a type that names its event.
+//!
+//! # The payload on the wire
+//!
+//! Across the library boundary an event is its name and one byte string,
+//! the *wire form*: a JSON payload is its JSON text, unchanged (what every
+//! plugin of this boundary major reads); any other payload is a two-byte
+//! header, `0x00` (which no JSON text starts with) and the codec's id, then
+//! the encoded bytes. So the codec travels with the event and the receiver's
+//! [`Event::decode`] needs no knowledge of it, without a change to the
+//! boundary's types.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,46 +19,230 @@ use serde::de::DeserializeOwned;
 
 use crate::PluginError;
 
-/// An event: a name and a JSON payload. Cheap to clone.
+/// How an event's payload is encoded. The emitter picks it per event; it
+/// travels with the event ([`Event::codec`]).
+///
+/// `Postcard` is the compact binary codec: on the payloads a game server
+/// sends it is the smallest and the fastest to decode of those measured
+/// (`BENCHMARKS.md`, "Codecs for events"). It is not self-describing: the
+/// receiver needs the type, which a [`TypedEvent`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// JSON text (the default; readable in `horizon run`).
+    Json,
+    /// [postcard](https://docs.rs/postcard) 1.x, serde's compact binary format.
+    Postcard,
+    /// Bytes in the caller's own format; [`Event::payload`] reads them.
+    Raw,
+    /// A codec id this SDK does not know (sent by a newer one).
+    Unknown(u8),
+}
+
+/// First byte of the wire form of a payload that is not JSON.
+const TAGGED: u8 = 0x00;
+/// The wire header's length for a tagged payload.
+const HEADER: usize = 2;
+
+impl Codec {
+    /// The id in the wire header (`Json` has no header).
+    const fn id(self) -> u8 {
+        match self {
+            Codec::Json => 0,
+            Codec::Postcard => 1,
+            Codec::Raw => 2,
+            Codec::Unknown(id) => id,
+        }
+    }
+
+    const fn from_id(id: u8) -> Codec {
+        match id {
+            0 => Codec::Json,
+            1 => Codec::Postcard,
+            2 => Codec::Raw,
+            id => Codec::Unknown(id),
+        }
+    }
+
+    /// Serializes `value`, as `name`'s payload (for the error).
+    fn encode<T: Serialize + ?Sized>(self, name: &str, value: &T) -> Result<Vec<u8>, PluginError> {
+        let failed = |e: &dyn fmt::Display| {
+            PluginError::msg(format!(
+                "event `{name}`: the payload ({}) does not encode as {self}: {e}",
+                std::any::type_name::<T>()
+            ))
+        };
+        match self {
+            Codec::Json => serde_json::to_vec(value).map_err(|e| failed(&e)),
+            Codec::Postcard => {
+                let mut wire = vec![TAGGED, self.id()];
+                postcard::to_io(value, &mut wire).map_err(|e| failed(&e))?;
+                Ok(wire)
+            }
+            Codec::Raw | Codec::Unknown(_) => Err(failed(
+                &"no serializer for this codec (raw bytes: `Event::raw`)",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Codec::Json => f.write_str("JSON"),
+            Codec::Postcard => f.write_str("postcard"),
+            Codec::Raw => f.write_str("raw bytes"),
+            Codec::Unknown(id) => write!(f, "unknown codec {id}"),
+        }
+    }
+}
+
+/// A type that is the payload of one event: it names the event and its
+/// codec once, so handlers and emitters of it cannot misspell the name or
+/// mismatch the type. Usually derived:
+///
+/// ```
+/// use horizon_plugin_sdk::{Codec, Event, TypedEvent};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, TypedEvent, Debug, PartialEq)]
+/// #[event(name = "player:moved", codec = postcard)]
+/// struct PlayerMoved {
+///     player: u64,
+///     x: f32,
+///     y: f32,
+/// }
+///
+/// assert_eq!(PlayerMoved::NAME, "player:moved");
+/// assert_eq!(PlayerMoved::CODEC, Codec::Postcard);
+/// let moved = PlayerMoved { player: 7, x: 1.5, y: -2.0 };
+/// let event = Event::typed(&moved).unwrap();
+/// assert_eq!(event.name(), "player:moved");
+/// assert_eq!(event.decode::<PlayerMoved>().unwrap(), moved);
+/// ```
+///
+/// Plugins use it through `PluginContext::on_event` and
+/// `PluginContext::emit_event`, hosts through `PluginHost::on_event`,
+/// `emit_event` and `call`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a typed event",
+    label = "not a `TypedEvent`",
+    note = "derive it: `#[derive(Serialize, Deserialize, TypedEvent)]` with `#[event(name = \"...\")]` on the type"
+)]
+pub trait TypedEvent: Serialize + DeserializeOwned + Send + 'static {
+    /// The event's name.
+    const NAME: &'static str;
+    /// The codec its payload is sent in (JSON unless set).
+    const CODEC: Codec = Codec::Json;
+}
+
+/// A [`TypedEvent`] that is a question: a call of it
+/// (`PluginContext::call`, `PluginHost::call`) returns an `Answer`, from the
+/// one handler that answers its name (`PluginContext::answer`). Derived
+/// with `answer = Type` in `#[event(..)]`; the answer travels in the
+/// request's codec.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a request: a call needs the type of its answer",
+    label = "not a `Request`",
+    note = "add `answer = Type` to its `#[event(..)]` attribute"
+)]
+pub trait Request: TypedEvent {
+    /// The type of the answer.
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// An event: a name and a payload in a [`Codec`]. Cheap to clone.
 ///
 /// # Examples
 /// ```
-/// use horizon_plugin_sdk::Event;
+/// use horizon_plugin_sdk::{Codec, Event};
 /// let event = Event::new("ping", &21u64).unwrap();
 /// assert_eq!(event.name(), "ping");
 /// assert_eq!(event.json::<u64>().unwrap(), 21);
+///
+/// let binary = Event::encode("ping", &21u64, Codec::Postcard).unwrap();
+/// assert_eq!(binary.decode::<u64>().unwrap(), 21);
+/// assert!(binary.json::<u64>().is_err()); // not JSON: `decode` reads every codec
 /// ```
 #[derive(Clone)]
 pub struct Event {
     name: Arc<str>,
-    payload: Arc<[u8]>,
+    /// The wire form (see the module documentation).
+    wire: Arc<[u8]>,
+    codec: Codec,
     source: Option<Arc<str>>,
 }
 
 impl Event {
     /// Serializes `payload` to JSON.
     pub fn new<T: Serialize + ?Sized>(name: &str, payload: &T) -> Result<Event, PluginError> {
-        Ok(Event::from_json_bytes(name, serde_json::to_vec(payload)?))
+        Event::encode(name, payload, Codec::Json)
+    }
+
+    /// Serializes `payload` with `codec` (`Json` or `Postcard`; for raw
+    /// bytes, [`Event::raw`]).
+    ///
+    /// # Errors
+    /// When the payload does not serialize, or `codec` has no serializer.
+    pub fn encode<T: Serialize + ?Sized>(
+        name: &str,
+        payload: &T,
+        codec: Codec,
+    ) -> Result<Event, PluginError> {
+        Ok(Event::from_wire_bytes(name, codec.encode(name, payload)?))
+    }
+
+    /// The event a [`TypedEvent`] value is: its name, in its codec.
+    pub fn typed<T: TypedEvent>(payload: &T) -> Result<Event, PluginError> {
+        Event::encode(T::NAME, payload, T::CODEC)
+    }
+
+    /// An event whose payload is bytes in the caller's own format
+    /// ([`Codec::Raw`]), read back by [`Event::payload`].
+    pub fn raw(name: &str, bytes: &[u8]) -> Event {
+        let mut wire = Vec::with_capacity(HEADER + bytes.len());
+        wire.extend_from_slice(&[TAGGED, Codec::Raw.id()]);
+        wire.extend_from_slice(bytes);
+        Event::from_wire_bytes(name, wire)
     }
 
     /// An event whose payload is already JSON. The bytes are not validated
-    /// here; [`Event::json`] reports malformed JSON.
+    /// here; [`Event::json`] reports malformed JSON. (Bytes that start with
+    /// `0x00` are no JSON text and read as a tagged payload on the wire.)
     pub fn from_json_bytes(name: &str, payload: impl Into<Arc<[u8]>>) -> Event {
         Event {
             name: Arc::from(name),
-            payload: payload.into(),
+            wire: payload.into(),
+            codec: Codec::Json,
             source: None,
         }
     }
 
-    /// An event whose name is already shared (no copy of the name).
-    #[cfg(feature = "plugin")]
-    pub(crate) fn from_shared(name: Arc<str>, payload: &[u8]) -> Event {
+    /// An event from its wire form ([`Event::wire_bytes`]): JSON text, or a
+    /// tagged payload of another codec. What a host reads from a plugin.
+    pub fn from_wire_bytes(name: &str, wire: impl Into<Arc<[u8]>>) -> Event {
+        Event::from_shared_wire(Arc::from(name), wire.into())
+    }
+
+    /// As [`Event::from_wire_bytes`], with a name that is already shared.
+    fn from_shared_wire(name: Arc<str>, wire: Arc<[u8]>) -> Event {
+        let codec = match *wire {
+            [TAGGED, id, ..] => Codec::from_id(id),
+            // A lone `0x00`: no JSON either; `json` reports it.
+            _ => Codec::Json,
+        };
         Event {
             name,
-            payload: Arc::from(payload),
+            wire,
+            codec,
             source: None,
         }
+    }
+
+    /// An event whose name is already shared (no copy of the name), from
+    /// the wire form a host passed.
+    #[cfg(feature = "plugin")]
+    pub(crate) fn from_shared(name: Arc<str>, wire: &[u8]) -> Event {
+        Event::from_shared_wire(name, Arc::from(wire))
     }
 
     /// The same event, marked as sent by `source` (the host marks events
@@ -72,23 +267,113 @@ impl Event {
         self.name
     }
 
-    /// The payload decoded from JSON.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        Ok(serde_json::from_slice(&self.payload)?)
+    /// The event's name as a shared string (no copy).
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
-    /// The raw JSON payload.
+    /// The codec of the payload, as the emitter chose it.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// The payload decoded with its codec, whichever it is.
+    ///
+    /// # Errors
+    /// When the payload does not decode as a `T` (the error names the
+    /// event, the type and the codec), or is raw bytes or of an unknown
+    /// codec. Never panics on malformed input.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        let body = self.payload();
+        match self.codec {
+            Codec::Json => serde_json::from_slice(body).map_err(|e| self.undecodable::<T>(e)),
+            Codec::Postcard => match postcard::take_from_bytes(body) {
+                Ok((value, [])) => Ok(value),
+                Ok((_, rest)) => Err(self.undecodable::<T>(PluginError::msg(format!(
+                    "{} bytes left over after the value",
+                    rest.len()
+                )))),
+                Err(e) => Err(self.undecodable::<T>(e)),
+            },
+            Codec::Raw | Codec::Unknown(_) => Err(self.undecodable::<T>(PluginError::msg(
+                "no decoder for this codec (raw bytes are read with `Event::payload`)",
+            ))),
+        }
+    }
+
+    /// The payload decoded from JSON.
+    ///
+    /// # Errors
+    /// When the payload is not JSON of a `T`, or not JSON at all (see
+    /// [`Event::decode`], which reads every codec).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        match self.codec {
+            Codec::Json => Ok(serde_json::from_slice(self.payload())?),
+            other => Err(PluginError::msg(format!(
+                "event `{}` is {other}, not JSON: read it with `Event::decode`",
+                self.name
+            ))),
+        }
+    }
+
+    fn undecodable<T>(&self, e: impl std::error::Error + Send + Sync + 'static) -> PluginError {
+        PluginError::with_source(
+            format!(
+                "event `{}`: the payload does not decode as `{}` ({}): {e}",
+                self.name,
+                std::any::type_name::<T>(),
+                self.codec
+            ),
+            e,
+        )
+    }
+
+    /// The payload's bytes in its codec (JSON text, postcard bytes, the raw
+    /// bytes), without the wire header.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        match self.codec {
+            Codec::Json => &self.wire,
+            _ => &self.wire[HEADER..],
+        }
+    }
+
+    /// The wire form: what crosses the library boundary (see the module
+    /// documentation), for a host that forwards events elsewhere.
+    pub fn wire_bytes(&self) -> &[u8] {
+        &self.wire
     }
 }
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event")
-            .field("name", &self.name)
-            .field("payload", &String::from_utf8_lossy(&self.payload))
-            .finish()
+        let mut s = f.debug_struct("Event");
+        s.field("name", &self.name).field("codec", &self.codec);
+        match self.codec {
+            Codec::Json => s.field("payload", &String::from_utf8_lossy(self.payload())),
+            _ => s.field("payload", &Hex(self.payload())),
+        };
+        s.finish()
+    }
+}
+
+/// Bytes written as hex, the way `horizon run` shows a payload it cannot decode.
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 && i % 4 == 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
     }
 }
 
@@ -96,7 +381,7 @@ impl fmt::Debug for Event {
 mod tests {
     use proptest::prelude::*;
 
-    use super::Event;
+    use super::{Codec, Event};
 
     /// A payload shaped like a handler's argument (no floats: JSON does
     /// not carry every `f64` exactly).
@@ -130,5 +415,68 @@ mod tests {
             extended.push(garbage);
             prop_assert!(Event::from_json_bytes("e", extended).json::<Payload>().is_err());
         }
+        /// Every codec round-trips, and its payload is the body without
+        /// the wire header; the wire form read back is the same event.
+        #[test]
+        fn every_codec_round_trips(value in any::<Payload>(), raw in any::<Vec<u8>>()) {
+            for codec in [Codec::Json, Codec::Postcard] {
+                let event = Event::encode("e", &value, codec).unwrap();
+                prop_assert_eq!(event.codec(), codec);
+                prop_assert_eq!(event.decode::<Payload>().unwrap(), value.clone());
+                let copy = Event::from_wire_bytes("e", event.wire_bytes().to_vec());
+                prop_assert_eq!(copy.codec(), codec);
+                prop_assert_eq!(copy.payload(), event.payload());
+                prop_assert_eq!(copy.decode::<Payload>().unwrap(), value.clone());
+            }
+            let event = Event::raw("r", &raw);
+            prop_assert_eq!(event.codec(), Codec::Raw);
+            prop_assert_eq!(event.payload(), raw.as_slice());
+            let copy = Event::from_wire_bytes("r", event.wire_bytes().to_vec());
+            prop_assert_eq!(copy.payload(), raw.as_slice());
+            prop_assert!(copy.decode::<Payload>().is_err());
+        }
+
+        /// A postcard payload cut short, extended, or of another type is
+        /// an error naming the event, the type and the codec.
+        #[test]
+        fn malformed_postcard_payloads_are_errors(value in any::<Payload>(), cut in any::<proptest::sample::Index>(), garbage in any::<u8>()) {
+            let event = Event::encode("move", &value, Codec::Postcard).unwrap();
+            let wire = event.wire_bytes();
+            let cut_at = 2 + cut.index(wire.len() - 2);
+            let truncated = Event::from_wire_bytes("move", wire[..cut_at].to_vec());
+            let err = truncated.decode::<Payload>().unwrap_err().to_string();
+            prop_assert!(err.contains("event `move`") && err.contains("postcard") && err.contains("String"), "{}", err);
+            let mut extended = wire.to_vec();
+            extended.push(garbage);
+            let err = Event::from_wire_bytes("move", extended).decode::<Payload>().unwrap_err();
+            prop_assert!(err.to_string().contains("left over"), "{}", err);
+        }
     }
+}
+
+#[test]
+fn decoding_the_wrong_codec_names_it() {
+    let json = Event::new("hello", &1u32).unwrap();
+    let err = json.decode::<String>().unwrap_err().to_string();
+    assert!(
+        err.contains("`hello`") && err.contains("alloc::string::String") && err.contains("(JSON)"),
+        "{err}"
+    );
+    let binary = Event::encode("hello", &1u32, Codec::Postcard).unwrap();
+    let err = binary.json::<u32>().unwrap_err().to_string();
+    assert!(err.contains("postcard, not JSON"), "{err}");
+    let unknown = Event::from_wire_bytes("hello", vec![0, 9, 1]);
+    assert_eq!(unknown.codec(), Codec::Unknown(9));
+    assert!(
+        unknown
+            .decode::<u8>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown codec 9")
+    );
+    assert!(Event::encode("x", &1u8, Codec::Raw).is_err());
+    assert_eq!(
+        format!("{:?}", Event::raw("r", &[1, 2, 3, 4, 5])),
+        "Event { name: \"r\", codec: Raw, payload: \"01020304 05\" }"
+    );
 }

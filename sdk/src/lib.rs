@@ -71,7 +71,22 @@ pub mod __private {
 #[cfg(feature = "abi")]
 pub use error::PluginError;
 #[cfg(feature = "abi")]
-pub use event::Event;
+pub use event::{Codec, Event, Hex, Request, TypedEvent};
+/// Derives [`TypedEvent`]: `#[event(name = "..")]` names the event, and
+/// `codec = postcard` (or `json`, the default) picks its codec.
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize, horizon_plugin_sdk::TypedEvent)]
+/// #[event(name = "door:open?", codec = postcard)]
+/// struct MayOpen {
+///     player: u64,
+///     door: u32,
+/// }
+/// # use horizon_plugin_sdk::TypedEvent as _;
+/// assert_eq!(MayOpen::NAME, "door:open?");
+/// ```
+#[cfg(feature = "abi")]
+pub use horizon_plugin_sdk_macros::TypedEvent;
 /// Turns `impl Plugin for T` into a loadable plugin.
 ///
 /// Put it on the one `impl Plugin for YourType` of a `cdylib` crate. It
@@ -182,5 +197,7 @@ pub use plugin::{Plugin, PluginContext};
 /// Everything a plugin needs: `use horizon_plugin_sdk::prelude::*;`.
 #[cfg(feature = "plugin")]
 pub mod prelude {
-    pub use crate::{Event, Plugin, PluginContext, PluginError, horizon_plugin};
+    pub use crate::{
+        Codec, Event, Plugin, PluginContext, PluginError, Request, TypedEvent, horizon_plugin,
+    };
 }

@@ -5,10 +5,10 @@ use std::future::Future;
 
 use serde::Serialize;
 
-use crate::abi::RStr;
+use crate::abi::{RStatus, RStr, RawFuture, STATUS_OK};
 use crate::boundary::handlers::{self, status_to_result};
 use crate::boundary::injected;
-use crate::{Event, PluginError};
+use crate::{Event, PluginError, Request, TypedEvent};
 
 /// A plugin: implement it on a `Default` type and annotate the impl with
 /// [`#[horizon_plugin]`](crate::horizon_plugin).
@@ -138,8 +138,171 @@ impl PluginContext {
         Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
     {
         let api = injected::host().ok_or_else(|| no_host("on"))?;
-        // SAFETY: `api` came from `injected::host()`.
-        status_to_result(unsafe { handlers::subscribe(api, event, handler) })
+        // SAFETY: `api` came from `injected::host()`; `subscribe` is its
+        // function taking a `RawHandler`.
+        status_to_result(unsafe { handlers::register(api, api.subscribe, event, handler) })
+    }
+
+    /// Registers the handler that answers calls of the [`Request`] `R`
+    /// (`PluginHost::call`, or another plugin's [`PluginContext::call`]):
+    /// given the request decoded, it returns the answer, sent back in
+    /// `R::CODEC`. A request that does not decode is the call's error,
+    /// naming the event, the type and the codec. One handler per name in
+    /// the whole host. Like event handlers, it is polled inline by the
+    /// caller first and continues as a task of the plugin if pending.
+    ///
+    /// # Errors
+    /// When another plugin answers `R::NAME` already, this plugin
+    /// registered it already, no host is attached, or the host's boundary
+    /// has no calls (older than 4.3).
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_plugin_sdk::prelude::*;
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, TypedEvent)]
+    /// #[event(name = "shop:price", codec = postcard, answer = u64)]
+    /// struct Price {
+    ///     item: String,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// pub struct Shop;
+    ///
+    /// #[horizon_plugin]
+    /// impl Plugin for Shop {
+    ///     const NAME: &'static str = "shop";
+    ///
+    ///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+    ///         ctx.answer(|price: Price| async move {
+    ///             match price.item.as_str() {
+    ///                 "sword" => Ok(150),
+    ///                 other => Err(PluginError::msg(format!("no such item: {other}"))),
+    ///             }
+    ///         })
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn answer<R, F, Fut>(&self, handler: F) -> Result<(), PluginError>
+    where
+        R: Request,
+        F: Fn(R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Answer, PluginError>> + Send + 'static,
+    {
+        self.answer_event(R::NAME, move |request: Event| {
+            let started = request.decode::<R>().map(&handler);
+            async move { Event::encode(R::NAME, &started?.await?, R::CODEC) }
+        })
+    }
+
+    /// Registers the handler that answers calls named `name`, untyped: it
+    /// gets the request as an [`Event`] and answers with one (its payload
+    /// and codec are the answer; its name is not used). Otherwise as
+    /// [`PluginContext::answer`].
+    ///
+    /// # Errors
+    /// As [`PluginContext::answer`].
+    pub fn answer_event<F, Fut>(&self, name: &str, handler: F) -> Result<(), PluginError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Event, PluginError>> + Send + 'static,
+    {
+        let api = injected::host().ok_or_else(|| no_host("answer"))?;
+        let register = api.answer.ok_or_else(|| no_calls("answer"))?;
+        // SAFETY: `api` came from `injected::host()`; `answer` is its
+        // function taking a `RawHandler`.
+        status_to_result(unsafe { handlers::register(api, register, name, handler) })
+    }
+
+    /// Calls the handler answering the [`Request`] `R` (in this plugin or
+    /// another, through the host) and returns its answer, decoded.
+    ///
+    /// # Errors
+    /// When no plugin answers `R::NAME`, its handler failed, panicked or
+    /// timed out (the host's handler timeout), its plugin was unloaded
+    /// during the call, or the request or the answer does not encode or
+    /// decode; the message says which.
+    pub async fn call<R: Request>(&self, request: &R) -> Result<R::Answer, PluginError> {
+        self.call_event(Event::typed(request)?).await?.decode()
+    }
+
+    /// Calls the handler answering `request`'s name with its payload, as it
+    /// is encoded, and returns the answer as an event of the same name.
+    ///
+    /// # Errors
+    /// As [`PluginContext::call`].
+    pub async fn call_event(&self, request: Event) -> Result<Event, PluginError> {
+        let api = injected::host().ok_or_else(|| no_host("call"))?;
+        let call = api.call.ok_or_else(|| no_calls("call"))?;
+        // SAFETY: `api` is the live host table; `call` copies the borrowed
+        // strings before it returns and never unwinds.
+        let fut = unsafe {
+            call(
+                api.data,
+                RStr::new(request.name()),
+                RStr::from_bytes(request.wire_bytes()),
+            )
+        };
+        let name = request.into_name();
+        let status = fut.await;
+        if status.code == STATUS_OK {
+            Ok(Event::from_shared(name, status.message.as_bytes()))
+        } else {
+            Err(PluginError::msg(status.message.to_string_lossy()))
+        }
+    }
+
+    /// Registers a handler of the [`TypedEvent`] `T`: subscribed to
+    /// `T::NAME`, given the payload decoded with `T::CODEC`'s reader (any
+    /// codec the emitter chose decodes). A payload that does not decode is
+    /// the handler's error, naming the event, the type and the codec, and
+    /// the handler is not called. Typed and untyped handlers of one event
+    /// all receive it.
+    ///
+    /// # Errors
+    /// As [`PluginContext::on`].
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_plugin_sdk::prelude::*;
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, TypedEvent)]
+    /// #[event(name = "player:moved", codec = postcard)]
+    /// struct PlayerMoved {
+    ///     player: u64,
+    ///     x: f32,
+    ///     y: f32,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// pub struct Radar;
+    ///
+    /// #[horizon_plugin]
+    /// impl Plugin for Radar {
+    ///     const NAME: &'static str = "radar";
+    ///
+    ///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+    ///         ctx.on_event(|moved: PlayerMoved| async move {
+    ///             if moved.x.abs() > 1000.0 {
+    ///                 return Err(PluginError::msg(format!("player {} left the map", moved.player)));
+    ///             }
+    ///             Ok(())
+    ///         })
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn on_event<T, F, Fut>(&self, handler: F) -> Result<(), PluginError>
+    where
+        T: TypedEvent,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
+    {
+        self.on(T::NAME, move |event: Event| {
+            let started = event.decode::<T>().map(&handler);
+            async move { started?.await }
+        })
     }
 
     /// Sends an event with a JSON payload to the host and every plugin
@@ -154,14 +317,50 @@ impl PluginContext {
         event: &str,
         payload: &T,
     ) -> Result<(), PluginError> {
-        let api = injected::host().ok_or_else(|| no_host("emit"))?;
         let bytes = serde_json::to_vec(payload)?;
+        self.emit_wire(event, bytes).await
+    }
+
+    /// Sends the [`TypedEvent`] `payload`: named `T::NAME`, encoded with
+    /// `T::CODEC`. Otherwise as [`PluginContext::emit`].
+    ///
+    /// # Errors
+    /// As [`PluginContext::emit`].
+    pub async fn emit_event<T: TypedEvent>(&self, payload: &T) -> Result<(), PluginError> {
+        self.send(Event::typed(payload)?).await
+    }
+
+    /// Sends a prepared event, in whatever codec it was made with
+    /// ([`Event::encode`], [`Event::raw`]). Otherwise as [`PluginContext::emit`].
+    ///
+    /// # Errors
+    /// As [`PluginContext::emit`].
+    pub async fn send(&self, event: Event) -> Result<(), PluginError> {
+        let fut = self.start_emit(event.name(), event.wire_bytes());
+        drop(event);
+        status_to_result(fut?.await)
+    }
+
+    async fn emit_wire(&self, event: &str, wire: Vec<u8>) -> Result<(), PluginError> {
+        let fut = self.start_emit(event, &wire);
+        drop(wire);
+        status_to_result(fut?.await)
+    }
+
+    /// Hands one event to the host, which copies it before returning.
+    fn start_emit(&self, event: &str, wire: &[u8]) -> Result<RawFuture<RStatus>, PluginError> {
+        let api = injected::host().ok_or_else(|| no_host("emit"))?;
         // SAFETY: `api` is the live host table; `emit` copies the borrowed
         // strings before it returns and never unwinds.
-        let fut = unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(&bytes)) };
-        drop(bytes);
-        status_to_result(fut.await)
+        Ok(unsafe { (api.emit)(api.data, RStr::new(event), RStr::from_bytes(wire)) })
     }
+}
+
+fn no_calls(what: &str) -> PluginError {
+    PluginError::msg(format!(
+        "`PluginContext::{what}` needs a host of boundary 4.3 or later (horizon-plugin-host 0.3): \
+         this host has no calls"
+    ))
 }
 
 fn no_host(what: &str) -> PluginError {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use horizon_plugin_sdk::Event;
 use horizon_plugin_sdk::abi::guard::catch;
 use horizon_plugin_sdk::abi::{
-    ABI_VERSION, BlockingJob, HostApi, RStatus, RStr, RawFuture, RawHandler,
+    ABI_VERSION, BlockingJob, HostApi, RStatus, RStr, RString, RawFuture, RawHandler,
 };
 
 use super::log;
@@ -45,6 +45,8 @@ pub(super) fn table(data: *const c_void, flags: u32, every_level: bool) -> HostA
         log: log::log,
         budget: Some(host_budget),
         report_panic: Some(log::report_panic),
+        answer: Some(host_answer),
+        call: Some(host_call),
     }
 }
 
@@ -148,7 +150,7 @@ pub(super) unsafe extern "C" fn host_emit(
             return Err("event name is not UTF-8");
         };
         services.stats.emitted(payload.len());
-        let event = Event::from_json_bytes(name, payload).with_source(&services.name);
+        let event = Event::from_wire_bytes(name, payload).with_source(&services.name);
         let from = services.name.clone();
         Ok(Counted {
             inner: async move {
@@ -168,6 +170,45 @@ pub(super) unsafe extern "C" fn host_emit(
     }
 }
 
+/// Calls the handler answering `name` (`HostApi::call`): a call from one
+/// plugin to whichever answers the name, through the bus; the answer
+/// crosses back in a host-owned `RString`.
+pub(super) unsafe extern "C" fn host_call(
+    data: *const c_void,
+    name: RStr<'_>,
+    payload: RStr<'_>,
+) -> RawFuture<RStatus> {
+    // SAFETY: as in `host_emit`.
+    let (services, name, payload) =
+        unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
+    let started = catch(|| {
+        let Some(bus) = services.bus.upgrade() else {
+            return Err("the host has shut down");
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err("call name is not UTF-8");
+        };
+        let event = Event::from_wire_bytes(name, payload).with_source(&services.name);
+        Ok(Counted {
+            inner: async move {
+                match bus.call(event).await {
+                    Ok(answer) => RStatus {
+                        code: horizon_plugin_sdk::abi::STATUS_OK,
+                        message: RString::from(answer.wire_bytes().to_vec()),
+                    },
+                    Err(e) => RStatus::error(e.to_string()),
+                }
+            },
+            services,
+        })
+    });
+    match started {
+        Ok(Ok(fut)) => RawFuture::new(fut),
+        Ok(Err(msg)) => RawFuture::new(std::future::ready(RStatus::error(msg))),
+        Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
+    }
+}
+
 pub(super) unsafe extern "C" fn host_subscribe(
     data: *const c_void,
     name: RStr<'_>,
@@ -175,25 +216,64 @@ pub(super) unsafe extern "C" fn host_subscribe(
 ) -> RStatus {
     // SAFETY: the plugin passes back the `data` of its table; `name` is
     // alive for this call.
+    unsafe { register(data, name, handler, false) }
+}
+
+/// Registers an answering handler (`HostApi::answer`): as a subscription,
+/// once the bus granted the plugin the name.
+pub(super) unsafe extern "C" fn host_answer(
+    data: *const c_void,
+    name: RStr<'_>,
+    handler: RawHandler,
+) -> RStatus {
+    // SAFETY: as in `host_subscribe`.
+    unsafe { register(data, name, handler, true) }
+}
+
+/// Takes ownership of a plugin's handler for `name` (an event handler, or
+/// with `answers` an answering one) and puts it on the bus, or among the
+/// plugin's pending ones until it is activated.
+///
+/// # Safety
+/// `data` is the `data` of a plugin's table and `name` is alive for this
+/// call (the arguments of `host_subscribe` and `host_answer`).
+unsafe fn register(
+    data: *const c_void,
+    name: RStr<'_>,
+    handler: RawHandler,
+    answers: bool,
+) -> RStatus {
+    // SAFETY: the caller's guarantee.
     let (services, name) = unsafe { (services_arc(data), name.to_str()) };
     let (handler_data, handler_drop) = (handler.data, handler.drop);
     let mut handler = Some(handler);
     let result = catch(|| {
         let Some(name) = name else {
-            return Err("event name is not UTF-8");
+            return Err("event name is not UTF-8".to_owned());
         };
         let Some(bus) = services.bus.upgrade() else {
-            return Err("the host has shut down");
+            return Err("the host has shut down".to_owned());
         };
         let order = lock(&services.parked);
         if services.closed.load(Ordering::SeqCst) {
-            return Err("the plugin is being unloaded");
+            return Err("the plugin is being unloaded".to_owned());
+        }
+        if answers {
+            let twice = lock(&services.pending)
+                .iter()
+                .flatten()
+                .any(|(n, h)| h.answers && n == name);
+            if twice {
+                return Err(format!("this plugin answers `{name}` already"));
+            }
+            bus.claim(name, &services)?;
         }
         let handler = handler.take().expect("taken once");
         let subscriber = Arc::new(PluginHandler {
             services: Arc::clone(&services),
             data: handler.data,
             call: handler.call,
+            answers,
         });
         lock(&services.handlers).push(handler);
         match lock(&services.pending).as_mut() {

@@ -27,18 +27,18 @@ pub(crate) use services::{EventBus, NamedHandler, PluginHandler, Services};
 use crate::info::{LogSink, PluginId};
 use crate::stats::PollTimer;
 
-/// A new plugin's `Services`, with its service table.
+/// A new plugin's `Services`, with its service table: its id, name, and
+/// the plugin it replaces (a reload).
 pub(crate) fn new_services(
     bus: Weak<dyn EventBus>,
     handle: Handle,
-    id: PluginId,
-    name: String,
+    (id, name, replaces): (PluginId, String, Option<PluginId>),
     flags: u32,
     log_sink: Option<LogSink>,
     timer: PollTimer,
 ) -> Arc<Services> {
     let every_level = log_sink.is_some();
-    Services::new(bus, handle, id, name, log_sink, timer, |data| {
+    Services::new(bus, handle, (id, name, replaces), log_sink, timer, |data| {
         api::table(data, flags, every_level)
     })
 }

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
+use crate::error::CallError;
 use crate::info::{LogSink, PluginId};
 use crate::report::EmitReport;
 use crate::stats::{Counters, PollTimer, SiteRef};
@@ -24,6 +25,16 @@ use crate::sync::lock;
 pub(crate) trait EventBus: Send + Sync {
     /// Delivers `event` to its subscribers; completes once each handled it.
     fn dispatch(&self, event: Event) -> Pin<Box<dyn Future<Output = EmitReport> + Send + '_>>;
+    /// Calls the handler answering `event`'s name; the answer's payload in
+    /// wire form, or why there is none.
+    fn call(
+        &self,
+        event: Event,
+    ) -> Pin<Box<dyn Future<Output = Result<Event, CallError>> + Send + '_>>;
+    /// Claims the call name `name` for `services`' plugin (one answering
+    /// handler per name), or says who holds it. A name its predecessor
+    /// (`Services::replaces`) holds is granted: the swap hands it over.
+    fn claim(&self, name: &str, services: &Services) -> Result<(), String>;
     /// Removes `replacing`'s handlers (if any) and adds `handlers`, in one
     /// step: every event goes to exactly one of the two sets.
     fn swap(&self, replacing: Option<PluginId>, handlers: Vec<NamedHandler>);
@@ -44,6 +55,8 @@ pub(crate) struct PluginHandler {
     pub(crate) services: Arc<Services>,
     pub(crate) data: *const c_void,
     pub(crate) call: HandlerCall,
+    /// An answering handler (`HostApi::answer`), not an event handler.
+    pub(crate) answers: bool,
 }
 
 // SAFETY: `data` is the plugin's boxed handler, a `Send + Sync` closure
@@ -66,6 +79,9 @@ pub(crate) struct Services {
     pub(crate) handle: Handle,
     pub(crate) id: PluginId,
     pub(crate) name: String,
+    /// The plugin this copy replaces (a reload's new copy): its call names
+    /// pass to this one at the swap.
+    pub(crate) replaces: Option<PluginId>,
     /// Once set, no task or subscription is accepted and every task drops
     /// its future at its next poll. Set under `parked`'s lock.
     pub(super) closed: AtomicBool,
@@ -132,8 +148,7 @@ impl Services {
     pub(super) fn new(
         bus: Weak<dyn EventBus>,
         handle: Handle,
-        id: PluginId,
-        name: String,
+        (id, name, replaces): (PluginId, String, Option<PluginId>),
         log_sink: Option<LogSink>,
         timer: PollTimer,
         make_api: impl FnOnce(*const c_void) -> HostApi,
@@ -145,6 +160,7 @@ impl Services {
             handle,
             id,
             name,
+            replaces,
             closed: AtomicBool::new(false),
             parked: Mutex::new(FxHashMap::default()),
             counts: AtomicU64::new(0),

@@ -29,6 +29,7 @@ pub const FIXTURES: &[&str] = &[
     "fixture-bad-magic",
     "fixture-truncated",
     "fixture-newer-sdk",
+    "fixture-events",
 ];
 
 /// `target/debug` (or wherever this test binary was built).

@@ -105,6 +105,8 @@ pub const HOST_API_PREFIX: &[u64] = &table::prefixes!(HostApi {
     log: unsafe extern "C" fn(*const c_void, u32, RStr<'_>, RStr<'_>),
     budget: Option<unsafe extern "C" fn(*const c_void, *const BoundaryWaker) -> bool>,
     report_panic: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>)>,
+    answer: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus>,
+    call: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>>,
 });
 
 /// The prefix fingerprints of [`PluginDeclaration`] as this SDK knows it.
@@ -219,6 +221,18 @@ pub const SERVICES_USED: &[ServiceUse] = &[
     ServiceUse {
         name: RStr::new("report_panic"),
         end: service_end!(report_panic),
+        required: 0,
+    },
+    // Boundary 4.3: optional, `PluginContext::answer` and `call` return an
+    // error naming the host's boundary without them.
+    ServiceUse {
+        name: RStr::new("answer"),
+        end: service_end!(answer),
+        required: 0,
+    },
+    ServiceUse {
+        name: RStr::new("call"),
+        end: service_end!(call),
         required: 0,
     },
 ];
@@ -339,6 +353,20 @@ pub struct HostApi {
     /// nothing itself. Callable from any thread; never unwinds. `None` in
     /// older hosts (the plugin's std prints the panic to stderr as usual).
     pub report_panic: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>)>,
+    /// Boundary 4.3: registers the plugin's answering handler of a call
+    /// name (one per name in the host: a name another plugin answers is
+    /// refused). Like `subscribe`, except that a call's `RStatus` with
+    /// [`STATUS_OK`] carries the answer's payload (an event payload's wire
+    /// form, see `Event::wire_bytes`) in its `message`. When the host
+    /// refuses, it has already called the handler's `drop`. `None` in older
+    /// hosts.
+    pub answer: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus>,
+    /// Boundary 4.3: calls the handler answering `name` with a payload in
+    /// wire form; the future's `RStatus` is [`STATUS_OK`] with the answer's
+    /// payload in `message`, or an error whose message says why (no
+    /// handler, it failed, panicked, timed out, its plugin was unloaded).
+    /// `None` in older hosts.
+    pub call: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>>,
 }
 
 // SAFETY: the table is immutable, its functions may be called from any
@@ -506,6 +534,8 @@ mod tests {
                 std::mem::offset_of!(HostApi, report_panic),
                 104,
             ),
+            ("answer", std::mem::offset_of!(HostApi, answer), 112),
+            ("call", std::mem::offset_of!(HostApi, call), 112),
         ];
         for (field, offset, size_before) in appended {
             assert!(

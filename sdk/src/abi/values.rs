@@ -88,7 +88,13 @@ unsafe extern "C" fn free_vec(ptr: *mut u8, len: usize, cap: usize) {
 
 impl From<String> for RString {
     fn from(s: String) -> Self {
-        let mut v = std::mem::ManuallyDrop::new(s.into_bytes());
+        RString::from(s.into_bytes())
+    }
+}
+
+impl From<Vec<u8>> for RString {
+    fn from(v: Vec<u8>) -> Self {
+        let mut v = std::mem::ManuallyDrop::new(v);
         RString {
             ptr: v.as_mut_ptr(),
             len: v.len(),
@@ -99,6 +105,17 @@ impl From<String> for RString {
 }
 
 impl RString {
+    /// The bytes (an `RString` is UTF-8 text, or an answer's payload in a
+    /// [`RStatus`] with [`STATUS_OK`]).
+    pub fn as_bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr..ptr+len` is the live buffer this `RString` owns
+        // (made by `From<Vec<u8>>`, freed only by `drop`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
     /// An empty string (no allocation).
     pub fn empty() -> Self {
         RString::from(String::new())
@@ -106,12 +123,7 @@ impl RString {
 
     /// Copies the contents into this side's allocator; invalid UTF-8 is replaced.
     pub fn to_string_lossy(&self) -> String {
-        if self.len == 0 {
-            return String::new();
-        }
-        // SAFETY: `ptr..ptr+len` is the live buffer this `RString` owns.
-        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
-        String::from_utf8_lossy(bytes).into_owned()
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
     }
 }
 

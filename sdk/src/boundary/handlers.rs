@@ -1,6 +1,8 @@
-//! A plugin's event handlers as the host sees them: each boxed with its
-//! event's name behind a `RawHandler`, whose `extern "C"` functions (here)
-//! start one call as a `RawFuture` and release the handler.
+//! A plugin's event handlers and answering handlers as the host sees them:
+//! each boxed with its event's name behind a `RawHandler`, whose `extern
+//! "C"` functions (here) start one call as a `RawFuture` and release the
+//! handler. An event handler's status carries nothing; an answering
+//! handler's carries its answer ([`Reply`]).
 
 use std::ffi::c_void;
 use std::future::Future;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 
 use super::injected::{self, Guarded};
 use crate::abi::guard::{catch, entered};
-use crate::abi::{HostApi, RStatus, RStr, RawFuture, RawHandler, STATUS_OK};
+use crate::abi::{HostApi, RStatus, RStr, RString, RawFuture, RawHandler, STATUS_OK};
 use crate::boundary::panics::{self, Site};
 use crate::{Event, PluginError};
 
@@ -19,15 +21,50 @@ struct Handler<F> {
     f: F,
 }
 
-/// Subscribes `handler` to `event` through the host's table; the host owns
-/// the handler from then on, whatever it answers.
+/// What a handler's successful call hands back to the host.
+pub(crate) trait Reply: Send + 'static {
+    fn into_status(self) -> RStatus;
+}
+
+/// An event handler: nothing.
+impl Reply for () {
+    fn into_status(self) -> RStatus {
+        RStatus::ok()
+    }
+}
+
+/// An answering handler: the answer's payload in wire form, in the status'
+/// message (`HostApi::answer`).
+impl Reply for Event {
+    fn into_status(self) -> RStatus {
+        RStatus {
+            code: STATUS_OK,
+            message: RString::from(self.wire_bytes().to_vec()),
+        }
+    }
+}
+
+/// A host function that takes ownership of a handler for a name
+/// (`HostApi::subscribe`, `HostApi::answer`).
+pub(crate) type Register = unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus;
+
+/// Registers `handler` for `event` through `register`, a function of the
+/// host's table; the host owns the handler from then on, whatever it
+/// answers.
 ///
 /// # Safety
-/// `api` is the live host table (`injected::host()`).
-pub(crate) unsafe fn subscribe<F, Fut>(api: &'static HostApi, event: &str, handler: F) -> RStatus
+/// `api` is the live host table (`injected::host()`) and `register` one of
+/// its functions taking a `RawHandler` (`subscribe`, `answer`).
+pub(crate) unsafe fn register<F, Fut, R>(
+    api: &'static HostApi,
+    register: Register,
+    event: &str,
+    handler: F,
+) -> RStatus
 where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
+    Fut: Future<Output = Result<R, PluginError>> + Send + 'static,
+    R: Reply,
 {
     let handler = Box::new(Handler {
         event: Arc::from(event),
@@ -35,13 +72,13 @@ where
     });
     let raw = RawHandler {
         data: Box::into_raw(handler).cast_const().cast(),
-        call: call_handler::<F, Fut>,
+        call: call_handler::<F, Fut, R>,
         drop: drop_handler::<F>,
     };
-    // SAFETY: `api` is the live host table (the caller's guarantee);
-    // `subscribe` never unwinds and takes ownership of `raw` whatever it
-    // returns.
-    unsafe { (api.subscribe)(api.data, RStr::new(event), raw) }
+    // SAFETY: `api` is the live host table and `register` one of its
+    // functions (the caller's guarantee); they never unwind and take
+    // ownership of `raw` whatever they return.
+    unsafe { register(api.data, RStr::new(event), raw) }
 }
 
 pub(crate) fn status_to_result(status: RStatus) -> Result<(), PluginError> {
@@ -52,9 +89,11 @@ pub(crate) fn status_to_result(status: RStatus) -> Result<(), PluginError> {
     }
 }
 
-pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) -> RStatus {
+pub(crate) fn result_to_status<R: Reply>(
+    result: Result<Result<R, PluginError>, String>,
+) -> RStatus {
     match result {
-        Ok(Ok(())) => RStatus::ok(),
+        Ok(Ok(reply)) => reply.into_status(),
         Ok(Err(e)) => RStatus::error(e.to_string()),
         Err(panic) => RStatus::panic(panic),
     }
@@ -63,14 +102,15 @@ pub(crate) fn result_to_status(result: Result<Result<(), PluginError>, String>) 
 /// Starts one call of a handler. Monomorphized per handler type, so the
 /// handler's future is stored inline in the one allocation of the
 /// `RawFuture` that crosses back to the host.
-unsafe extern "C" fn call_handler<F, Fut>(
+unsafe extern "C" fn call_handler<F, Fut, R>(
     data: *const c_void,
     name: RStr<'_>,
     payload: RStr<'_>,
 ) -> RawFuture<RStatus>
 where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), PluginError>> + Send + 'static,
+    Fut: Future<Output = Result<R, PluginError>> + Send + 'static,
+    R: Reply,
 {
     entered("handler call");
     let started = catch(|| {
@@ -82,7 +122,7 @@ where
         let event = if name == handler.event.as_bytes() {
             Event::from_shared(Arc::clone(&handler.event), payload)
         } else {
-            Event::from_json_bytes(&String::from_utf8_lossy(name), payload)
+            Event::from_wire_bytes(&String::from_utf8_lossy(name), payload)
         };
         let site = Site::Handler(std::ptr::from_ref::<str>(&handler.event));
         let fut = panics::at(site, || {

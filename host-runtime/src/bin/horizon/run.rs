@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use horizon_plugin_host::testing::{self, cargo_build};
-use horizon_plugin_host::{Event, PluginHost, PluginId, PluginStats};
+use horizon_plugin_host::{Codec, Event, PluginHost, PluginId, PluginStats};
+use horizon_plugin_sdk::Hex;
 
 use crate::TrustArgs;
 use crate::out::{error, failed, status};
@@ -153,6 +154,21 @@ pub(crate) fn run_command(options: RunOptions) -> ExitCode {
     code
 }
 
+/// An event's payload as `horizon run` prints it: JSON as it is, raw bytes
+/// that are text as a quoted string, anything else (postcard is not
+/// self-describing: its type lives in the plugin) as hex after its codec.
+pub(crate) fn readable(event: &Event) -> String {
+    let payload = event.payload();
+    match event.codec() {
+        Codec::Json => String::from_utf8_lossy(payload).into_owned(),
+        Codec::Raw => match std::str::from_utf8(payload) {
+            Ok(text) if !text.chars().any(char::is_control) => format!("(raw) {text:?}"),
+            _ => format!("(raw, {} bytes) {}", payload.len(), Hex(payload)),
+        },
+        codec => format!("({codec}, {} bytes) {}", payload.len(), Hex(payload)),
+    }
+}
+
 async fn run(options: RunOptions) -> ExitCode {
     let policy = match options.trust.policy() {
         Ok(policy) => policy,
@@ -166,11 +182,7 @@ async fn run(options: RunOptions) -> ExitCode {
         .build();
     host.on_any(|event: Event| {
         let from = event.source().unwrap_or("host");
-        println!(
-            "[{from}] {} {}",
-            event.name(),
-            String::from_utf8_lossy(event.payload())
-        );
+        println!("[{from}] {} {}", event.name(), readable(&event));
     });
 
     let mut targets = Vec::new();

@@ -1,0 +1,441 @@
+//! Codecs, typed events and calls through a real plugin (the `events`
+//! fixture, and `basic` as a second plugin calling it), on both runtime
+//! flavours, from a worker, the `block_on` thread and a plain thread.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Basic, block_on_plain_thread, current_thread, fresh_copy, multi_thread};
+use horizon_plugin_host::{CallError, Codec, Event, FailureKind, PluginHost, PluginId, TypedEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The fixture's types, declared again on this side: same name, codec and
+/// shape is all a typed event needs.
+#[derive(Serialize, Deserialize, TypedEvent, Debug, Clone, PartialEq)]
+#[event(name = "player:moved", codec = postcard)]
+struct PlayerMoved {
+    player: u64,
+    x: f32,
+    y: f32,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize, TypedEvent, Debug)]
+#[event(name = "events:typed-seen")]
+struct TypedSeen {
+    moved: PlayerMoved,
+    copy: u64,
+}
+
+#[derive(Serialize, Deserialize, TypedEvent)]
+#[event(name = "events:price", codec = postcard, answer = u64)]
+struct Price {
+    item: String,
+}
+
+#[derive(Serialize, Deserialize, TypedEvent)]
+#[event(name = "events:ask", answer = String)]
+struct Ask {
+    item: String,
+}
+
+/// The same call name with an answer of another type.
+#[derive(Serialize, Deserialize, TypedEvent)]
+#[event(name = "events:price", codec = postcard, answer = String)]
+struct PriceAsText {
+    item: String,
+}
+
+/// The same call name with a request of another type.
+#[derive(Serialize, Deserialize, TypedEvent)]
+#[event(name = "events:price", codec = postcard, answer = u64)]
+struct PriceById {
+    item: u64,
+}
+
+/// Every event the host got, by name.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Event>>>);
+
+impl Seen {
+    fn attach(host: &PluginHost) -> Seen {
+        let seen = Seen::default();
+        let log = seen.clone();
+        host.on_any(move |event| log.0.lock().unwrap().push(event));
+        seen
+    }
+
+    fn take(&self, name: &str) -> Vec<Event> {
+        let mut all = self.0.lock().unwrap();
+        let (taken, kept) = all.drain(..).partition(|e| e.name() == name);
+        *all = kept;
+        taken
+    }
+}
+
+async fn load_events(host: &PluginHost) -> PluginId {
+    host.load(fresh_copy("events")).await.expect("events loads")
+}
+
+fn moved() -> PlayerMoved {
+    PlayerMoved {
+        player: 42,
+        x: 1.5,
+        y: -3.25,
+        name: "ann".to_owned(),
+    }
+}
+
+/// Every codec through the plugin and back; typed and untyped handlers of
+/// one event both get it; a malformed payload is a failure in the report.
+async fn codecs_round_trip(host: &PluginHost) {
+    let seen = Seen::attach(host);
+    let id = load_events(host).await;
+    for codec in [Codec::Postcard, Codec::Json] {
+        let event = Event::encode("player:moved", &moved(), codec).unwrap();
+        let report = host.send(event.clone()).await;
+        assert!(report.is_ok(), "{codec}: {report:?}");
+        // The typed handler, the untyped one, and this test's `on_any`.
+        assert_eq!(report.delivered, 3, "{codec}");
+        let typed = seen.take("events:typed-seen");
+        assert_eq!(typed.len(), 1, "{codec}");
+        assert_eq!(typed[0].codec(), Codec::Json);
+        assert_eq!(typed[0].decode::<TypedSeen>().unwrap().moved, moved());
+        let untyped = seen.take("events:untyped-seen");
+        assert_eq!(untyped[0].codec(), codec);
+        assert_eq!(untyped[0].payload(), event.payload());
+        assert_eq!(untyped[0].decode::<PlayerMoved>().unwrap(), moved());
+        assert_eq!(untyped[0].source(), Some("events"));
+    }
+    // Typed on the host side too: `emit_event` and `on_event`.
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&got);
+    host.on_event(move |moved: PlayerMoved| log.lock().unwrap().push(moved));
+    let report = host.emit_event(&moved()).await.unwrap();
+    assert_eq!((report.delivered, report.is_ok()), (4, true), "{report:?}");
+    assert_eq!(*got.lock().unwrap(), [moved()]);
+    seen.take("events:typed-seen");
+    seen.take("events:untyped-seen");
+
+    let raw = Event::raw("events:raw", &[1, 2, 3, 0, 255]);
+    assert!(host.send(raw).await.is_ok());
+    let echo = seen.take("events:raw-echo");
+    assert_eq!(echo[0].codec(), Codec::Raw);
+    assert_eq!(echo[0].payload(), [255, 0, 3, 2, 1]);
+
+    // Cut short: the typed handlers (the plugin's and the host's) fail,
+    // naming event, type and codec; the untyped ones still get it.
+    let good = Event::typed(&moved()).unwrap();
+    let wire = good.wire_bytes();
+    let cut = Event::from_wire_bytes("player:moved", wire[..wire.len() - 2].to_vec());
+    let report = host.send(cut).await;
+    assert_eq!(report.failures.len(), 2, "{report:?}");
+    for failure in &report.failures {
+        let FailureKind::Failed(message) = &failure.kind else {
+            panic!("{failure}");
+        };
+        assert!(
+            message.contains("event `player:moved`")
+                && message.contains("PlayerMoved")
+                && message.contains("(postcard)"),
+            "{message}"
+        );
+    }
+    assert!(report.failures.iter().any(|f| f.plugin == Some(id)));
+    assert_eq!(report.delivered, 2, "the untyped handler and `on_any`");
+    host.unload(id).await.unwrap();
+}
+
+/// Every answer and every error of a call, from the host and from the
+/// plugin itself (through the host).
+async fn calls_answer(host: &PluginHost) {
+    let id = load_events(host).await;
+    let price = |item: &str| Price {
+        item: item.to_owned(),
+    };
+    assert_eq!(host.call(&price("sword")).await.unwrap(), 150);
+    // Pending at its first poll: continues as a task of the plugin.
+    assert_eq!(host.call(&price("later")).await.unwrap(), 2);
+    match host.call(&price("fail")).await {
+        Err(CallError::Handler(f)) => {
+            assert_eq!(f.kind, FailureKind::Failed("out of stock".to_owned()));
+            assert_eq!(f.plugin, Some(id));
+        }
+        other => panic!("{other:?}"),
+    }
+    match host.call(&price("panic")).await {
+        Err(CallError::Handler(f)) => {
+            assert!(
+                matches!(&f.kind, FailureKind::Panicked(m) if m.contains("on fire")),
+                "{f}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A request that does not decode in the plugin.
+    match host.call(&PriceById { item: 3 }).await {
+        Err(CallError::Handler(f)) => {
+            assert!(
+                matches!(&f.kind, FailureKind::Failed(m)
+                    if m.contains("`events:price`") && m.contains("Price") && m.contains("postcard")),
+                "{f}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // An answer that does not decode here.
+    let err = host
+        .call(&PriceAsText {
+            item: "sword".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Decode(e) if e.to_string().contains("String")),
+        "{err}"
+    );
+    // No such name.
+    #[derive(Serialize, Deserialize, TypedEvent)]
+    #[event(name = "nobody:answers", answer = ())]
+    struct Nobody;
+    assert!(
+        matches!(host.call(&Nobody).await, Err(CallError::NoHandler(n)) if n == "nobody:answers")
+    );
+    // The plugin calls (itself, through the host), and sees the errors.
+    let ask = |item: &str| Ask {
+        item: item.to_owned(),
+    };
+    assert_eq!(host.call(&ask("sword")).await.unwrap(), "price 150");
+    let failed = host.call(&ask("fail")).await.unwrap();
+    assert!(
+        failed.contains("error:") && failed.contains("out of stock"),
+        "{failed}"
+    );
+    // A second answering handler for one name was refused at load.
+    let second = host.call(&ask("second-answer")).await.unwrap();
+    assert!(
+        second.contains("answers `events:price` already"),
+        "{second}"
+    );
+    // Untyped: `call_event` with a JSON request gets a postcard answer.
+    let answer = host
+        .call_event(Event::encode("events:price", &price("sword"), Codec::Postcard).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.codec(), Codec::Postcard);
+    assert_eq!(answer.decode::<u64>().unwrap(), 150);
+    let stats = host.plugin_stats(id).unwrap();
+    assert!(
+        stats.handler_calls >= 11 && stats.handler_failures >= 3,
+        "{stats:?}"
+    );
+    host.unload(id).await.unwrap();
+    assert!(matches!(
+        host.call(&price("sword")).await,
+        Err(CallError::NoHandler(_))
+    ));
+}
+
+#[test]
+fn codecs_round_trip_on_multi_thread_from_a_worker() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let h = host.clone();
+        tokio::spawn(async move { codecs_round_trip(&h).await })
+            .await
+            .unwrap();
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn codecs_round_trip_on_current_thread() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        codecs_round_trip(&host).await;
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn calls_on_multi_thread_from_a_worker() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let h = host.clone();
+        tokio::spawn(async move { calls_answer(&h).await })
+            .await
+            .unwrap();
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn calls_on_current_thread_from_block_on() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        calls_answer(&host).await;
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn calls_from_a_thread_outside_the_runtime() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    block_on_plain_thread(async {
+        calls_answer(&host).await;
+    });
+    rt.block_on(host.shutdown());
+}
+
+/// Plugin to plugin: `basic` calls `events:price`, which `events` answers.
+#[test]
+fn a_plugin_calls_another_plugin() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let basic = Basic::load(host.clone()).await;
+        // Before `events` is loaded: nobody answers.
+        let none = basic.run("call_price", 0).await;
+        assert!(
+            none["error"]
+                .as_str()
+                .unwrap()
+                .contains("no plugin answers `events:price`"),
+            "{none}"
+        );
+        let events = load_events(&host).await;
+        assert_eq!(basic.run("call_price", 0).await, json!({ "price": 150 }));
+        let failed = basic.run("call_price", 1).await;
+        assert!(
+            failed["error"].as_str().unwrap().contains("out of stock"),
+            "{failed}"
+        );
+        let panicked = basic.run("call_price", 2).await;
+        assert!(
+            panicked["error"].as_str().unwrap().contains("panicked"),
+            "{panicked}"
+        );
+        let unknown = basic.run("call_price", 3).await;
+        assert!(
+            unknown["error"].as_str().unwrap().contains("no such item"),
+            "{unknown}"
+        );
+        host.unload(events).await.unwrap();
+        host.shutdown().await;
+    });
+}
+
+/// One answering handler per name across plugins; a failed load releases
+/// its claim; a reload hands the name to the new copy.
+#[test]
+fn one_answer_per_name_and_reload_hands_it_over() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let first = load_events(&host).await;
+        // A second copy registers `events:price` in `on_load`: refused,
+        // and the load fails with the reason.
+        let err = host
+            .load(fresh_copy("events"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`events:price` is answered by plugin `events`"),
+            "{err}"
+        );
+        assert_eq!(host.plugins().len(), 1);
+        let before = host
+            .call(&Price {
+                item: "copy".into(),
+            })
+            .await
+            .unwrap();
+        let second = host.reload(first, fresh_copy("events")).await.unwrap();
+        let after = host
+            .call(&Price {
+                item: "copy".into(),
+            })
+            .await
+            .unwrap();
+        assert_ne!(before, after, "the new copy answers");
+        // Reload again: the name moves once more, and one copy serves.
+        let third = host.reload(second, fresh_copy("events")).await.unwrap();
+        assert_eq!(host.plugins().len(), 1);
+        assert_eq!(
+            host.call(&Price {
+                item: "sword".into()
+            })
+            .await
+            .unwrap(),
+            150
+        );
+        host.unload(third).await.unwrap();
+        // Released: a fresh copy may answer it again.
+        let fourth = load_events(&host).await;
+        assert_eq!(
+            host.call(&Price {
+                item: "sword".into()
+            })
+            .await
+            .unwrap(),
+            150
+        );
+        host.unload(fourth).await.unwrap();
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn a_call_times_out_and_a_call_cut_by_unload_is_cancelled() {
+    let rt = multi_thread();
+    let host = PluginHost::builder(rt.handle().clone())
+        .handler_timeout(Duration::from_millis(100))
+        .unload_timeout(Duration::from_secs(5))
+        .build();
+    rt.block_on(async {
+        let id = load_events(&host).await;
+        match host
+            .call(&Price {
+                item: "slow".into(),
+            })
+            .await
+        {
+            Err(CallError::Handler(f)) => {
+                assert!(matches!(f.kind, FailureKind::TimedOut(_)), "{f}")
+            }
+            other => panic!("{other:?}"),
+        }
+        host.unload(id).await.unwrap();
+    });
+    // Unloaded while the handler runs: cancelled, not an answer.
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let id = load_events(&host).await;
+        let h = host.clone();
+        let call = tokio::spawn(async move {
+            h.call(&Price {
+                item: "slow".into(),
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        host.unload(id).await.unwrap();
+        match call.await.unwrap() {
+            Err(CallError::Handler(f)) => {
+                assert!(matches!(f.kind, FailureKind::Cancelled(_)), "{f}");
+                assert!(f.to_string().contains("unloaded"), "{f}");
+            }
+            other => panic!("{other:?}"),
+        }
+        host.shutdown().await;
+    });
+}
