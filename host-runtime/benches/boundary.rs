@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use horizon_plugin_host::PluginHost;
-use support::{Loaded, Small, common, native, small};
-use tokio::runtime::Runtime;
+use support::{Loaded, Small, common, flavours, native, small};
 
 /// A future that wakes itself `n` times (the plugin's `YieldN`).
 struct YieldN(u64);
@@ -33,16 +32,6 @@ impl std::future::Future for YieldN {
             std::task::Poll::Pending
         }
     }
-}
-
-/// A runtime flavour's name and constructor.
-type Flavour = (&'static str, fn() -> Runtime);
-
-fn flavours() -> Vec<Flavour> {
-    vec![
-        ("multi-thread", common::multi_thread),
-        ("current-thread", common::current_thread),
-    ]
 }
 
 fn spawn_await(c: &mut Criterion) {

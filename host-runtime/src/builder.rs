@@ -13,6 +13,11 @@ use crate::loaded::Env;
 use crate::stats::{DEFAULT_SLOW_POLL, PollTimer, PollTiming};
 use crate::trust::TrustPolicy;
 
+/// The payload size from which plugin handlers share the host's buffer
+/// rather than copy it ([`HostBuilder::share_payloads_from`]): measured in
+/// BENCHMARKS.md, "Sharing large payloads".
+pub const DEFAULT_SHARE_FROM: usize = 1024;
+
 /// How long an emit waits for plugin handlers unless
 /// [`HostBuilder::handler_timeout`] says otherwise.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +35,7 @@ pub struct HostBuilder {
     poll_timing: PollTiming,
     slow_poll: Option<Duration>,
     cooperative: bool,
+    share_from: Option<usize>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -44,6 +50,7 @@ impl std::fmt::Debug for HostBuilder {
             .field("poll_timing", &self.poll_timing)
             .field("slow_poll", &self.slow_poll)
             .field("cooperative_budget", &self.cooperative)
+            .field("share_payloads_from", &self.share_from)
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +171,17 @@ impl HostBuilder {
         self
     }
 
+    /// From which payload size (in bytes of the wire form) plugin
+    /// handlers share the host's buffer of an event instead of copying it
+    /// (default: [`DEFAULT_SHARE_FROM`], the size from which sharing
+    /// measured faster; `None`: every plugin copies every payload). A
+    /// shared buffer is freed by the host when the last plugin event
+    /// holding it is dropped. Plugins of SDKs before boundary 4.3 copy.
+    pub fn share_payloads_from(mut self, bytes: Option<usize>) -> Self {
+        self.share_from = bytes.map(|b| b.max(1));
+        self
+    }
+
     /// The host.
     pub fn build(self) -> PluginHost {
         PluginHost::from_env(Env {
@@ -179,6 +197,7 @@ impl HostBuilder {
             trust: self.trust,
             poll_timer: PollTimer::new(self.poll_timing, self.slow_poll),
             cooperative: self.cooperative,
+            share_from: self.share_from,
         })
     }
 }
@@ -218,6 +237,7 @@ impl PluginHost {
             poll_timing: PollTiming::default(),
             slow_poll: Some(DEFAULT_SLOW_POLL),
             cooperative: true,
+            share_from: Some(DEFAULT_SHARE_FROM),
         }
     }
 }

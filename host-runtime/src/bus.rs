@@ -21,7 +21,7 @@ use crate::info::PluginId;
 use crate::report::{EmitReport, FailureKind, HandlerFailure, Outcome, Tally, status_outcome};
 use crate::stats::{Site, SiteRef};
 use crate::sync::{read, write};
-use crate::table::{EventBus, NamedHandler, PluginHandler, Services};
+use crate::table::{EventBus, NamedHandler, PluginHandler, Services, lending};
 
 /// A host handler (`PluginHost::on`, `on_any`, `on_event`): an error is a
 /// failure in the report (a typed handler's payload that did not decode).
@@ -53,41 +53,59 @@ struct Subscriptions {
     any: Option<Arc<[HostHandler]>>,
     /// The answering handler of each call name, once its plugin is active.
     answers: FxHashMap<String, Arc<PluginHandler>>,
-    /// Which plugin holds each call name (its id and name): claimed when
-    /// the handler registers (before its plugin is active, so two plugins
-    /// loading at once cannot both get it), released with the plugin's
-    /// subscriptions, handed over by a reload's swap.
-    claims: FxHashMap<String, (PluginId, String)>,
+    /// Who holds each call name: claimed when the handler registers
+    /// (before its plugin is active, so two plugins loading at once cannot
+    /// both get it), released with the plugin's subscriptions, or passed to
+    /// the copy that reserved it (a reload's new copy) when the holder's
+    /// are removed.
+    claims: FxHashMap<String, Claim>,
+}
+
+/// The holder of a call name, and the reload's new copy waiting for it.
+struct Claim {
+    owner: (PluginId, String),
+    successor: Option<(PluginId, String)>,
 }
 
 impl Subscriptions {
-    /// Removes every subscription, answer and claim of plugin `id`.
+    /// Removes every subscription, answer and claim of plugin `id`: a
+    /// claim it holds passes to its successor, one it reserved is dropped.
     fn remove_plugin(&mut self, id: PluginId) {
         remove_plugin(&mut self.named, id);
         self.answers.retain(|_, h| h.services.id != id);
-        self.claims.retain(|_, (owner, _)| *owner != id);
+        self.claims.retain(|_, claim| {
+            if claim.successor.as_ref().is_some_and(|s| s.0 == id) {
+                claim.successor = None;
+            }
+            if claim.owner.0 != id {
+                return true;
+            }
+            match claim.successor.take() {
+                Some(successor) => {
+                    claim.owner = successor;
+                    true
+                }
+                None => false,
+            }
+        });
     }
 
     /// Adds plugin handlers: event handlers to their event's list, answers
-    /// to the call table (a name someone else claimed meanwhile stays
-    /// theirs; see `Bus::claim`).
-    fn add(&mut self, new: Vec<(String, Subscriber)>) {
+    /// to the call table, whose claims their registration made (see
+    /// `Bus::claim_name`). Returns the answers it could not add (a claim
+    /// lost meanwhile: not expected, logged by the caller).
+    fn add(&mut self, new: Vec<(String, Subscriber)>) -> Vec<(String, Arc<PluginHandler>)> {
+        let mut lost = Vec::new();
         for (event, subscriber) in new {
             if let Subscriber::Plugin(handler) = &subscriber
                 && handler.answers
             {
-                let services = &handler.services;
+                let id = handler.services.id;
                 match self.claims.get(&event) {
-                    Some((owner, name)) if *owner != services.id => tracing::warn!(
-                        plugin = %services.name,
-                        id = %services.id,
-                        "not answering `{event}`: plugin `{name}` ({owner}) claimed it meanwhile"
-                    ),
-                    _ => {
-                        self.claims
-                            .insert(event.clone(), (services.id, services.name.clone()));
+                    Some(claim) if claim.owner.0 == id => {
                         self.answers.insert(event, Arc::clone(handler));
                     }
+                    _ => lost.push((event, Arc::clone(handler))),
                 }
                 continue;
             }
@@ -98,6 +116,7 @@ impl Subscriptions {
                 .chain(std::iter::once(subscriber))
                 .collect();
         }
+        lost
     }
 }
 
@@ -119,6 +138,7 @@ fn remove_plugin(subs: &mut FxHashMap<String, Arc<[Subscriber]>>, id: PluginId) 
 fn call_host_handler(handler: &HostHandler, event: &Event, report: &mut Tally) {
     let kind = match catch(|| handler(event.clone())) {
         Ok(Ok(())) => return report.delivered += 1,
+        Ok(Err(e)) if e.is_rejected() => FailureKind::Rejected(e.to_string()),
         Ok(Err(e)) => FailureKind::Failed(e.to_string()),
         Err(message) => FailureKind::Panicked(message),
     };
@@ -148,6 +168,15 @@ enum HandlerRun<O> {
     Done(O),
     /// It runs as a task of its plugin (`None`: cancelled by unload).
     Task(tokio::task::JoinHandle<Option<O>>),
+}
+
+/// Aborts a task when dropped (a no-op once it finished).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// An answering handler's outcome: the answer's payload in wire form.
@@ -198,8 +227,8 @@ impl EventBus for Bus {
         Box::pin(Bus::call(self, event))
     }
 
-    fn claim(&self, name: &str, services: &Services) -> Result<(), String> {
-        self.claim_name(name, services)
+    fn claim(&self, name: &str, services: &Services, activated: bool) -> Result<(), String> {
+        self.claim_name(name, services, activated)
     }
 }
 
@@ -237,34 +266,55 @@ impl Bus {
     /// Removes `old`'s subscriptions (and answers and claims) and adds
     /// `new` ones under one write lock.
     fn swap_subscribers(&self, old: Option<PluginId>, new: Vec<(String, Subscriber)>) {
-        let mut subs = write(&self.subscribers);
-        if let Some(old) = old {
-            subs.remove_plugin(old);
+        let lost = {
+            let mut subs = write(&self.subscribers);
+            if let Some(old) = old {
+                subs.remove_plugin(old);
+            }
+            subs.add(new)
+        };
+        for (event, handler) in lost {
+            let services = &handler.services;
+            tracing::warn!(
+                plugin = %services.name,
+                id = %services.id,
+                "not answering `{event}`: the plugin lost its claim to the name before it was activated"
+            );
         }
-        subs.add(new);
     }
 
     pub(crate) fn remove_subscribers(&self, id: PluginId) {
         write(&self.subscribers).remove_plugin(id);
     }
 
-    /// See [`EventBus::claim`].
-    fn claim_name(&self, name: &str, services: &Services) -> Result<(), String> {
+    /// See [`EventBus::claim`]. `activated`: whether `services`' plugin
+    /// receives events already (a reload's new copy reserves its
+    /// predecessor's names only before).
+    fn claim_name(&self, name: &str, services: &Services, activated: bool) -> Result<(), String> {
+        let me = (services.id, services.name.clone());
         let mut subs = write(&self.subscribers);
-        match subs.claims.get(name) {
-            None => {
-                subs.claims
-                    .insert(name.to_owned(), (services.id, services.name.clone()));
-                Ok(())
-            }
-            Some((owner, _)) if Some(*owner) == services.replaces => Ok(()),
-            Some((owner, _)) if *owner == services.id => {
-                Err(format!("this plugin answers `{name}` already"))
-            }
-            Some((owner, holder)) => Err(format!(
-                "`{name}` is answered by plugin `{holder}` ({owner}) already: one handler per call name"
-            )),
+        let Some(claim) = subs.claims.get_mut(name) else {
+            subs.claims.insert(
+                name.to_owned(),
+                Claim {
+                    owner: me,
+                    successor: None,
+                },
+            );
+            return Ok(());
+        };
+        let mine = |who: &Option<(PluginId, String)>| who.as_ref().is_some_and(|w| w.0 == me.0);
+        if claim.owner.0 == me.0 || mine(&claim.successor) {
+            return Err(format!("this plugin answers `{name}` already"));
         }
+        if !activated && Some(claim.owner.0) == services.replaces && claim.successor.is_none() {
+            claim.successor = Some(me);
+            return Ok(());
+        }
+        let (owner, holder) = &claim.owner;
+        Err(format!(
+            "`{name}` is answered by plugin `{holder}` ({owner}) already: one handler per call name"
+        ))
     }
 
     /// Delivers one event to every subscriber and waits for all of them.
@@ -382,7 +432,13 @@ impl Bus {
                 "the plugin is being unloaded".to_owned(),
             )),
             HandlerRun::Done(answer) => answer,
-            HandlerRun::Task(task) => self.join(task, &mut None).await,
+            HandlerRun::Task(task) => {
+                // A caller that stops waiting (dropped, or its plugin
+                // unloaded) takes the handler's task with it: nobody will
+                // read the answer, and the deadline no longer bounds it.
+                let _abort = AbortOnDrop(task.abort_handle());
+                self.join(task, &mut None).await
+            }
         };
         let mut tally = Tally::default();
         let (wire, outcome) = match answer {
@@ -420,12 +476,15 @@ impl Bus {
             kind,
             Some(FailureKind::Failed(_) | FailureKind::Panicked(_) | FailureKind::TimedOut(_))
         );
-        if counts {
+        if counts || matches!(kind, Some(FailureKind::Rejected(_))) {
             services
                 .stats
                 .handler_failed(matches!(kind, Some(FailureKind::TimedOut(_))));
         }
-        if services.record_outcome(counts, self.quarantine_after) {
+        // A rejected payload says nothing of the handler: its streak of
+        // failures is neither extended nor reset.
+        let rejected = matches!(kind, Some(FailureKind::Rejected(_)));
+        if !rejected && services.record_outcome(counts, self.quarantine_after) {
             // Under the subscription lock: a subscription the plugin makes
             // meanwhile is held, not added back beside the removal.
             services.stop_events();
@@ -489,14 +548,15 @@ impl Bus {
                 let _running = running;
                 // SAFETY: the handler is alive: its `drop` runs only after
                 // every task of its plugin is gone, and this is one. `ev`
-                // outlives the call (the plugin copies what it needs).
-                let fut = unsafe {
+                // outlives the call (the plugin copies what it needs, or
+                // takes a count of the buffer `lending` lends it).
+                let fut = lending(ev.shared_wire(), || unsafe {
                     (h.call)(
                         h.data,
                         RStr::new(ev.name()),
                         RStr::from_bytes(ev.wire_bytes()),
                     )
-                };
+                });
                 outcome(fut.await)
             });
             let Some(task) = task else {
@@ -515,13 +575,13 @@ impl Bus {
             // SAFETY: `inline` registers this call with the plugin, so the
             // handler is not released (nor the library closed) until it is
             // dropped, after the future below is polled and moved or dropped.
-            let mut fut = unsafe {
+            let mut fut = lending(event.shared_wire(), || unsafe {
                 (handler.call)(
                     handler.data,
                     RStr::new(event.name()),
                     RStr::from_bytes(event.wire_bytes()),
                 )
-            };
+            });
             let first = Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()));
             (fut, first)
         });

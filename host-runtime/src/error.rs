@@ -198,8 +198,8 @@ pub enum EmitError {
     Serialize(#[source] serde_json::Error),
     /// The payload does not encode in its event's codec (the message names
     /// the event, the type and the codec).
-    #[error("{0}")]
-    Encode(#[source] horizon_plugin_sdk::PluginError),
+    #[error(transparent)]
+    Encode(horizon_plugin_sdk::PluginError),
 }
 
 /// Why [`PluginHost::reload`](crate::PluginHost::reload) did not complete.
@@ -234,7 +234,7 @@ fn loader_reason(error: &libloading::Error) -> String {
 }
 
 /// Why a call ([`PluginHost::call`](crate::PluginHost::call),
-/// [`call_event`](crate::PluginHost::call_event), or a plugin's
+/// [`call_untyped`](crate::PluginHost::call_untyped), or a plugin's
 /// `PluginContext::call`) has no answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -243,20 +243,22 @@ pub enum CallError {
     /// not loaded, quarantined, or being unloaded).
     #[error("no plugin answers `{0}`")]
     NoHandler(String),
-    /// The answering handler failed ([`FailureKind::Failed`]: also a
-    /// request that did not decode, named in the message), panicked,
-    /// timed out (the host's handler timeout; it was aborted), or its
-    /// plugin was unloaded during the call ([`FailureKind::Cancelled`]).
+    /// The answering handler failed ([`FailureKind::Failed`]), rejected a
+    /// request that did not decode as its type ([`FailureKind::Rejected`],
+    /// naming event, type and codec), panicked, timed out (the host's
+    /// handler timeout; it was aborted), or its plugin was unloaded during
+    /// the call ([`FailureKind::Cancelled`]).
     ///
     /// [`FailureKind::Failed`]: crate::FailureKind::Failed
+    /// [`FailureKind::Rejected`]: crate::FailureKind::Rejected
     /// [`FailureKind::Cancelled`]: crate::FailureKind::Cancelled
     #[error("{0}")]
     Handler(crate::HandlerFailure),
     /// The request does not encode in its codec.
-    #[error("{0}")]
-    Encode(#[source] horizon_plugin_sdk::PluginError),
+    #[error(transparent)]
+    Encode(horizon_plugin_sdk::PluginError),
     /// The answer does not decode as the expected type (the message names
     /// the call, the type and the codec).
-    #[error("the answer to a call: {0}")]
-    Decode(#[source] horizon_plugin_sdk::PluginError),
+    #[error("the answer does not decode: {0}")]
+    Decode(horizon_plugin_sdk::PluginError),
 }

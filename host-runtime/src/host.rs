@@ -363,7 +363,7 @@ impl PluginHost {
     /// ```
     pub async fn call<R: Request>(&self, request: &R) -> Result<R::Answer, CallError> {
         let request = Event::typed(request).map_err(CallError::Encode)?;
-        let answer = self.call_event(request).await?;
+        let answer = self.call_untyped(request).await?;
         answer.decode().map_err(CallError::Decode)
     }
 
@@ -372,7 +372,7 @@ impl PluginHost {
     ///
     /// # Errors
     /// As [`PluginHost::call`], but for decoding the answer.
-    pub async fn call_event(&self, request: Event) -> Result<Event, CallError> {
+    pub async fn call_untyped(&self, request: Event) -> Result<Event, CallError> {
         self.inner.env.bus.call(request).await
     }
 

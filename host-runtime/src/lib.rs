@@ -59,7 +59,7 @@ mod table;
 pub mod testing;
 mod trust;
 
-pub use builder::{DEFAULT_HANDLER_TIMEOUT, HostBuilder};
+pub use builder::{DEFAULT_HANDLER_TIMEOUT, DEFAULT_SHARE_FROM, HostBuilder};
 pub use declaration::{Declaration, ServiceNeed, TABLE_SIZES, TableSizes, inspect, inspect_with};
 pub use error::{CallError, EmitError, LoadError, ReloadError, UnloadError};
 pub use horizon_plugin_sdk::{Codec, Event, Request, TypedEvent};

@@ -35,6 +35,8 @@ pub(crate) struct Env {
     pub(crate) poll_timer: PollTimer,
     /// See [`crate::HostBuilder::cooperative_budget`].
     pub(crate) cooperative: bool,
+    /// See [`crate::HostBuilder::share_payloads_from`].
+    pub(crate) share_from: Option<usize>,
 }
 
 impl Env {
@@ -121,7 +123,7 @@ impl LoadedPlugin {
             bus,
             env.handle.clone(),
             (id, info.name.clone(), replaces),
-            env.flags(),
+            (env.flags(), env.share_from.unwrap_or(0)),
             env.log_sink.clone(),
             env.poll_timer,
         );

@@ -74,6 +74,10 @@ pub enum FailureKind {
     /// ([`HostBuilder::handler_timeout`](crate::HostBuilder::handler_timeout)),
     /// and was aborted.
     TimedOut(String),
+    /// It refused the event: the payload did not decode as the handler's
+    /// type (the message names the event, the type and the codec). The
+    /// sender's mistake: it does not count toward the handler's quarantine.
+    Rejected(String),
 }
 
 impl FailureKind {
@@ -83,7 +87,8 @@ impl FailureKind {
             FailureKind::Failed(m)
             | FailureKind::Panicked(m)
             | FailureKind::Cancelled(m)
-            | FailureKind::TimedOut(m) => m,
+            | FailureKind::TimedOut(m)
+            | FailureKind::Rejected(m) => m,
         }
     }
 }
@@ -103,6 +108,7 @@ impl fmt::Display for HandlerFailure {
             FailureKind::TimedOut(m) => {
                 write!(f, "{who} timed out on event `{}`: {m}", self.event)
             }
+            FailureKind::Rejected(m) => write!(f, "{who} rejected event `{}`: {m}", self.event),
         }
     }
 }
@@ -111,10 +117,11 @@ impl fmt::Display for HandlerFailure {
 /// is freed (by the plugin's own `free`) while the plugin is still counted
 /// as running, never after it was unloaded.
 pub(crate) fn status_outcome(status: horizon_plugin_sdk::abi::RStatus) -> Result<(), FailureKind> {
-    use horizon_plugin_sdk::abi::{STATUS_OK, STATUS_PANIC};
+    use horizon_plugin_sdk::abi::{STATUS_OK, STATUS_PANIC, STATUS_REJECTED};
     match status.code {
         STATUS_OK => Ok(()),
         STATUS_PANIC => Err(FailureKind::Panicked(status.message.to_string_lossy())),
+        STATUS_REJECTED => Err(FailureKind::Rejected(status.message.to_string_lossy())),
         _ => Err(FailureKind::Failed(status.message.to_string_lossy())),
     }
 }

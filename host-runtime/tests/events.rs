@@ -126,15 +126,15 @@ async fn codecs_round_trip(host: &PluginHost) {
     assert_eq!(echo[0].codec(), Codec::Raw);
     assert_eq!(echo[0].payload(), [255, 0, 3, 2, 1]);
 
-    // Cut short: the typed handlers (the plugin's and the host's) fail,
-    // naming event, type and codec; the untyped ones still get it.
+    // Cut short: the typed handlers (the plugin's and the host's) reject
+    // it, naming event, type and codec; the untyped ones still get it.
     let good = Event::typed(&moved()).unwrap();
     let wire = good.wire_bytes();
     let cut = Event::from_wire_bytes("player:moved", wire[..wire.len() - 2].to_vec());
     let report = host.send(cut).await;
     assert_eq!(report.failures.len(), 2, "{report:?}");
     for failure in &report.failures {
-        let FailureKind::Failed(message) = &failure.kind else {
+        let FailureKind::Rejected(message) = &failure.kind else {
             panic!("{failure}");
         };
         assert!(
@@ -179,7 +179,7 @@ async fn calls_answer(host: &PluginHost) {
     match host.call(&PriceById { item: 3 }).await {
         Err(CallError::Handler(f)) => {
             assert!(
-                matches!(&f.kind, FailureKind::Failed(m)
+                matches!(&f.kind, FailureKind::Rejected(m)
                     if m.contains("`events:price`") && m.contains("Price") && m.contains("postcard")),
                 "{f}"
             );
@@ -220,16 +220,16 @@ async fn calls_answer(host: &PluginHost) {
         second.contains("answers `events:price` already"),
         "{second}"
     );
-    // Untyped: `call_event` with a JSON request gets a postcard answer.
+    // Untyped: `call_untyped` with a JSON request gets a postcard answer.
     let answer = host
-        .call_event(Event::encode("events:price", &price("sword"), Codec::Postcard).unwrap())
+        .call_untyped(Event::encode("events:price", &price("sword"), Codec::Postcard).unwrap())
         .await
         .unwrap();
     assert_eq!(answer.codec(), Codec::Postcard);
     assert_eq!(answer.decode::<u64>().unwrap(), 150);
     let stats = host.plugin_stats(id).unwrap();
     assert!(
-        stats.handler_calls >= 11 && stats.handler_failures >= 3,
+        stats.handler_calls >= 11 && stats.handler_failures >= 4,
         "{stats:?}"
     );
     host.unload(id).await.unwrap();
@@ -436,6 +436,180 @@ fn a_call_times_out_and_a_call_cut_by_unload_is_cancelled() {
             }
             other => panic!("{other:?}"),
         }
+        host.shutdown().await;
+    });
+}
+
+/// A raw event of `len` bytes 0, 1, 2.. (wrapping).
+fn numbered(name: &str, len: usize) -> Event {
+    Event::raw(name, &(0..len).map(|i| i as u8).collect::<Vec<_>>())
+}
+
+/// Large payloads are lent, not copied: every plugin keeping the event
+/// holds the host's buffer (one count each, given back when it drops it);
+/// small ones, and all with sharing off, are copied.
+#[test]
+fn large_payloads_are_shared_with_plugins_not_copied() {
+    let rt = multi_thread();
+    for share_from in [Some(1024), None] {
+        let host = PluginHost::builder(rt.handle().clone())
+            .share_payloads_from(share_from)
+            .build();
+        rt.block_on(async {
+            let seen = Seen::attach(&host);
+            let ids = [load_events(&host).await];
+            for (len, lent) in [(64, false), (64 * 1024, share_from.is_some())] {
+                let event = numbered("events:keep", len);
+                let buffer = Arc::clone(event.shared_wire().unwrap());
+                let report = host.send(event).await;
+                assert!(report.is_ok(), "{report:?}");
+                // `on_any`'s copy (the same buffer) is not counted below.
+                drop(seen.take("events:keep"));
+                let kept = seen.take("events:kept");
+                let (at, intact): (u64, bool) = kept[0].json().unwrap();
+                assert!(intact, "{len} bytes arrived intact");
+                assert_eq!(
+                    at == buffer.as_ptr() as u64,
+                    lent,
+                    "{len} bytes, {share_from:?}"
+                );
+                // The test's count, and the plugin's kept event's if lent.
+                assert_eq!(Arc::strong_count(&buffer), 1 + usize::from(lent));
+                assert!(host.emit("events:drop-kept", &()).await.unwrap().is_ok());
+                assert_eq!(Arc::strong_count(&buffer), 1, "given back");
+            }
+            for id in ids {
+                host.unload(id).await.unwrap();
+            }
+            host.shutdown().await;
+        });
+    }
+}
+
+/// A lent buffer outlives its plugin's unload without harm: the plugin's
+/// static keeps its count (never given back: statics are not dropped), and
+/// the host's buffer stays valid for everyone else.
+#[test]
+fn a_lent_payload_kept_across_unload_stays_valid() {
+    let rt = multi_thread();
+    let host = PluginHost::builder(rt.handle().clone())
+        .share_payloads_from(Some(1))
+        .build();
+    rt.block_on(async {
+        let seen = Seen::attach(&host);
+        let a = load_events(&host).await;
+        let event = numbered("events:keep", 100_000);
+        let buffer = Arc::clone(event.shared_wire().unwrap());
+        assert!(host.send(event).await.is_ok());
+        assert_eq!(seen.take("events:kept").len(), 1);
+        drop(seen.take("events:keep"));
+        host.unload(a).await.unwrap();
+        assert_eq!(
+            Arc::strong_count(&buffer),
+            2,
+            "the unloaded plugin's static keeps its count"
+        );
+        // The raw event's wire form: its two-byte header, then 0, 1, 2..
+        assert!(buffer[2..].iter().enumerate().all(|(i, b)| *b == i as u8));
+        host.shutdown().await;
+    });
+}
+
+/// Malformed payloads are the sender's mistake: rejected, counted as
+/// failed calls, but they do not quarantine the handler; its own failures
+/// do, and quarantine releases its call names for another plugin.
+#[test]
+fn rejected_payloads_do_not_quarantine_and_quarantine_releases_names() {
+    let rt = multi_thread();
+    let host = PluginHost::builder(rt.handle().clone())
+        .quarantine_after(2)
+        .build();
+    rt.block_on(async {
+        let id = load_events(&host).await;
+        for _ in 0..5 {
+            let junk = Event::from_wire_bytes("player:moved", vec![0, 1, 0xff]);
+            let report = host.send(junk).await;
+            assert!(report.quarantined.is_empty(), "{report:?}");
+            assert!(matches!(report.failures[0].kind, FailureKind::Rejected(_)));
+            assert!(matches!(
+                host.call(&PriceById { item: 1 }).await,
+                Err(CallError::Handler(f)) if matches!(f.kind, FailureKind::Rejected(_))
+            ));
+        }
+        assert_eq!(
+            host.call(&Price {
+                item: "sword".into()
+            })
+            .await
+            .unwrap(),
+            150
+        );
+        // Two failures of its own in a row: quarantined.
+        for _ in 0..2 {
+            assert!(
+                host.call(&Price {
+                    item: "fail".into()
+                })
+                .await
+                .is_err()
+            );
+        }
+        assert!(host.plugins()[0].quarantined);
+        assert!(matches!(
+            host.call(&Price {
+                item: "sword".into()
+            })
+            .await,
+            Err(CallError::NoHandler(_))
+        ));
+        // The name is free: another copy answers it.
+        let other = load_events(&host).await;
+        assert_eq!(
+            host.call(&Price {
+                item: "sword".into()
+            })
+            .await
+            .unwrap(),
+            150
+        );
+        host.unload(other).await.unwrap();
+        host.unload(id).await.unwrap();
+    });
+}
+
+/// Four copies loading at once race for `events:price`: exactly one gets
+/// it, the others fail to load naming the holder, and the name is served.
+#[test]
+fn concurrent_loads_race_for_one_call_name() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                let (host, path) = (host.clone(), fresh_copy("events"));
+                tokio::spawn(async move { host.load(path).await })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for load in loads {
+            match load.await.unwrap() {
+                Ok(id) => won.push(id),
+                Err(e) => assert!(
+                    e.to_string().contains("is answered by plugin `events`"),
+                    "{e}"
+                ),
+            }
+        }
+        assert_eq!(won.len(), 1, "{won:?}");
+        assert_eq!(host.plugins().len(), 1);
+        assert_eq!(
+            host.call(&Price {
+                item: "sword".into()
+            })
+            .await
+            .unwrap(),
+            150
+        );
         host.shutdown().await;
     });
 }

@@ -22,3 +22,23 @@ pub(crate) fn sdk(span: Span) -> Ident {
     };
     Ident::new(&name, span)
 }
+
+/// The host's package name: it re-exports what `#[derive(TypedEvent)]`
+/// names (`TypedEvent`, `Request`, `Codec`) for hosts that depend on it
+/// alone.
+const HOST_PACKAGE: &str = "horizon-plugin-host";
+
+/// The crate `#[derive(TypedEvent)]`'s expansion names: the SDK if the
+/// crate depends on it, else the host crate if it depends on that, else
+/// the SDK's default name.
+pub(crate) fn events(span: Span) -> Ident {
+    let name = match crate_name(SDK_PACKAGE) {
+        Ok(FoundCrate::Name(name)) => name,
+        Ok(FoundCrate::Itself) => SDK_PACKAGE.replace('-', "_"),
+        Err(_) => match crate_name(HOST_PACKAGE) {
+            Ok(FoundCrate::Name(name)) => name,
+            _ => SDK_PACKAGE.replace('-', "_"),
+        },
+    };
+    Ident::new(&name, span)
+}

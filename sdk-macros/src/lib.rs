@@ -27,7 +27,7 @@ pub fn horizon_plugin(args: TokenStream, input: TokenStream) -> TokenStream {
 }
 
 /// Implements `horizon_plugin_sdk::TypedEvent` from `#[event(name = "..",
-/// codec = json | postcard)]`.
+/// codec = json | postcard, answer = Type)]` (with `answer`, `Request` too).
 ///
 /// See `horizon_plugin_sdk::TypedEvent` for the documentation.
 #[proc_macro_derive(TypedEvent, attributes(event))]

@@ -74,7 +74,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             "the event's name is missing: add `name = \"...\"`",
         ));
     };
-    let sdk = crate_name::sdk(proc_macro2::Span::call_site());
+    let sdk = crate_name::events(proc_macro2::Span::call_site());
     let variant = codec.map(|ident| {
         let (_, variant) = CODECS
             .iter()

@@ -16,6 +16,10 @@ use std::fmt;
 pub struct PluginError {
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The payload a handler was given did not decode: the sender's
+    /// mistake, reported to the host as such (it does not count toward the
+    /// handler's quarantine).
+    rejected: bool,
 }
 
 impl PluginError {
@@ -24,18 +28,29 @@ impl PluginError {
         PluginError {
             message: message.to_string(),
             source: None,
+            rejected: false,
         }
     }
 
-    /// An error with this message and `source` as its source.
-    pub(crate) fn with_source(
+    /// A payload that did not decode: this message, `source` as its
+    /// source, and marked as the sender's mistake.
+    pub(crate) fn rejected(
         message: impl fmt::Display,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         PluginError {
             message: message.to_string(),
             source: Some(Box::new(source)),
+            rejected: true,
         }
+    }
+
+    /// Whether this error says that a payload did not decode (an
+    /// [`Event::decode`](crate::Event::decode) or `json` error, kept
+    /// through `?`): a handler returning it tells the host the event was
+    /// malformed, not that the handler failed.
+    pub fn is_rejected(&self) -> bool {
+        self.rejected
     }
 
     /// Wraps another error, keeping it as the source.
@@ -43,6 +58,7 @@ impl PluginError {
         PluginError {
             message: error.to_string(),
             source: Some(Box::new(error)),
+            rejected: false,
         }
     }
 }

@@ -35,8 +35,20 @@ pub enum Codec {
     Postcard,
     /// Bytes in the caller's own format; [`Event::payload`] reads them.
     Raw,
-    /// A codec id this SDK does not know (sent by a newer one).
-    Unknown(u8),
+    /// A codec this SDK does not know (sent by a newer one).
+    Unknown(UnknownCodec),
+}
+
+/// The wire id of a codec this SDK does not know ([`Codec::Unknown`]);
+/// made only by reading an event, so it never stands for a known codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnknownCodec(u8);
+
+impl UnknownCodec {
+    /// The id in the event's wire header.
+    pub fn id(self) -> u8 {
+        self.0
+    }
 }
 
 /// First byte of the wire form of a payload that is not JSON.
@@ -45,22 +57,22 @@ const TAGGED: u8 = 0x00;
 const HEADER: usize = 2;
 
 impl Codec {
-    /// The id in the wire header (`Json` has no header).
+    /// The id in the wire header (`Json` has none: 0 is never used).
     const fn id(self) -> u8 {
         match self {
             Codec::Json => 0,
             Codec::Postcard => 1,
             Codec::Raw => 2,
-            Codec::Unknown(id) => id,
+            Codec::Unknown(UnknownCodec(id)) => id,
         }
     }
 
+    /// The codec of a tagged payload's header (JSON is never tagged).
     const fn from_id(id: u8) -> Codec {
         match id {
-            0 => Codec::Json,
             1 => Codec::Postcard,
             2 => Codec::Raw,
-            id => Codec::Unknown(id),
+            id => Codec::Unknown(UnknownCodec(id)),
         }
     }
 
@@ -92,7 +104,7 @@ impl fmt::Display for Codec {
             Codec::Json => f.write_str("JSON"),
             Codec::Postcard => f.write_str("postcard"),
             Codec::Raw => f.write_str("raw bytes"),
-            Codec::Unknown(id) => write!(f, "unknown codec {id}"),
+            Codec::Unknown(UnknownCodec(id)) => write!(f, "unknown codec {id}"),
         }
     }
 }
@@ -167,9 +179,28 @@ pub trait Request: TypedEvent {
 pub struct Event {
     name: Arc<str>,
     /// The wire form (see the module documentation).
-    wire: Arc<[u8]>,
+    wire: Wire,
     codec: Codec,
     source: Option<Arc<str>>,
+}
+
+/// An event's wire bytes: this side's, or (in a plugin) a host buffer lent
+/// for a large payload.
+#[derive(Clone)]
+enum Wire {
+    Owned(Arc<[u8]>),
+    #[cfg(feature = "plugin")]
+    Lent(Arc<crate::boundary::lent::Lent>),
+}
+
+impl Wire {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Wire::Owned(bytes) => bytes,
+            #[cfg(feature = "plugin")]
+            Wire::Lent(lent) => lent.bytes(),
+        }
+    }
 }
 
 impl Event {
@@ -206,15 +237,11 @@ impl Event {
     }
 
     /// An event whose payload is already JSON. The bytes are not validated
-    /// here; [`Event::json`] reports malformed JSON. (Bytes that start with
-    /// `0x00` are no JSON text and read as a tagged payload on the wire.)
+    /// here; [`Event::json`] reports malformed JSON. Bytes that start with
+    /// `0x00` are no JSON text: they are read as a tagged payload, as on
+    /// the wire, so every side sees the same codec ([`Event::from_wire_bytes`]).
     pub fn from_json_bytes(name: &str, payload: impl Into<Arc<[u8]>>) -> Event {
-        Event {
-            name: Arc::from(name),
-            wire: payload.into(),
-            codec: Codec::Json,
-            source: None,
-        }
+        Event::from_wire_bytes(name, payload)
     }
 
     /// An event from its wire form ([`Event::wire_bytes`]): JSON text, or a
@@ -225,7 +252,11 @@ impl Event {
 
     /// As [`Event::from_wire_bytes`], with a name that is already shared.
     fn from_shared_wire(name: Arc<str>, wire: Arc<[u8]>) -> Event {
-        let codec = match *wire {
+        Event::from_parts(name, Wire::Owned(wire))
+    }
+
+    fn from_parts(name: Arc<str>, wire: Wire) -> Event {
+        let codec = match *wire.bytes() {
             [TAGGED, id, ..] => Codec::from_id(id),
             // A lone `0x00`: no JSON either; `json` reports it.
             _ => Codec::Json,
@@ -243,6 +274,21 @@ impl Event {
     #[cfg(feature = "plugin")]
     pub(crate) fn from_shared(name: Arc<str>, wire: &[u8]) -> Event {
         Event::from_shared_wire(name, Arc::from(wire))
+    }
+
+    /// As [`Event::from_shared`], for the payload of the handler call the
+    /// host is making: kept without a copy if the host lends it
+    /// (`boundary::lent`).
+    #[cfg(feature = "plugin")]
+    pub(crate) fn from_call(
+        api: Option<&crate::abi::HostApi>,
+        name: Arc<str>,
+        wire: &[u8],
+    ) -> Event {
+        match api.and_then(|api| crate::boundary::lent::Lent::retain(api, wire)) {
+            Some(lent) => Event::from_parts(name, Wire::Lent(Arc::new(lent))),
+            None => Event::from_shared(name, wire),
+        }
     }
 
     /// The same event, marked as sent by `source` (the host marks events
@@ -308,16 +354,21 @@ impl Event {
     /// [`Event::decode`], which reads every codec).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
         match self.codec {
-            Codec::Json => Ok(serde_json::from_slice(self.payload())?),
-            other => Err(PluginError::msg(format!(
-                "event `{}` is {other}, not JSON: read it with `Event::decode`",
-                self.name
-            ))),
+            Codec::Json => {
+                serde_json::from_slice(self.payload()).map_err(|e| self.undecodable::<T>(e))
+            }
+            other => Err(PluginError::rejected(
+                format!(
+                    "event `{}` is {other}, not JSON: read it with `Event::decode`",
+                    self.name
+                ),
+                NotJson,
+            )),
         }
     }
 
     fn undecodable<T>(&self, e: impl std::error::Error + Send + Sync + 'static) -> PluginError {
-        PluginError::with_source(
+        PluginError::rejected(
             format!(
                 "event `{}`: the payload does not decode as `{}` ({}): {e}",
                 self.name,
@@ -329,18 +380,30 @@ impl Event {
     }
 
     /// The payload's bytes in its codec (JSON text, postcard bytes, the raw
-    /// bytes), without the wire header.
+    /// bytes), without the wire header. To forward an event as it is, use
+    /// [`Event::wire_bytes`] and [`Event::from_wire_bytes`], which keep its
+    /// codec.
     pub fn payload(&self) -> &[u8] {
         match self.codec {
-            Codec::Json => &self.wire,
-            _ => &self.wire[HEADER..],
+            Codec::Json => self.wire.bytes(),
+            _ => &self.wire.bytes()[HEADER..],
         }
     }
 
     /// The wire form: what crosses the library boundary (see the module
     /// documentation), for a host that forwards events elsewhere.
     pub fn wire_bytes(&self) -> &[u8] {
-        &self.wire
+        self.wire.bytes()
+    }
+
+    /// The shared buffer of the wire form, when this side owns it (what a
+    /// host lends to handlers; `None` for bytes lent by the other side).
+    pub fn shared_wire(&self) -> Option<&Arc<[u8]>> {
+        match &self.wire {
+            Wire::Owned(bytes) => Some(bytes),
+            #[cfg(feature = "plugin")]
+            Wire::Lent(_) => None,
+        }
     }
 }
 
@@ -356,24 +419,31 @@ impl fmt::Debug for Event {
     }
 }
 
-/// Bytes written as hex, the way `horizon run` shows a payload it cannot decode.
-pub struct Hex<'a>(pub &'a [u8]);
+/// The source of [`Event::json`]'s error for an event of another codec.
+#[derive(Debug)]
+struct NotJson;
 
-impl fmt::Display for Hex<'_> {
+impl fmt::Display for NotJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the payload is not JSON")
+    }
+}
+
+impl std::error::Error for NotJson {}
+
+/// Bytes written as hex in groups of four, quoted.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
         for (i, b) in self.0.iter().enumerate() {
             if i > 0 && i % 4 == 0 {
                 f.write_str(" ")?;
             }
             write!(f, "{b:02x}")?;
         }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
+        f.write_str("\"")
     }
 }
 
@@ -466,7 +536,10 @@ fn decoding_the_wrong_codec_names_it() {
     let err = binary.json::<u32>().unwrap_err().to_string();
     assert!(err.contains("postcard, not JSON"), "{err}");
     let unknown = Event::from_wire_bytes("hello", vec![0, 9, 1]);
-    assert_eq!(unknown.codec(), Codec::Unknown(9));
+    assert!(matches!(unknown.codec(), Codec::Unknown(c) if c.id() == 9));
+    let zero = Event::from_json_bytes("hello", vec![0, 0, 1]);
+    assert!(matches!(zero.codec(), Codec::Unknown(c) if c.id() == 0));
+    assert!(zero.json::<u8>().is_err() && zero.decode::<u8>().is_err());
     assert!(
         unknown
             .decode::<u8>()

@@ -71,9 +71,10 @@ pub mod __private {
 #[cfg(feature = "abi")]
 pub use error::PluginError;
 #[cfg(feature = "abi")]
-pub use event::{Codec, Event, Hex, Request, TypedEvent};
-/// Derives [`TypedEvent`]: `#[event(name = "..")]` names the event, and
-/// `codec = postcard` (or `json`, the default) picks its codec.
+pub use event::{Codec, Event, Request, TypedEvent, UnknownCodec};
+/// Derives [`TypedEvent`]: `#[event(name = "..")]` names the event,
+/// `codec = postcard` (or `json`, the default) picks its codec, and
+/// `answer = Type` also makes it a [`Request`] answered with a `Type`.
 ///
 /// ```
 /// #[derive(serde::Serialize, serde::Deserialize, horizon_plugin_sdk::TypedEvent)]

@@ -190,7 +190,7 @@ impl PluginContext {
         F: Fn(R) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R::Answer, PluginError>> + Send + 'static,
     {
-        self.answer_event(R::NAME, move |request: Event| {
+        self.answer_untyped(R::NAME, move |request: Event| {
             let started = request.decode::<R>().map(&handler);
             async move { Event::encode(R::NAME, &started?.await?, R::CODEC) }
         })
@@ -203,7 +203,7 @@ impl PluginContext {
     ///
     /// # Errors
     /// As [`PluginContext::answer`].
-    pub fn answer_event<F, Fut>(&self, name: &str, handler: F) -> Result<(), PluginError>
+    pub fn answer_untyped<F, Fut>(&self, name: &str, handler: F) -> Result<(), PluginError>
     where
         F: Fn(Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Event, PluginError>> + Send + 'static,
@@ -224,7 +224,7 @@ impl PluginContext {
     /// during the call, or the request or the answer does not encode or
     /// decode; the message says which.
     pub async fn call<R: Request>(&self, request: &R) -> Result<R::Answer, PluginError> {
-        self.call_event(Event::typed(request)?).await?.decode()
+        self.call_untyped(Event::typed(request)?).await?.decode()
     }
 
     /// Calls the handler answering `request`'s name with its payload, as it
@@ -232,7 +232,7 @@ impl PluginContext {
     ///
     /// # Errors
     /// As [`PluginContext::call`].
-    pub async fn call_event(&self, request: Event) -> Result<Event, PluginError> {
+    pub async fn call_untyped(&self, request: Event) -> Result<Event, PluginError> {
         let api = injected::host().ok_or_else(|| no_host("call"))?;
         let call = api.call.ok_or_else(|| no_calls("call"))?;
         // SAFETY: `api` is the live host table; `call` copies the borrowed
@@ -254,9 +254,10 @@ impl PluginContext {
     }
 
     /// Registers a handler of the [`TypedEvent`] `T`: subscribed to
-    /// `T::NAME`, given the payload decoded with `T::CODEC`'s reader (any
-    /// codec the emitter chose decodes). A payload that does not decode is
-    /// the handler's error, naming the event, the type and the codec, and
+    /// `T::NAME`, given the payload decoded in the codec the emitter chose
+    /// (`T::CODEC` is what `emit_event` sends; any codec decodes). A
+    /// payload that does not decode is rejected (the host reports
+    /// `FailureKind::Rejected` naming the event, the type and the codec) and
     /// the handler is not called. Typed and untyped handlers of one event
     /// all receive it.
     ///
@@ -358,8 +359,7 @@ impl PluginContext {
 
 fn no_calls(what: &str) -> PluginError {
     PluginError::msg(format!(
-        "`PluginContext::{what}` needs a host of boundary 4.3 or later (horizon-plugin-host 0.3): \
-         this host has no calls"
+        "`PluginContext::{what}` needs a host of boundary 4.3 or later: this host has no calls"
     ))
 }
 

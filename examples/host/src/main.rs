@@ -10,8 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use horizon_plugin_host::{Event, PluginHost};
-use serde_json::json;
+use horizon_plugin_host::{Event, PluginHost, TypedEvent};
+
+/// The tick the plugins get, typed: its name is written once, here (JSON,
+/// the default codec, as Horizon's `server_tick` is).
+#[derive(serde::Serialize, serde::Deserialize, TypedEvent)]
+#[event(name = "server_tick")]
+struct ServerTick {
+    tick: u64,
+}
 
 const PLUGINS: &[&str] = &["logger", "timers"];
 
@@ -105,7 +112,7 @@ async fn run(dir: PathBuf, seconds: u64) -> ExitCode {
     let ticks = seconds * 2;
     for tick in 1..=ticks {
         ticker.tick().await;
-        match host.emit("server_tick", &json!({ "tick": tick })).await {
+        match host.emit_event(&ServerTick { tick }).await {
             Ok(report) => {
                 for failure in &report.failures {
                     eprintln!("warning: {failure}");

@@ -14,6 +14,17 @@ use tokio::runtime::Runtime;
 #[path = "../../tests/common/mod.rs"]
 pub mod common;
 
+/// A runtime flavour's name and constructor.
+pub type Flavour = (&'static str, fn() -> Runtime);
+
+/// Both flavours the benches compare on.
+pub fn flavours() -> Vec<Flavour> {
+    vec![
+        ("multi-thread", common::multi_thread),
+        ("current-thread", common::current_thread),
+    ]
+}
+
 /// Same shape as the bench plugin's `Small`.
 #[derive(Serialize, serde::Deserialize)]
 pub struct Small {

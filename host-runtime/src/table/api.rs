@@ -24,7 +24,12 @@ use crate::sync::lock;
 /// The service table of the `Services` at `data`: this module's functions.
 /// `data` is only stored here, and dereferenced by those functions, which
 /// the plugin calls after `init`, once the `Services` is built.
-pub(super) fn table(data: *const c_void, flags: u32, every_level: bool) -> HostApi {
+pub(super) fn table(
+    data: *const c_void,
+    flags: u32,
+    share_from: usize,
+    every_level: bool,
+) -> HostApi {
     HostApi {
         abi_version: ABI_VERSION,
         size: size_of::<HostApi>() as u32,
@@ -47,6 +52,9 @@ pub(super) fn table(data: *const c_void, flags: u32, every_level: bool) -> HostA
         report_panic: Some(log::report_panic),
         answer: Some(host_answer),
         call: Some(host_call),
+        share_from,
+        payload_retain: Some(super::lend::payload_retain),
+        payload_release: Some(super::lend::payload_release),
     }
 }
 
@@ -259,14 +267,23 @@ unsafe fn register(
             return Err("the plugin is being unloaded".to_owned());
         }
         if answers {
-            let twice = lock(&services.pending)
-                .iter()
-                .flatten()
-                .any(|(n, h)| h.answers && n == name);
+            if services.held.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "not answering `{name}`: the plugin is being replaced, unloaded or quarantined"
+                ));
+            }
+            let (twice, activated) = {
+                let pending = lock(&services.pending);
+                let twice = pending
+                    .iter()
+                    .flatten()
+                    .any(|(n, h)| h.answers && n == name);
+                (twice, pending.is_none())
+            };
             if twice {
                 return Err(format!("this plugin answers `{name}` already"));
             }
-            bus.claim(name, &services)?;
+            bus.claim(name, &services, activated)?;
         }
         let handler = handler.take().expect("taken once");
         let subscriber = Arc::new(PluginHandler {

@@ -1,8 +1,8 @@
 //! A plugin's service table and everything the host keeps for it
 //! (`Services`): the `extern "C"` functions of its `HostApi` (`api`),
 //! how its tasks and blocking jobs are counted and stopped (`task`), the
-//! plugin-made wakers the host holds (`wakers`), and its log records
-//! (`log`).
+//! plugin-made wakers the host holds (`wakers`), its log records
+//! (`log`), and the payloads lent to its handlers (`lend`).
 //!
 //! This layer sits below the event bus: what it needs from the bus (deliver
 //! an event a plugin emits, add and remove its handlers) goes through the
@@ -13,6 +13,7 @@
 //! the other way.
 
 mod api;
+mod lend;
 mod log;
 mod services;
 mod task;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Weak};
 
 use tokio::runtime::Handle;
 
+pub(crate) use lend::lending;
 pub(crate) use services::{EventBus, NamedHandler, PluginHandler, Services};
 
 use crate::info::{LogSink, PluginId};
@@ -33,12 +35,12 @@ pub(crate) fn new_services(
     bus: Weak<dyn EventBus>,
     handle: Handle,
     (id, name, replaces): (PluginId, String, Option<PluginId>),
-    flags: u32,
+    (flags, share_from): (u32, usize),
     log_sink: Option<LogSink>,
     timer: PollTimer,
 ) -> Arc<Services> {
     let every_level = log_sink.is_some();
     Services::new(bus, handle, (id, name, replaces), log_sink, timer, |data| {
-        api::table(data, flags, every_level)
+        api::table(data, flags, share_from, every_level)
     })
 }

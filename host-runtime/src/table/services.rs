@@ -33,8 +33,9 @@ pub(crate) trait EventBus: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<Event, CallError>> + Send + '_>>;
     /// Claims the call name `name` for `services`' plugin (one answering
     /// handler per name), or says who holds it. A name its predecessor
-    /// (`Services::replaces`) holds is granted: the swap hands it over.
-    fn claim(&self, name: &str, services: &Services) -> Result<(), String>;
+    /// (`Services::replaces`) holds is reserved for it while it is not
+    /// `activated`: the swap hands it over.
+    fn claim(&self, name: &str, services: &Services, activated: bool) -> Result<(), String>;
     /// Removes `replacing`'s handlers (if any) and adds `handlers`, in one
     /// step: every event goes to exactly one of the two sets.
     fn swap(&self, replacing: Option<PluginId>, handlers: Vec<NamedHandler>);
@@ -60,8 +61,8 @@ pub(crate) struct PluginHandler {
 }
 
 // SAFETY: `data` is the plugin's boxed handler, a `Send + Sync` closure
-// (`PluginContext::on` requires it; boxed by the SDK's
-// `boundary::handlers::subscribe`); `call` is a plain function.
+// (`PluginContext::on` and `answer` require it; boxed by the SDK's
+// `boundary::handlers::register`); `call` is a plain function.
 unsafe impl Send for PluginHandler {}
 // SAFETY: as above.
 unsafe impl Sync for PluginHandler {}
@@ -104,6 +105,10 @@ pub(crate) struct Services {
     /// Until `activate`, subscriptions wait here instead of receiving events
     /// (so a reload can swap old and new in one step). Taken under `parked`'s lock.
     pub(super) pending: Mutex<Option<Vec<NamedHandler>>>,
+    /// Set (under `parked`) once the plugin's subscriptions are held for
+    /// good (it is replaced, unloading or quarantined): it takes no new
+    /// answering handler, whose claim would keep the name from others.
+    pub(super) held: AtomicBool,
     pub(super) consecutive_failures: AtomicU32,
     pub(super) quarantined: AtomicBool,
     /// See [`crate::HostBuilder::plugin_log_sink`].
@@ -167,6 +172,7 @@ impl Services {
             drained: Arc::new(Notify::new()),
             handlers: Mutex::new(Vec::new()),
             pending: Mutex::new(Some(Vec::new())),
+            held: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
             log_sink,
@@ -226,6 +232,7 @@ impl Services {
     /// Makes `pending` a list again (it is `None` once activated), so that
     /// `host_subscribe` holds new subscriptions there. Under `parked`.
     fn hold_pending(&self) {
+        self.held.store(true, Ordering::Relaxed);
         lock(&self.pending).get_or_insert_with(Vec::new);
     }
 
@@ -362,7 +369,7 @@ impl Services {
         // order in `table/mod.rs`).
         let handlers = std::mem::take(&mut *lock(&self.handlers));
         for raw in handlers {
-            // SAFETY: `raw` came from this plugin's `subscribe`; the registry
+            // SAFETY: `raw` came from this plugin's `subscribe` or `answer`; the registry
             // is closed and drained, so no `call` is running or will run, and
             // `drop` is called exactly once (the list was taken).
             unsafe { (raw.drop)(raw.data) };

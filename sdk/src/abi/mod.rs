@@ -25,7 +25,7 @@ pub mod waker;
 
 pub use future::{FromPanic, PollFn, RawFuture};
 pub use table::TableLayout;
-pub use values::{RStatus, RStr, RString, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
+pub use values::{RStatus, RStr, RString, STATUS_ERROR, STATUS_OK, STATUS_PANIC, STATUS_REJECTED};
 pub use waker::{BoundaryWaker, WakerFns};
 
 /// First field of every [`PluginDeclaration`]: `"HORIZON\0"` read as a little-endian `u64`.
@@ -107,6 +107,9 @@ pub const HOST_API_PREFIX: &[u64] = &table::prefixes!(HostApi {
     report_panic: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>)>,
     answer: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus>,
     call: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>>,
+    share_from: usize,
+    payload_retain: Option<unsafe extern "C" fn(*const c_void, RStr<'_>) -> bool>,
+    payload_release: Option<unsafe extern "C" fn(*const c_void, RStr<'_>)>,
 });
 
 /// The prefix fingerprints of [`PluginDeclaration`] as this SDK knows it.
@@ -233,6 +236,17 @@ pub const SERVICES_USED: &[ServiceUse] = &[
     ServiceUse {
         name: RStr::new("call"),
         end: service_end!(call),
+        required: 0,
+    },
+    // Boundary 4.3: optional, a handler copies its payload without it.
+    ServiceUse {
+        name: RStr::new("payload_retain"),
+        end: service_end!(payload_retain),
+        required: 0,
+    },
+    ServiceUse {
+        name: RStr::new("payload_release"),
+        end: service_end!(payload_release),
         required: 0,
     },
 ];
@@ -367,6 +381,23 @@ pub struct HostApi {
     /// handler, it failed, panicked, timed out, its plugin was unloaded).
     /// `None` in older hosts.
     pub call: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>>,
+    /// Boundary 4.3: the payload size, in bytes, from which the host lends
+    /// a handler's payload (`payload_retain`) rather than have each plugin
+    /// copy it; 0: it lends none (and in older hosts).
+    pub share_from: usize,
+    /// Boundary 4.3: takes one reference to the payload of the handler
+    /// call running on this thread (the `payload` the host passed to a
+    /// `RawHandler::call` it is inside, compared by address and length),
+    /// so the plugin may keep the bytes past the call without a copy.
+    /// False, and nothing taken, for any other bytes or when the host does
+    /// not lend this one. Each reference taken is given back once with
+    /// `payload_release`. `None` in older hosts.
+    pub payload_retain: Option<unsafe extern "C" fn(*const c_void, RStr<'_>) -> bool>,
+    /// Boundary 4.3: gives back one reference taken by `payload_retain`
+    /// (the same bytes); the host frees the buffer with its last one. Does
+    /// not read `data`: callable from any thread, also after the plugin's
+    /// unload. `None` in older hosts.
+    pub payload_release: Option<unsafe extern "C" fn(*const c_void, RStr<'_>)>,
 }
 
 // SAFETY: the table is immutable, its functions may be called from any
@@ -536,6 +567,17 @@ mod tests {
             ),
             ("answer", std::mem::offset_of!(HostApi, answer), 112),
             ("call", std::mem::offset_of!(HostApi, call), 112),
+            ("share_from", std::mem::offset_of!(HostApi, share_from), 112),
+            (
+                "payload_retain",
+                std::mem::offset_of!(HostApi, payload_retain),
+                112,
+            ),
+            (
+                "payload_release",
+                std::mem::offset_of!(HostApi, payload_release),
+                112,
+            ),
         ];
         for (field, offset, size_before) in appended {
             assert!(

@@ -111,8 +111,10 @@ impl RString {
         if self.len == 0 {
             return &[];
         }
-        // SAFETY: `ptr..ptr+len` is the live buffer this `RString` owns
-        // (made by `From<Vec<u8>>`, freed only by `drop`).
+        // SAFETY: `ptr..ptr+len` is the live buffer this `RString` owns:
+        // made by `From<Vec<u8>>` of this side's SDK or of the other side's
+        // (whose code stays loaded while a value it made is alive: the
+        // boundary's ownership rule), freed only by `drop`.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
@@ -147,7 +149,8 @@ impl std::fmt::Debug for RString {
 pub struct RStatus {
     /// One of the `STATUS_*` codes.
     pub code: u32,
-    /// Empty when `code == STATUS_OK`.
+    /// When `code == STATUS_OK`: empty, or an answering handler's answer
+    /// (`HostApi::answer`, `HostApi::call`); otherwise what went wrong.
     pub message: RString,
 }
 
@@ -157,6 +160,10 @@ pub const STATUS_OK: u32 = 0;
 pub const STATUS_ERROR: u32 = 1;
 /// The call panicked; the message is the panic's.
 pub const STATUS_PANIC: u32 = 2;
+/// Boundary 4.3: the handler refused its payload, which did not decode as
+/// its type (the sender's mistake, not the handler's; hosts before 4.3
+/// read it as [`STATUS_ERROR`]).
+pub const STATUS_REJECTED: u32 = 3;
 
 impl RStatus {
     /// Success.

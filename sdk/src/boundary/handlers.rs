@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use super::injected::{self, Guarded};
 use crate::abi::guard::{catch, entered};
-use crate::abi::{HostApi, RStatus, RStr, RString, RawFuture, RawHandler, STATUS_OK};
+use crate::abi::{
+    HostApi, RStatus, RStr, RString, RawFuture, RawHandler, STATUS_OK, STATUS_REJECTED,
+};
 use crate::boundary::panics::{self, Site};
 use crate::{Event, PluginError};
 
@@ -94,6 +96,10 @@ pub(crate) fn result_to_status<R: Reply>(
 ) -> RStatus {
     match result {
         Ok(Ok(reply)) => reply.into_status(),
+        Ok(Err(e)) if e.is_rejected() => RStatus {
+            code: STATUS_REJECTED,
+            message: RString::from(e.to_string()),
+        },
         Ok(Err(e)) => RStatus::error(e.to_string()),
         Err(panic) => RStatus::panic(panic),
     }
@@ -114,13 +120,13 @@ where
 {
     entered("handler call");
     let started = catch(|| {
-        // SAFETY: `data` is the `Box<Handler<F>>` made in `subscribe`, alive until
+        // SAFETY: `data` is the `Box<Handler<F>>` made in `register`, alive until
         // `drop_handler`, which the host calls only after its last call.
         let handler = unsafe { &*data.cast::<Handler<F>>() };
         // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.
         let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
         let event = if name == handler.event.as_bytes() {
-            Event::from_shared(Arc::clone(&handler.event), payload)
+            Event::from_call(injected::host(), Arc::clone(&handler.event), payload)
         } else {
             Event::from_wire_bytes(&String::from_utf8_lossy(name), payload)
         };

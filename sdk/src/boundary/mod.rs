@@ -1,11 +1,13 @@
 //! The plugin's side of the boundary, internal to the SDK: what the host
 //! injected and the private runtime (`injected`), the cells spawned tasks
 //! live in (`cell`), the `extern "C"` functions of handlers (`handlers`),
-//! the logging bridge (`log_bridge`) and the panic reports (`panics`). Plugin authors use `rt` and
+//! the logging bridge (`log_bridge`), the panic reports (`panics`) and
+//! payloads the host lends (`lent`). Plugin authors use `rt` and
 //! `PluginContext`, which sit on top of this.
 
 pub(crate) mod cell;
 pub(crate) mod handlers;
 pub(crate) mod injected;
+pub(crate) mod lent;
 pub(crate) mod log_bridge;
 pub(crate) mod panics;

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use horizon_plugin_host::testing::{self, cargo_build};
 use horizon_plugin_host::{Codec, Event, PluginHost, PluginId, PluginStats};
-use horizon_plugin_sdk::Hex;
 
 use crate::TrustArgs;
 use crate::out::{error, failed, status};
@@ -163,10 +162,22 @@ pub(crate) fn readable(event: &Event) -> String {
         Codec::Json => String::from_utf8_lossy(payload).into_owned(),
         Codec::Raw => match std::str::from_utf8(payload) {
             Ok(text) if !text.chars().any(char::is_control) => format!("(raw) {text:?}"),
-            _ => format!("(raw, {} bytes) {}", payload.len(), Hex(payload)),
+            _ => format!("(raw, {} bytes) {}", payload.len(), hex(payload)),
         },
-        codec => format!("({codec}, {} bytes) {}", payload.len(), Hex(payload)),
+        codec => format!("({codec}, {} bytes) {}", payload.len(), hex(payload)),
     }
+}
+
+/// Bytes as hex, in groups of four.
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 9 / 4 + 1);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            out.push(' ');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 async fn run(options: RunOptions) -> ExitCode {
