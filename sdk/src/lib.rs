@@ -86,7 +86,7 @@ pub use event::{Codec, Event, Request, TypedEvent, UnknownCodec};
 /// # use horizon_plugin_sdk::TypedEvent as _;
 /// assert_eq!(MayOpen::NAME, "door:open?");
 /// ```
-#[cfg(feature = "abi")]
+#[cfg(feature = "derive")]
 pub use horizon_plugin_sdk_macros::TypedEvent;
 /// Turns `impl Plugin for T` into a loadable plugin.
 ///
