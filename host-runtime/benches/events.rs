@@ -112,17 +112,7 @@ fn send_loop(
         }
         start.elapsed()
     };
-    match caller {
-        Caller::Task => rt.block_on(async { tokio::spawn(body()).await.unwrap() }),
-        Caller::BlockOn => rt.block_on(body()),
-        Caller::Thread => rt.block_on(async {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(common::block_on_plain_thread(body()));
-            });
-            rx.await.unwrap()
-        }),
-    }
+    support::run_as(rt, caller, body)
 }
 
 fn emit_matrix(c: &mut Criterion) {

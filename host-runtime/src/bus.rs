@@ -543,7 +543,7 @@ impl Bus {
             let ev = event.clone();
             let h = Arc::clone(handler);
             let running = services.handler_started();
-            let site = Site::Handler(event.clone().into_name());
+            let site = Site::Handler(event.shared_name());
             let task = services.spawn(site, async move {
                 let _running = running;
                 // SAFETY: the handler is alive: its `drop` runs only after
@@ -593,7 +593,7 @@ impl Bus {
             }
             Poll::Pending => {
                 let running = services.handler_started();
-                let site = Site::Handler(event.clone().into_name());
+                let site = Site::Handler(event.shared_name());
                 let task = services.spawn(site, async move {
                     let _running = running;
                     outcome(fut.await)

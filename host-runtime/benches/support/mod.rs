@@ -149,6 +149,18 @@ pub fn emit_loop_from(rt: &Runtime, host: &PluginHost, iters: u64, caller: Calle
         }
         start.elapsed()
     };
+    run_as(rt, caller, body)
+}
+
+/// Runs the loop `body` makes where `caller` says; returns what it timed.
+pub fn run_as<F>(
+    rt: &Runtime,
+    caller: Caller,
+    body: impl FnOnce() -> F + Send + 'static,
+) -> Duration
+where
+    F: std::future::Future<Output = Duration> + Send + 'static,
+{
     match caller {
         Caller::Task => rt.block_on(async { tokio::spawn(body()).await.unwrap() }),
         Caller::BlockOn => rt.block_on(body()),

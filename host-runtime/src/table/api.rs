@@ -6,6 +6,7 @@
 //! value.
 
 use std::ffi::c_void;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use horizon_plugin_sdk::abi::{
 };
 
 use super::log;
-use super::services::{PluginHandler, services, services_arc};
+use super::services::{EventBus, PluginHandler, Services, services, services_arc};
 use super::wakers::Counted;
 use crate::sync::lock;
 
@@ -146,35 +147,19 @@ pub(super) unsafe extern "C" fn host_emit(
     name: RStr<'_>,
     payload: RStr<'_>,
 ) -> RawFuture<RStatus> {
-    // SAFETY: the plugin passes back the `data` of its table; `name` and
-    // `payload` are alive for this call and copied before it returns.
-    let (services, name, payload) =
-        unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
-    let started = catch(|| {
-        let Some(bus) = services.bus.upgrade() else {
-            return Err("the host has shut down");
-        };
-        let Ok(name) = std::str::from_utf8(name) else {
-            return Err("event name is not UTF-8");
-        };
-        services.stats.emitted(payload.len());
-        let event = Event::from_wire_bytes(name, payload).with_source(&services.name);
-        let from = services.name.clone();
-        Ok(Counted {
-            inner: async move {
+    // SAFETY: the arguments of `host_emit`, forwarded.
+    unsafe {
+        start_on_bus(data, name, payload, "event", |bus, event, services| {
+            services.stats.emitted(event.wire_bytes().len());
+            let from = services.name.clone();
+            async move {
                 let report = bus.dispatch(event).await;
                 for failure in &report.failures {
                     tracing::warn!(from = %from, "{failure}");
                 }
                 RStatus::ok()
-            },
-            services,
+            }
         })
-    });
-    match started {
-        Ok(Ok(fut)) => RawFuture::new(fut),
-        Ok(Err(msg)) => RawFuture::new(std::future::ready(RStatus::error(msg))),
-        Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
     }
 }
 
@@ -186,29 +171,53 @@ pub(super) unsafe extern "C" fn host_call(
     name: RStr<'_>,
     payload: RStr<'_>,
 ) -> RawFuture<RStatus> {
-    // SAFETY: as in `host_emit`.
+    // SAFETY: the arguments of `host_call`, forwarded.
+    unsafe {
+        start_on_bus(data, name, payload, "call", |bus, event, _| async move {
+            match bus.call(event).await {
+                Ok(answer) => RStatus {
+                    code: horizon_plugin_sdk::abi::STATUS_OK,
+                    message: RString::from(answer.wire_bytes().to_vec()),
+                },
+                Err(e) => RStatus::error(e.to_string()),
+            }
+        })
+    }
+}
+
+/// What `host_emit` and `host_call` share: the plugin's event (`name`,
+/// `payload`) copied and marked with its sender, handed with the bus to
+/// `run`, whose future is counted as the plugin's work; a host that shut
+/// down, a name that is not UTF-8 (`what`: "event" or "call") or a panic is
+/// a ready error status.
+///
+/// # Safety
+/// `data` is the `data` of a plugin's table; `name` and `payload` are
+/// alive for this call (they are copied before it returns).
+unsafe fn start_on_bus<F, Fut>(
+    data: *const c_void,
+    name: RStr<'_>,
+    payload: RStr<'_>,
+    what: &str,
+    run: F,
+) -> RawFuture<RStatus>
+where
+    F: FnOnce(Arc<dyn EventBus>, Event, &Services) -> Fut,
+    Fut: Future<Output = RStatus> + Send + 'static,
+{
+    // SAFETY: the caller's guarantee.
     let (services, name, payload) =
         unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
     let started = catch(|| {
         let Some(bus) = services.bus.upgrade() else {
-            return Err("the host has shut down");
+            return Err("the host has shut down".to_owned());
         };
         let Ok(name) = std::str::from_utf8(name) else {
-            return Err("call name is not UTF-8");
+            return Err(format!("{what} name is not UTF-8"));
         };
         let event = Event::from_wire_bytes(name, payload).with_source(&services.name);
-        Ok(Counted {
-            inner: async move {
-                match bus.call(event).await {
-                    Ok(answer) => RStatus {
-                        code: horizon_plugin_sdk::abi::STATUS_OK,
-                        message: RString::from(answer.wire_bytes().to_vec()),
-                    },
-                    Err(e) => RStatus::error(e.to_string()),
-                }
-            },
-            services,
-        })
+        let inner = run(bus, event, &services);
+        Ok(Counted { inner, services })
     });
     match started {
         Ok(Ok(fut)) => RawFuture::new(fut),
