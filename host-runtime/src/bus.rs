@@ -485,7 +485,8 @@ impl Bus {
         // failures is neither extended nor reset.
         let rejected = matches!(kind, Some(FailureKind::Rejected(_)));
         if !rejected && services.record_outcome(counts, self.quarantine_after) {
-            // Under the subscription lock: a subscription the plugin makes
+            // `stop_events` takes the plugin's `parked` lock, which
+            // `host_subscribe` takes too: a subscription the plugin makes
             // meanwhile is held, not added back beside the removal.
             services.stop_events();
             tracing::warn!(
@@ -575,6 +576,10 @@ impl Bus {
             // SAFETY: `inline` registers this call with the plugin, so the
             // handler is not released (nor the library closed) until it is
             // dropped, after the future below is polled and moved or dropped.
+            // `event` is borrowed for this whole synchronous call, so the
+            // name and payload passed (and the buffer `lending` lends) stay
+            // alive while the plugin reads them; it copies or takes a count
+            // of what it keeps.
             let mut fut = lending(event.shared_wire(), || unsafe {
                 (handler.call)(
                     handler.data,

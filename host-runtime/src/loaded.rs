@@ -257,6 +257,11 @@ impl LoadedPlugin {
                 });
             }
         }
+        // No code of the plugin runs any more: from here on its
+        // thread-local destructors on host threads are forgotten, so no
+        // thread's exit calls into the library once it is closed, and none
+        // keeps it mapped.
+        services.exit_gate.close();
         if env.strict_unload {
             // Strict mode checks every later entry into the plugin's code,
             // which needs that code mapped.

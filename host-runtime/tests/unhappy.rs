@@ -462,3 +462,61 @@ fn a_load_racing_shutdown_leaves_nothing_loaded() {
         });
     }
 }
+
+/// Thread-locals of a plugin used on a host thread (its own
+/// `thread_local!`, std's handle of the thread): their destructors run when
+/// the thread exits while the plugin is loaded, and are forgotten at
+/// unload, so a host thread that exits afterwards neither calls into the
+/// closed library (a crash, and a valgrind error) nor keeps it mapped
+/// (glibc keeps a library mapped while destructors it registered are
+/// pending). Not strict unless the test command asks: strict mode keeps
+/// every library mapped, and here it must be gone.
+#[test]
+fn plugin_thread_locals_on_a_host_thread_run_at_its_exit_and_never_after_unload() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let path = fresh_copy("basic");
+    let basic = rt.block_on(Basic::load_path(host.clone(), path.clone()));
+    // Runs the scenario on a thread of its own that entered the host's
+    // runtime (`Handle::block_on`), where the handler's first poll runs;
+    // the thread exits once `release` says so.
+    let on_own_thread = |release: std::sync::mpsc::Receiver<()>| {
+        let (basic, handle) = (basic.clone(), rt.handle().clone());
+        let (ran, ran_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: `gettid` has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            ran.send((tid, handle.block_on(basic.run("thread_local", 0))))
+                .unwrap();
+            let _ = release.recv();
+        });
+        let (tid, ran_on) = ran_rx.recv().unwrap();
+        assert_eq!(ran_on, json!(tid), "the handler ran on the new thread");
+        thread
+    };
+
+    let (release, wait) = std::sync::mpsc::channel();
+    let first = on_own_thread(wait);
+    drop(release);
+    first.join().unwrap();
+    assert_eq!(
+        rt.block_on(basic.run("thread_local_drops", 0)),
+        json!(1),
+        "the plugin's thread-local was dropped when its thread exited"
+    );
+
+    let (release, wait) = std::sync::mpsc::channel();
+    let second = on_own_thread(wait);
+    rt.block_on(host.unload(basic.id)).unwrap();
+    // Exits after the unload: nothing of the plugin runs.
+    release.send(()).unwrap();
+    second.join().unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps
+        .lines()
+        .any(|line| line.split_whitespace().nth(5) == Some(path.to_str().unwrap()));
+    if std::env::var_os("HORIZON_STRICT_UNLOAD").is_none() {
+        assert!(!mapped, "the unloaded library is unmapped");
+    }
+    rt.block_on(host.shutdown());
+}

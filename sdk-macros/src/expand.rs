@@ -42,5 +42,10 @@ fn declaration(plugin: &PluginImpl<'_>) -> TokenStream {
             pub static HORIZON_PLUGIN_DECLARATION: ::#sdk::__private::ExportedDeclaration =
                 ::#sdk::__private::declare::<#self_ty>();
         };
+        // The plugin's thread-local destructors go to the host, so that
+        // host threads do not keep the library mapped after unload
+        // (`horizon_plugin_sdk`'s `boundary::thread_exit`). Expanded here,
+        // in the plugin crate, whose code is always linked into its library.
+        ::#sdk::__private::thread_exit_hook!();
     }
 }

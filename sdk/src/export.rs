@@ -19,6 +19,7 @@ use crate::abi::{
 use crate::boundary::handlers::result_to_status;
 use crate::boundary::injected::{self, Guarded, Injected};
 use crate::boundary::panics::{self, Site};
+use crate::boundary::thread_exit;
 use crate::{Plugin, PluginContext, PluginError};
 
 /// What `#[horizon_plugin]` replaces a refused `x.block_on(fut)` call with,
@@ -111,10 +112,21 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
         // (`PluginDeclaration::host_api`). What the host lacks reads as `None`.
         let table = unsafe { crate::abi::table::read_prefix(api, size as usize) };
         let max_level = table.max_level;
-        let state = Injected::start(api, table, T::NAME, T::PRIVATE_RUNTIME)
-            .map_err(|e| format!("could not start the plugin's private tokio runtime: {e}"))?;
+        // Before the private runtime starts: its threads' thread-exit
+        // destructors go to the host too.
+        let data = table.data;
+        let attached = thread_exit::attach(&table);
+        let state = Injected::start(api, table, T::NAME, T::PRIVATE_RUNTIME).map_err(|e| {
+            if attached {
+                thread_exit::detach(data);
+            }
+            format!("could not start the plugin's private tokio runtime: {e}")
+        })?;
         if let Err(state) = injected::install(state) {
             drop(state);
+            if attached {
+                thread_exit::detach(data);
+            }
             return Err(
                 "this library is already loaded by a host (a library's statics are shared by \
                  every load of the same file): load a copy from another path"
@@ -128,8 +140,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
         // `Default` may have spawned tasks before it failed.
         let instance = catch(|| {
             panics::at(Site::Named("the plugin's `Default::default`"), || {
-                injected::enter_private();
-                T::default()
+                injected::in_private(T::default)
             })
         })
         .map_err(|panic| {
@@ -219,8 +230,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
     let mut code = SHUTDOWN_OK;
     if let Err(panic) = catch(move || {
         panics::at(Site::Named("the drop of the plugin"), || {
-            injected::enter_private();
-            drop(instance);
+            injected::in_private(|| drop(instance));
         });
     }) {
         panics::log_unreported(

@@ -65,7 +65,12 @@ mod sync;
 #[cfg(feature = "plugin")]
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__horizon_thread_exit_hook as thread_exit_hook;
     pub use crate::export::*;
+    /// What `thread_exit_hook!` jumps to.
+    pub mod thread_exit {
+        pub use crate::boundary::thread_exit::{key_create, register, set_specific, unmapped};
+    }
 }
 
 #[cfg(feature = "abi")]
@@ -176,6 +181,10 @@ pub use horizon_plugin_sdk_macros::TypedEvent;
 ///     pub static HORIZON_PLUGIN_DECLARATION: ::horizon_plugin_sdk::__private::ExportedDeclaration =
 ///         ::horizon_plugin_sdk::__private::declare::<Echo>();
 /// };
+/// // Thread-exit destructors of the plugin's code go to the host, so that
+/// // host threads do not keep the library mapped, nor call into it, after
+/// // unload (README, "What a reload costs").
+/// ::horizon_plugin_sdk::__private::thread_exit_hook!();
 /// # fn main() {}
 /// ```
 ///

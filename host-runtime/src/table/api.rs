@@ -56,6 +56,7 @@ pub(super) fn table(
         share_from,
         payload_retain: Some(super::lend::payload_retain),
         payload_release: Some(super::lend::payload_release),
+        thread_exit: Some(super::thread_exit::thread_exit),
     }
 }
 

@@ -34,24 +34,32 @@ pub(crate) fn lending<R>(wire: Option<&Arc<[u8]>>, call: impl FnOnce() -> R) -> 
 }
 
 /// `HostApi::payload_retain`: one more count of the lent buffer, if
-/// `payload` is exactly its bytes.
+/// `payload` is exactly its bytes (same address, same length). Works only
+/// inside the synchronous `RawHandler::call` the host is making on this
+/// thread: elsewhere nothing is lent and it returns false.
 pub(super) unsafe extern "C" fn payload_retain(_data: *const c_void, payload: RStr<'_>) -> bool {
-    // SAFETY: the plugin passes bytes alive for this call (the `payload`
-    // of the handler call it is in); only their address and length are read.
-    let payload = unsafe { payload.as_bytes() };
+    // Only the address and length are read, never the bytes: compared raw,
+    // since `RStr::as_bytes` would give `&[]` for any empty string.
+    let (addr, len) = (payload.addr(), payload.len());
     LENT.with(|l| {
         let lent = l.get();
         if lent.is_null() {
             return false;
         }
         // SAFETY: non-null only inside `lending`, whose caller borrows the
-        // `Arc` for the whole call, and this is a call on the same thread.
+        // `Arc` (the event's buffer) for the whole synchronous call, and
+        // this is a call on the same thread within it.
         let lent = unsafe { &*lent };
-        if lent.as_ptr() != payload.as_ptr() || lent.len() != payload.len() {
+        if lent.as_ptr().addr() != addr || lent.len() != len {
             return false;
         }
-        // The count the plugin holds, given back by `payload_release`.
-        let _ = Arc::into_raw(Arc::clone(lent));
+        // The count the plugin holds, given back by `payload_release`. Its
+        // provenance (the whole `Arc` allocation) is exposed so that
+        // `payload_release` can rebuild the pointer from the address: the
+        // plugin's `RStr` only carries the data bytes' provenance.
+        let _ = Arc::into_raw(Arc::clone(lent))
+            .cast::<u8>()
+            .expose_provenance();
         true
     })
 }
@@ -59,16 +67,15 @@ pub(super) unsafe extern "C" fn payload_retain(_data: *const c_void, payload: RS
 /// `HostApi::payload_release`: gives back one count taken by
 /// [`payload_retain`]; does not read `data` (callable after unload).
 pub(super) unsafe extern "C" fn payload_release(_data: *const c_void, payload: RStr<'_>) {
+    debug_assert!(!payload.is_empty(), "an empty payload is never lent");
+    let ptr = std::ptr::slice_from_raw_parts(
+        std::ptr::with_exposed_provenance::<u8>(payload.addr()),
+        payload.len(),
+    );
     // SAFETY: the plugin gives back a count `payload_retain` took for these
     // bytes (its contract, kept by the SDK's `Lent`, whose fields only
-    // `retain` sets), so they are an `Arc<[u8]>`'s, and the pointer
-    // rebuilt from their address and length is the one `Arc::into_raw`
-    // returned. Dropping an `Arc<[u8]>` does not unwind.
-    unsafe {
-        let bytes = payload.as_bytes();
-        drop(Arc::from_raw(std::ptr::slice_from_raw_parts(
-            bytes.as_ptr(),
-            bytes.len(),
-        )));
-    }
+    // `retain` sets), so address and length are those of the pointer
+    // `Arc::into_raw` returned there, whose provenance was exposed there.
+    // Dropping an `Arc<[u8]>` does not unwind.
+    unsafe { drop(Arc::from_raw(ptr)) };
 }

@@ -2,7 +2,9 @@
 //! (`Services`): the `extern "C"` functions of its `HostApi` (`api`),
 //! how its tasks and blocking jobs are counted and stopped (`task`), the
 //! plugin-made wakers the host holds (`wakers`), its log records
-//! (`log`), and the payloads lent to its handlers (`lend`).
+//! (`log`), the payloads lent to its handlers (`lend`), and the
+//! thread-local destructors its code registers on host threads
+//! (`thread_exit`).
 //!
 //! This layer sits below the event bus: what it needs from the bus (deliver
 //! an event a plugin emits, add and remove its handlers) goes through the
@@ -17,6 +19,7 @@ mod lend;
 mod log;
 mod services;
 mod task;
+mod thread_exit;
 mod wakers;
 
 use std::sync::{Arc, Weak};

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
+use super::thread_exit::ExitGate;
 use crate::error::CallError;
 use crate::info::{LogSink, PluginId};
 use crate::report::EmitReport;
@@ -117,6 +118,9 @@ pub(crate) struct Services {
     pub(crate) stats: Counters,
     /// How its polls are timed.
     pub(crate) timer: PollTimer,
+    /// Whether its thread-local destructors may still run
+    /// (`table::thread_exit`); closed by `teardown`.
+    pub(crate) exit_gate: Arc<ExitGate>,
 }
 
 /// Counts one running handler invocation of a plugin.
@@ -178,6 +182,7 @@ impl Services {
             log_sink,
             stats,
             timer,
+            exit_gate: ExitGate::new(),
         })
     }
 

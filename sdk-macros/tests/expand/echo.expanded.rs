@@ -30,3 +30,4 @@ const _: () = {
         Echo,
     >();
 };
+::horizon_plugin_sdk::__private::thread_exit_hook!();

@@ -48,3 +48,4 @@ const _: () = {
         Timers,
     >();
 };
+::horizon_plugin_sdk::__private::thread_exit_hook!();

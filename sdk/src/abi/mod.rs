@@ -110,6 +110,7 @@ pub const HOST_API_PREFIX: &[u64] = &table::prefixes!(HostApi {
     share_from: usize,
     payload_retain: Option<unsafe extern "C" fn(*const c_void, RStr<'_>) -> bool>,
     payload_release: Option<unsafe extern "C" fn(*const c_void, RStr<'_>)>,
+    thread_exit: Option<unsafe extern "C" fn(*const c_void, ThreadDtor, *mut u8, bool) -> bool>,
 });
 
 /// The prefix fingerprints of [`PluginDeclaration`] as this SDK knows it.
@@ -247,6 +248,13 @@ pub const SERVICES_USED: &[ServiceUse] = &[
     ServiceUse {
         name: RStr::new("payload_release"),
         end: service_end!(payload_release),
+        required: 0,
+    },
+    // Boundary 4.4: optional, thread-local destructors go to the C library
+    // (which keeps an unloaded copy mapped) without it.
+    ServiceUse {
+        name: RStr::new("thread_exit"),
+        end: service_end!(thread_exit),
         required: 0,
     },
 ];
@@ -389,8 +397,10 @@ pub struct HostApi {
     /// call running on this thread (the `payload` the host passed to a
     /// `RawHandler::call` it is inside, compared by address and length),
     /// so the plugin may keep the bytes past the call without a copy.
-    /// False, and nothing taken, for any other bytes or when the host does
-    /// not lend this one. Each reference taken is given back once with
+    /// Works only while that synchronous `call` runs (not from a later
+    /// poll of the future it returned, nor from another thread). False, and
+    /// nothing taken, for any other bytes or when the host does not lend
+    /// this one. Each reference taken is given back once with
     /// `payload_release`. `None` in older hosts.
     pub payload_retain: Option<unsafe extern "C" fn(*const c_void, RStr<'_>) -> bool>,
     /// Boundary 4.3: gives back one reference taken by `payload_retain`
@@ -398,7 +408,25 @@ pub struct HostApi {
     /// not read `data`: callable from any thread, also after the plugin's
     /// unload. `None` in older hosts.
     pub payload_release: Option<unsafe extern "C" fn(*const c_void, RStr<'_>)>,
+    /// Boundary 4.4: takes over a thread-exit destructor that plugin code
+    /// registers on the calling thread (what the plugin's std would hand
+    /// to glibc's `__cxa_thread_atexit_impl`, which keeps the library
+    /// mapped until that thread exits): the host runs `dtor(obj)` when the
+    /// thread exits if the plugin is still loaded then, and forgets it once
+    /// the plugin is unloaded (the value is leaked, never dropped after
+    /// unload). `last`: run after every destructor without it (the
+    /// plugin's pthread-key destructors, which glibc runs after
+    /// thread-locals). False: not taken (the thread is exiting, or the
+    /// plugin is unloaded); the plugin registers it with the C library
+    /// itself. `None` in older hosts. See `horizon_plugin_sdk`'s
+    /// `boundary::thread_exit`.
+    pub thread_exit: Option<unsafe extern "C" fn(*const c_void, ThreadDtor, *mut u8, bool) -> bool>,
 }
+
+/// A thread-local destructor of plugin code: called once with the value's
+/// address, on the thread the value belongs to. Never unwinds (std aborts
+/// the process if a thread-local's `Drop` panics).
+pub type ThreadDtor = unsafe extern "C" fn(*mut u8);
 
 // SAFETY: the table is immutable, its functions may be called from any
 // thread (the host's contract, stated above), and `data` is only passed back
@@ -577,6 +605,11 @@ mod tests {
                 "payload_release",
                 std::mem::offset_of!(HostApi, payload_release),
                 112,
+            ),
+            (
+                "thread_exit",
+                std::mem::offset_of!(HostApi, thread_exit),
+                152,
             ),
         ];
         for (field, offset, size_before) in appended {

@@ -54,6 +54,22 @@ impl<'a> RStr<'a> {
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
+    /// The address the bytes start at, as the other side passed it (also
+    /// for an empty string, where [`RStr::as_bytes`] gives `&[]`).
+    pub fn addr(&self) -> usize {
+        self.ptr.addr()
+    }
+
+    /// How many bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The string, or `None` if the bytes are not UTF-8.
     ///
     /// # Safety

@@ -205,9 +205,9 @@ struct TaskCell<F: Future> {
 ///
 /// # Safety
 /// `slot` is a cell's `future`: pinned there (never moved; dropped in place).
-unsafe fn drop_future<F>(slot: &mut Option<F>, enter: bool) {
+unsafe fn drop_future<F>(slot: &mut Option<F>) {
     // SAFETY: the caller's guarantee.
-    injected::drop_pinned(unsafe { Pin::new_unchecked(slot) }, enter);
+    injected::drop_pinned(unsafe { Pin::new_unchecked(slot) });
 }
 
 unsafe extern "C" fn poll_task<F>(
@@ -254,9 +254,8 @@ where
             Err(msg)
         }
     };
-    // Entered for the poll above.
     // SAFETY: `slot` is this cell's future, pinned in it.
-    panics::at(site, || unsafe { drop_future(slot, false) });
+    panics::at(site, || unsafe { drop_future(slot) });
     cell.shared.finish(Some(output));
     // The output is `()`: nothing to write.
     true
@@ -283,9 +282,7 @@ where
     if slot.is_some() {
         // Aborted, or dropped by a runtime shutting down, before completing.
         // SAFETY: `slot` is this cell's future, pinned in it.
-        panics::at(Site::Task(cell.spawned_at), || unsafe {
-            drop_future(slot, true)
-        });
+        panics::at(Site::Task(cell.spawned_at), || unsafe { drop_future(slot) });
         cell.shared.finish(None);
     }
     // SAFETY: the host's reference, given up once.
@@ -412,12 +409,7 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
             let _ = catch(move || drop(f));
             shared.finish(None);
         } else {
-            let result = panics::at(Site::Job(spawned_at), || {
-                catch(|| {
-                    injected::enter_private();
-                    f()
-                })
-            });
+            let result = panics::at(Site::Job(spawned_at), || catch(|| injected::in_private(f)));
             if let Err(msg) = &result {
                 panics::log_unreported(
                     "horizon_plugin_sdk::rt",

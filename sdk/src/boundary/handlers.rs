@@ -131,10 +131,7 @@ where
             Event::from_wire_bytes(&String::from_utf8_lossy(name), payload)
         };
         let site = Site::Handler(std::ptr::from_ref::<str>(&handler.event));
-        let fut = panics::at(site, || {
-            injected::enter_private();
-            (handler.f)(event)
-        });
+        let fut = panics::at(site, || injected::in_private(|| (handler.f)(event)));
         (fut, site)
     });
     match started {
@@ -151,8 +148,5 @@ unsafe extern "C" fn drop_handler<F>(data: *const c_void) {
     entered("handler drop");
     // SAFETY: as in `call_handler`; the host calls this exactly once.
     let handler = unsafe { Box::from_raw(data.cast_mut().cast::<Handler<F>>()) };
-    let _ = catch(move || {
-        injected::enter_private();
-        drop(handler);
-    });
+    let _ = catch(move || injected::in_private(|| drop(handler)));
 }

@@ -5,13 +5,12 @@
 //! would be set only on the thread that ran `init`, and host tasks move
 //! between worker threads).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use crate::abi::guard::catch;
@@ -42,9 +41,6 @@ pub(crate) struct Injected {
     /// Threads of `private` that have not finished (`on_thread_start` and
     /// `on_thread_stop`), so `uninstall` can tell whether they stopped.
     private_threads: Arc<AtomicUsize>,
-    /// Which load this state belongs to (see `enter_private`): unique per
-    /// `start`, so a later load of the same mapping differs.
-    generation: u64,
 }
 
 impl Injected {
@@ -83,7 +79,6 @@ impl Injected {
             private_handle: private.as_ref().map(|rt| rt.handle().clone()),
             private: std::sync::Mutex::new(private),
             private_threads: threads,
-            generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
         }))
     }
 }
@@ -148,6 +143,8 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
     if state.private_threads.load(Ordering::SeqCst) != 0 {
         return false;
     }
+    // No code of the plugin runs on a thread of its own any more.
+    crate::boundary::thread_exit::detach(state.api.data);
     let p = INJECTED.swap(ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: `p` came from `Box::into_raw` in `install` and was just
@@ -157,24 +154,7 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
     true
 }
 
-/// Bumped by every `Injected::start`, so a thread can tell which load's
-/// private runtime it entered (the same mapping may be loaded again after
-/// an unload).
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
-    /// The guard of the private runtime this thread has entered, with the
-    /// `install` generation it belongs to. `ManuallyDrop`: at thread exit
-    /// tokio's own thread-local may already be gone, and dropping the guard
-    /// then would panic inside a thread-local destructor; it is dropped
-    /// explicitly only when a later load's runtime replaces it.
-    static ENTERED: RefCell<Option<(u64, ManuallyDrop<tokio::runtime::EnterGuard<'static>>)>> =
-        const { RefCell::new(None) };
-    /// The generation in `ENTERED` (0: none), read first: the check on
-    /// every poll is then one thread-local load. 0 is never a generation
-    /// (`Injected::start` numbers them from 1, and a `u64` does not wrap),
-    /// so a plain `u64` says "none" without an `Option` to test.
-    static ENTERED_GENERATION: Cell<u64> = const { Cell::new(0) };
     /// Set while this thread polls plugin code inside [`budgeted`], so a
     /// nested poll (a handler of this plugin that its own emit polls
     /// inline) does not start a second `block_on`, which tokio refuses.
@@ -200,14 +180,13 @@ thread_local! {
 /// another such poll on this thread, it only polls.
 #[inline]
 pub(crate) fn budgeted<R>(cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> R) -> R {
-    enter_private();
     match injected() {
         Some(Injected {
             cooperative: true,
             private_handle: Some(handle),
             ..
         }) if !BUDGETED.get() => poll_in_block_on(handle, cx, poll),
-        _ => poll(cx),
+        _ => in_private(|| poll(cx)),
     }
 }
 
@@ -236,50 +215,27 @@ fn poll_in_block_on<R>(
     }))
 }
 
-/// Makes the private runtime, if any, the current runtime of this plugin's
-/// tokio copy on this thread.
+/// Runs `f` with the private runtime, if any, as the current runtime of
+/// this plugin's tokio copy on this thread (a `block_on` of it, as in
+/// [`budgeted`], enters it too).
 ///
-/// Entered once per thread and left entered, rather than entered and left
-/// around every poll: entering clones the runtime handle and writes tokio's
-/// thread-local, which cost more than the rest of a poll crossing. Leaving
-/// it entered is harmless: only this plugin's code reads this copy's
-/// thread-local, and it only runs inside plugin calls. A later load of the
-/// same mapping has another generation: its runtime replaces the old one
-/// (dropping the old guard, so the old runtime's handle is released).
+/// Entered around each call into plugin code and left after it, never
+/// left entered: a thread that stays entered keeps a clone of the
+/// runtime's handle (its I/O driver's epoll and event descriptors, its
+/// timer) in this copy's thread-local, and on a host thread that
+/// thread-local outlives the plugin (the host forgets its destructor at
+/// unload, `thread_exit`): two descriptors and the timer leaked per
+/// reload, for each host thread. Entering costs a clone of the handle and
+/// a thread-local write per call (BENCHMARKS.md).
 #[inline]
-pub(crate) fn enter_private() {
-    let Some(state) = injected() else { return };
-    if ENTERED_GENERATION.get() != state.generation {
-        enter_private_slow(state);
+pub(crate) fn in_private<R>(f: impl FnOnce() -> R) -> R {
+    match injected().and_then(|state| state.private_handle.as_ref()) {
+        Some(handle) => {
+            let _entered = handle.enter();
+            f()
+        }
+        None => f(),
     }
-}
-
-#[cold]
-fn enter_private_slow(state: &'static Injected) {
-    let Some(handle) = &state.private_handle else {
-        // No private runtime: nothing to enter, and nothing to check again.
-        ENTERED_GENERATION.set(state.generation);
-        return;
-    };
-    ENTERED.with(|entered| {
-        let Ok(mut entered) = entered.try_borrow_mut() else {
-            return;
-        };
-        if entered
-            .as_ref()
-            .is_some_and(|(generation, _)| *generation == state.generation)
-        {
-            return;
-        }
-        if let Some((_, mut old)) = entered.take() {
-            // SAFETY: taken out of the slot, dropped once. Guards are dropped
-            // in order: polls enter at their start, when no guard of user
-            // code is alive on this thread.
-            unsafe { ManuallyDrop::drop(&mut old) };
-        }
-        *entered = Some((state.generation, ManuallyDrop::new(handle.enter())));
-        ENTERED_GENERATION.set(state.generation);
-    });
 }
 
 /// Sends a log line to the host, if one is attached and wants it.
@@ -349,21 +305,15 @@ impl<F: Future> Guarded<F> {
 /// a panic turned into a log line.
 fn drop_guarded<F>(fut: Pin<&mut Option<F>>) {
     if fut.is_some() {
-        drop_pinned(fut, true);
+        drop_pinned(fut);
     }
 }
 
 /// Drops a plugin future in place (spawned tasks' and `Guarded`'s): inside
 /// a panic guard, a panic turned into a log line, and inside the private
-/// runtime's context: entered here if `enter`, else already entered by the
-/// caller on this thread (for the poll that just finished it).
-pub(crate) fn drop_pinned<F>(mut fut: Pin<&mut Option<F>>, enter: bool) {
-    if let Err(msg) = catch(|| {
-        if enter {
-            enter_private();
-        }
-        fut.set(None);
-    }) {
+/// runtime's context.
+pub(crate) fn drop_pinned<F>(mut fut: Pin<&mut Option<F>>) {
+    if let Err(msg) = catch(|| in_private(|| fut.set(None))) {
         panics::log_unreported(
             "horizon_plugin_sdk",
             &format!("a plugin future panicked while being dropped: {msg}"),
@@ -384,12 +334,7 @@ impl<F: Future> Future for Guarded<F> {
         // (only its tasks do, see `budgeted`): the emit path stays as cheap
         // as it was; a handler that loops on the plugin's own channels
         // belongs in a task.
-        let out = match panics::at(*this.site, || {
-            catch(|| {
-                enter_private();
-                inner.poll(cx)
-            })
-        }) {
+        let out = match panics::at(*this.site, || catch(|| in_private(|| inner.poll(cx)))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
@@ -397,7 +342,7 @@ impl<F: Future> Future for Guarded<F> {
         // Drop the finished future now, inside the runtime context (entered
         // for the poll) and the panic guard, rather than whenever the host
         // drops the task.
-        panics::at(*this.site, || drop_pinned(fut, false));
+        panics::at(*this.site, || drop_pinned(fut));
         Poll::Ready(out)
     }
 }

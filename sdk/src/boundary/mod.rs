@@ -1,8 +1,9 @@
 //! The plugin's side of the boundary, internal to the SDK: what the host
 //! injected and the private runtime (`injected`), the cells spawned tasks
 //! live in (`cell`), the `extern "C"` functions of handlers (`handlers`),
-//! the logging bridge (`log_bridge`), the panic reports (`panics`) and
-//! payloads the host lends (`lent`). Plugin authors use `rt` and
+//! the logging bridge (`log_bridge`), the panic reports (`panics`),
+//! payloads the host lends (`lent`), and the thread-local destructors
+//! handed to the host (`thread_exit`). Plugin authors use `rt` and
 //! `PluginContext`, which sit on top of this.
 
 pub(crate) mod cell;
@@ -11,3 +12,4 @@ pub(crate) mod injected;
 pub(crate) mod lent;
 pub(crate) mod log_bridge;
 pub(crate) mod panics;
+pub(crate) mod thread_exit;

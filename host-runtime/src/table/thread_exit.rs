@@ -1,0 +1,142 @@
+//! Thread-local destructors that plugin code registers on host threads
+//! (boundary 4.4, `HostApi::thread_exit`).
+//!
+//! Why: the first use of a thread-local with a destructor (tokio's context,
+//! a channel's coop budget, `tracing`'s dispatcher state, the plugin's own
+//! `thread_local!`s) registers that destructor with glibc's
+//! `__cxa_thread_atexit_impl`, which counts it against the library and
+//! keeps the library mapped after `dlclose` until the thread exits. Host
+//! worker threads live as long as the host, so every unloaded copy of a
+//! plugin that ran tokio code stayed mapped (0.9 MB a reload, issue 10).
+//!
+//! What: the plugin's SDK hands those registrations to the host instead
+//! (`horizon_plugin_sdk`'s `boundary::thread_exit`). The host keeps them in
+//! a thread-local list of its own (its destructor is host code) and, when
+//! the thread exits, runs those of plugins still loaded, through the
+//! plugin's [`ExitGate`]. Unload closes the gate before the library is
+//! closed: from then on that plugin's destructors are forgotten, never
+//! called; the values they would have dropped are leaked (on a thread
+//! still alive at unload: tokio's context holds no heap memory outside a
+//! poll, so what leaks is what the plugin's own thread-locals own).
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::sync::{Arc, RwLock};
+
+use horizon_plugin_sdk::abi::ThreadDtor;
+use horizon_plugin_sdk::abi::guard::catch;
+
+use super::services::services;
+use crate::sync::{read, write};
+
+/// Whether a plugin's thread-local destructors may still run: open while
+/// its library is loaded, closed for good by `teardown` before the library
+/// is closed. A destructor runs under the read lock, so `close` (the write
+/// lock) returns only once none runs, and none starts after.
+pub(crate) struct ExitGate {
+    open: RwLock<bool>,
+}
+
+impl ExitGate {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(ExitGate {
+            open: RwLock::new(true),
+        })
+    }
+
+    /// From now on this plugin's destructors are forgotten. Waits for any
+    /// running on an exiting thread. Called once no code of the plugin
+    /// runs otherwise, right before its library is closed.
+    pub(crate) fn close(&self) {
+        *write(&self.open) = false;
+    }
+
+    fn is_open(&self) -> bool {
+        *read(&self.open)
+    }
+}
+
+/// One destructor a plugin registered on this thread.
+struct Entry {
+    gate: Arc<ExitGate>,
+    dtor: ThreadDtor,
+    obj: *mut u8,
+}
+
+/// This thread's plugin destructors, run when the thread exits (the host's
+/// own thread-local destructor: host code, registered with glibc against
+/// the host): first `locals`, the last registered first as glibc runs
+/// them, then `last` (pthread-key destructors, which glibc runs after
+/// every thread-local).
+struct Pending {
+    locals: Vec<Entry>,
+    last: Vec<Entry>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        while let Some(entry) = self.locals.pop().or_else(|| self.last.pop()) {
+            let open = read(&entry.gate.open);
+            if *open {
+                // SAFETY: the plugin registered `dtor` for `obj` on this
+                // thread (`thread_exit`'s contract), and this is that
+                // thread, exiting; the gate is open under the read lock,
+                // so the plugin's library is loaded until the call
+                // returns. Called once: the entry was popped. A plugin
+                // destructor never unwinds (std aborts first); `catch` is
+                // for a foreign one.
+                let _ = catch(|| unsafe { (entry.dtor)(entry.obj) });
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PENDING: RefCell<Pending> = const {
+        RefCell::new(Pending {
+            locals: Vec::new(),
+            last: Vec::new(),
+        })
+    };
+}
+
+/// `HostApi::thread_exit`: keeps `dtor(obj)` for this thread's exit
+/// (after every other one if `last`). False (not taken) while this
+/// thread's list is being destroyed (the thread is exiting: the plugin
+/// then registers with glibc, which runs it before the thread is gone), or
+/// once the plugin is unloaded.
+pub(super) unsafe extern "C" fn thread_exit(
+    data: *const c_void,
+    dtor: ThreadDtor,
+    obj: *mut u8,
+    last: bool,
+) -> bool {
+    catch(|| {
+        // SAFETY: `data` is this table's `Services`, alive while the
+        // plugin can call (the `services` contract).
+        let gate = &unsafe { services(data) }.exit_gate;
+        if !gate.is_open() {
+            return false;
+        }
+        let gate = Arc::clone(gate);
+        PENDING
+            .try_with(|pending| {
+                let Ok(mut pending) = pending.try_borrow_mut() else {
+                    return false;
+                };
+                // Forget the entries of unloaded plugins here, so a thread
+                // that outlives many reloads keeps one list, not one per copy.
+                pending.locals.retain(|entry| entry.gate.is_open());
+                pending.last.retain(|entry| entry.gate.is_open());
+                let list = if last {
+                    &mut pending.last
+                } else {
+                    &mut pending.locals
+                };
+                list.push(Entry { gate, dtor, obj });
+                true
+            })
+            .unwrap_or(false)
+    })
+    .unwrap_or(false)
+}

@@ -1,0 +1,344 @@
+//! The plugin's thread-exit destructors, handed to the host
+//! (`HostApi::thread_exit`) instead of to the C library.
+//!
+//! Two kinds of destructor that plugin code leaves on a thread outlive the
+//! plugin on a host thread, which lives as long as the host:
+//!
+//! - glibc's `__cxa_thread_atexit_impl`, where std registers the
+//!   destructor of each thread-local the first time a thread uses it,
+//!   counts every registration against the library, and `dlclose` leaves a
+//!   library mapped while any is pending (until the thread exits). Tokio
+//!   code uses such thread-locals (its context, entered around every poll;
+//!   the coop budget of every channel operation), so every unloaded copy of
+//!   a plugin stayed mapped with its data: 0.9 MB a reload (issue 10).
+//! - A `pthread_key_create` destructor is not counted at all: glibc calls
+//!   it at the thread's exit whether or not its library is still mapped.
+//!   std keeps one (its thread-exit guard, set on a thread the first time
+//!   plugin code asks for `std::thread::current()`), so a host thread that
+//!   exited after such a plugin was unloaded jumped into unmapped memory.
+//!
+//! `#[horizon_plugin]` expands [`hook`](crate::__horizon_thread_exit_hook)
+//! in the plugin crate: hidden definitions of `__cxa_thread_atexit_impl`,
+//! `pthread_key_create` and `pthread_setspecific` that bind the references
+//! inside the plugin's own library and no other, jumping to [`register`],
+//! [`key_create`] and [`set_specific`]. While a host that takes thread-exit
+//! destructors is attached (from `init` to `shutdown`):
+//!
+//! - thread-local destructors go to the host, which runs them when the
+//!   thread exits if the plugin is still loaded, and forgets them once it
+//!   is unloaded (their values are leaked, never dropped after unload);
+//! - a key created with a destructor is created without one in the C
+//!   library; the destructor is kept here, and the first value set for the
+//!   key on a thread arms a runner, handed to the host like a thread-local
+//!   destructor but run after all of them (glibc's order: thread-locals
+//!   first, then keys), which calls the destructors of the thread's values.
+//!   The library's finalizer (it runs only when the library is really
+//!   unmapped) deletes those keys, so reloads do not use up the process's
+//!   1,024 keys.
+//!
+//! Anywhere else (no host, an older host, a thread that is exiting, a key
+//! made before the host attached) the C library gets the destructor, as
+//! without this module.
+
+use std::cell::Cell;
+use std::ffi::{c_int, c_void};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::abi::{HostApi, ThreadDtor};
+use crate::sync::lock;
+
+/// glibc's signature of `__cxa_thread_atexit_impl`.
+type CxaThreadAtexit = unsafe extern "C" fn(ThreadDtor, *mut u8, *mut c_void) -> c_int;
+/// A pthread key's destructor.
+type KeyDtor = unsafe extern "C" fn(*mut c_void);
+type KeyCreate = unsafe extern "C" fn(*mut libc::pthread_key_t, Option<KeyDtor>) -> c_int;
+type SetSpecific = unsafe extern "C" fn(libc::pthread_key_t, *const c_void) -> c_int;
+/// `HostApi::thread_exit`.
+type HostThreadExit = unsafe extern "C" fn(*const c_void, ThreadDtor, *mut u8, bool) -> bool;
+
+/// The attached host's `thread_exit` and its `data`.
+#[derive(Clone, Copy)]
+struct Service(HostThreadExit, *const c_void);
+
+// SAFETY: `data` is only passed back to the host's function, which may be
+// called from any thread (the `HostApi` contract).
+unsafe impl Send for Service {}
+
+/// The host that takes this plugin's thread-exit destructors, from
+/// [`attach`] to [`detach`]. A lock, not a thread-local: it must be read
+/// inside a thread-local's registration.
+static SERVICE: Mutex<Option<Service>> = Mutex::new(None);
+
+/// Keys created with a destructor while a host was attached, which the C
+/// library holds without it: the destructors run from [`run_keys`].
+static KEYS: Mutex<Vec<(libc::pthread_key_t, KeyDtor)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Whether [`run_keys`] is armed on this thread. No destructor.
+    static KEYS_ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From `init`, before anything of the plugin runs: thread-exit
+/// destructors go to `api`'s host if it takes them. False (nothing
+/// changed) if another load of this mapping is attached.
+pub(crate) fn attach(api: &HostApi) -> bool {
+    let Some(thread_exit) = api.thread_exit else {
+        return false;
+    };
+    let mut service = lock(&SERVICE);
+    if service.is_some() {
+        return false;
+    }
+    *service = Some(Service(thread_exit, api.data));
+    true
+}
+
+/// From `shutdown` (or a failed `init`) of the load whose table's `data`
+/// this is,
+/// once no code of the plugin runs on a thread of its own: later
+/// destructors go to the C library.
+pub(crate) fn detach(data: *const c_void) {
+    let mut service = lock(&SERVICE);
+    if service.is_some_and(|s| std::ptr::eq(s.1, data)) {
+        *service = None;
+    }
+}
+
+fn service() -> Option<Service> {
+    *lock(&SERVICE)
+}
+
+/// What `__cxa_thread_atexit_impl` in a plugin library runs: registers
+/// `dtor(obj)` for this thread's exit, with the host if it takes it, else
+/// with the C library (`dso` names the library the registration counts
+/// against).
+///
+/// Runs inside std's first access to a thread-local: it touches no
+/// thread-local with a destructor (that would register again, inside this
+/// registration) and does not unwind.
+///
+/// # Safety
+/// The contract of `__cxa_thread_atexit_impl`: `dtor(obj)` may be called
+/// once, on this thread, when it exits; `dso` is an address inside the
+/// registering library.
+pub unsafe extern "C" fn register(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_void) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { register_as(dtor, obj, dso, false) }
+}
+
+/// [`register`], `last`: run after every thread-local destructor.
+///
+/// # Safety
+/// As [`register`].
+unsafe fn register_as(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_void, last: bool) -> c_int {
+    if let Some(Service(thread_exit, data)) = service()
+        // SAFETY: an attached host's function and data: the table lives as
+        // long as any code of the plugin can run; it never unwinds; and
+        // `dtor(obj)` is a destructor for this thread, as it asks.
+        && unsafe { thread_exit(data, dtor, obj, last) }
+    {
+        return 0;
+    }
+    match libc_fn::<CxaThreadAtexit>(&CXA, c"__cxa_thread_atexit_impl") {
+        // SAFETY: forwarded: the caller's contract is glibc's.
+        Some(glibc) => unsafe { glibc(dtor, obj, dso) },
+        // A C library without it (glibc before 2.18): the destructor never
+        // runs, and the value is leaked.
+        None => -1,
+    }
+}
+
+/// What `pthread_key_create` in a plugin library runs: while a host is
+/// attached, a key with a destructor is made without one in the C library,
+/// and the destructor is kept for [`run_keys`].
+///
+/// # Safety
+/// `pthread_key_create`'s contract.
+pub unsafe extern "C" fn key_create(key: *mut libc::pthread_key_t, dtor: Option<KeyDtor>) -> c_int {
+    let Some(create) = libc_fn::<KeyCreate>(&KEY_CREATE, c"pthread_key_create") else {
+        return libc::EAGAIN;
+    };
+    match dtor {
+        Some(dtor) if service().is_some() => {
+            // SAFETY: forwarded: `key` is writable (the caller's contract).
+            let made = unsafe { create(key, None) };
+            if made == 0 {
+                // SAFETY: written by the successful call above.
+                lock(&KEYS).push((unsafe { *key }, dtor));
+            }
+            made
+        }
+        // SAFETY: forwarded.
+        _ => unsafe { create(key, dtor) },
+    }
+}
+
+/// What `pthread_setspecific` in a plugin library runs: sets the value,
+/// and the first value for a key of [`KEYS`] on this thread arms
+/// [`run_keys`] for the thread's exit.
+///
+/// # Safety
+/// `pthread_setspecific`'s contract.
+pub unsafe extern "C" fn set_specific(key: libc::pthread_key_t, value: *const c_void) -> c_int {
+    let Some(set) = libc_fn::<SetSpecific>(&SET_SPECIFIC, c"pthread_setspecific") else {
+        return libc::EINVAL;
+    };
+    // SAFETY: forwarded.
+    let done = unsafe { set(key, value) };
+    if done == 0
+        && !value.is_null()
+        && !KEYS_ARMED.get()
+        && lock(&KEYS).iter().any(|(k, _)| *k == key)
+    {
+        KEYS_ARMED.set(true);
+        // SAFETY: `run_keys` may run once at this thread's exit; its own
+        // address is inside this library.
+        unsafe {
+            register_as(
+                run_keys,
+                std::ptr::null_mut(),
+                run_keys as *mut c_void,
+                true,
+            )
+        };
+    }
+    done
+}
+
+/// Calls the destructor of each value this thread holds for a key of
+/// [`KEYS`], as glibc would have: the value is cleared first, and rounds
+/// repeat while destructors set values again (at most 4, glibc's
+/// `PTHREAD_DESTRUCTOR_ITERATIONS`).
+unsafe extern "C" fn run_keys(_: *mut u8) {
+    KEYS_ARMED.set(false);
+    let Some(set) = libc_fn::<SetSpecific>(&SET_SPECIFIC, c"pthread_setspecific") else {
+        return;
+    };
+    for _ in 0..4 {
+        let keys = lock(&KEYS).clone();
+        let mut ran = false;
+        for (key, dtor) in keys {
+            // SAFETY: `key` is a live key (deleted only by `unmapped`, when
+            // no code of the library runs).
+            let value = unsafe { libc::pthread_getspecific(key) };
+            if !value.is_null() {
+                // SAFETY: as above; then the destructor gets the value the
+                // thread held, once, on this thread, as glibc calls it.
+                unsafe {
+                    set(key, std::ptr::null());
+                    dtor(value);
+                }
+                ran = true;
+            }
+        }
+        if !ran {
+            break;
+        }
+    }
+}
+
+/// The library's finalizer (`.fini_array`, run by `dlclose` only when the
+/// library is unmapped, and at process exit): deletes the keys of
+/// [`KEYS`], whose destructors are this library's code. Their values on
+/// threads still alive are leaked.
+pub extern "C" fn unmapped() {
+    for (key, _) in lock(&KEYS).drain(..) {
+        // SAFETY: a key this library created and nothing uses any more.
+        unsafe { libc::pthread_key_delete(key) };
+    }
+}
+
+static CXA: AtomicUsize = AtomicUsize::new(0);
+static KEY_CREATE: AtomicUsize = AtomicUsize::new(0);
+static SET_SPECIFIC: AtomicUsize = AtomicUsize::new(0);
+
+/// The C library's own function `name` (of type `F`), looked up once into
+/// `slot` (0: not looked up yet; 1: there is none).
+fn libc_fn<F: Copy>(slot: &AtomicUsize, name: &std::ffi::CStr) -> Option<F> {
+    const { assert!(size_of::<F>() == size_of::<usize>()) };
+    let mut found = slot.load(Ordering::Acquire);
+    if found == 0 {
+        // SAFETY: `dlsym` with `RTLD_DEFAULT` and a NUL-terminated name.
+        // The plugin's own definitions are hidden (not in its dynamic
+        // symbol table), so the lookup finds the C library's.
+        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        found = if address.is_null() { 1 } else { address.addr() };
+        slot.store(found, Ordering::Release);
+    }
+    // SAFETY: a non-null result of the lookup is the address of the C
+    // library's function `name`, whose signature `F` is (each caller names
+    // the type of the function it looks up).
+    (found != 1).then(|| unsafe { std::mem::transmute_copy::<usize, F>(&found) })
+}
+
+/// Defines, in the crate it is expanded in (a plugin crate:
+/// `#[horizon_plugin]` expands it), `__cxa_thread_atexit_impl`,
+/// `pthread_key_create` and `pthread_setspecific` as jumps to this
+/// module's functions, and the finalizer [`unmapped`]. Weak, so that
+/// several plugin crates linked into one binary do not clash, and hidden,
+/// so that they bind only the references inside the library being linked
+/// and never another library's (see the module's docs). Linux with glibc
+/// only, on x86-64 and AArch64; elsewhere it expands to nothing.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __horizon_thread_exit_hook {
+    () => {
+        #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+        ::core::arch::global_asm!(
+            ".pushsection .text.__horizon_thread_exit_hook,\"ax\",@progbits",
+            ".weak __cxa_thread_atexit_impl",
+            ".hidden __cxa_thread_atexit_impl",
+            ".type __cxa_thread_atexit_impl,@function",
+            "__cxa_thread_atexit_impl:",
+            "jmp {register}",
+            ".weak pthread_key_create",
+            ".hidden pthread_key_create",
+            ".type pthread_key_create,@function",
+            "pthread_key_create:",
+            "jmp {key_create}",
+            ".weak pthread_setspecific",
+            ".hidden pthread_setspecific",
+            ".type pthread_setspecific,@function",
+            "pthread_setspecific:",
+            "jmp {set_specific}",
+            ".popsection",
+            register = sym $crate::__private::thread_exit::register,
+            key_create = sym $crate::__private::thread_exit::key_create,
+            set_specific = sym $crate::__private::thread_exit::set_specific,
+        );
+        #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "aarch64"))]
+        ::core::arch::global_asm!(
+            ".pushsection .text.__horizon_thread_exit_hook,\"ax\",%progbits",
+            ".weak __cxa_thread_atexit_impl",
+            ".hidden __cxa_thread_atexit_impl",
+            ".type __cxa_thread_atexit_impl,%function",
+            "__cxa_thread_atexit_impl:",
+            "b {register}",
+            ".weak pthread_key_create",
+            ".hidden pthread_key_create",
+            ".type pthread_key_create,%function",
+            "pthread_key_create:",
+            "b {key_create}",
+            ".weak pthread_setspecific",
+            ".hidden pthread_setspecific",
+            ".type pthread_setspecific,%function",
+            "pthread_setspecific:",
+            "b {set_specific}",
+            ".popsection",
+            register = sym $crate::__private::thread_exit::register,
+            key_create = sym $crate::__private::thread_exit::key_create,
+            set_specific = sym $crate::__private::thread_exit::set_specific,
+        );
+        #[cfg(all(
+            target_os = "linux",
+            target_env = "gnu",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        const _: () = {
+            #[used]
+            #[unsafe(link_section = ".fini_array")]
+            static __HORIZON_UNMAPPED: extern "C" fn() = $crate::__private::thread_exit::unmapped;
+        };
+    };
+}
