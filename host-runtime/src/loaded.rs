@@ -261,7 +261,18 @@ impl LoadedPlugin {
         // thread-local destructors on host threads are forgotten, so no
         // thread's exit calls into the library once it is closed, and none
         // keeps it mapped.
-        services.exit_gate.close();
+        // `close` waits for destructors running on exiting threads: off
+        // the runtime's workers.
+        let gate = std::sync::Arc::clone(&services.exit_gate);
+        if env
+            .handle
+            .spawn_blocking(move || gate.close())
+            .await
+            .is_err()
+        {
+            // The blocking pool is gone (the runtime shuts down): close here.
+            services.exit_gate.close();
+        }
         if env.strict_unload {
             // Strict mode checks every later entry into the plugin's code,
             // which needs that code mapped.
@@ -310,12 +321,12 @@ async fn run_lifecycle(
 /// and waits (on the blocking pool) until that thread has exited.
 ///
 /// Both start or stop the plugin's private runtime, which makes the
-/// plugin's copy of std and tokio register thread-local destructors on the
-/// calling thread (std's spawn hooks, tokio's context and parker). glibc
-/// keeps a library mapped while any thread holds destructors it registered
-/// (until that thread exits), so doing this on a host worker would pin
-/// every unloaded copy for the life of the worker. A thread of its own has
-/// run those destructors once it is joined.
+/// plugin's copy of std and tokio register thread-exit destructors on the
+/// calling thread (std's spawn hooks, tokio's context and parker). Those
+/// go to the host (`table::thread_exit`) or, before the plugin attached
+/// or after it detached, to glibc, which keeps a library mapped while any
+/// are pending; a thread of its own has run them all once it is joined,
+/// with the plugin still loaded.
 async fn on_own_thread<T: Send + 'static>(
     handle: &Handle,
     f: impl FnOnce() -> T + Send + 'static,

@@ -113,26 +113,37 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
         let table = unsafe { crate::abi::table::read_prefix(api, size as usize) };
         let max_level = table.max_level;
         // Before the private runtime starts: its threads' thread-exit
-        // destructors go to the host too.
-        let data = table.data;
-        let attached = thread_exit::attach(&table);
-        let state = Injected::start(api, table, T::NAME, T::PRIVATE_RUNTIME).map_err(|e| {
-            if attached {
-                thread_exit::detach(data);
+        // destructors go to the host too. Detached again if this load does
+        // not install (an error, or a panic caught below), while the
+        // table is still alive.
+        struct Attached(*const std::ffi::c_void, bool);
+        impl Drop for Attached {
+            fn drop(&mut self) {
+                if self.1 {
+                    thread_exit::detach(self.0);
+                }
             }
-            format!("could not start the plugin's private tokio runtime: {e}")
-        })?;
+        }
+        let mut attached = Attached(table.data, thread_exit::attach(&table));
+        let state = Injected::start(api, table, T::NAME, T::PRIVATE_RUNTIME)
+            .map_err(|e| format!("could not start the plugin's private tokio runtime: {e}"))?;
         if let Err(state) = injected::install(state) {
             drop(state);
-            if attached {
-                thread_exit::detach(data);
-            }
             return Err(
                 "this library is already loaded by a host (a library's statics are shared by \
                  every load of the same file): load a copy from another path"
                     .to_owned(),
             );
         }
+        // Installed: from here `shutdown` (`uninstall`) detaches. Attach
+        // now if another load of this mapping was attached at the start
+        // (it has uninstalled since, or this install would have failed).
+        if !attached.1
+            && let Some(installed) = injected::host()
+        {
+            thread_exit::attach(installed);
+        }
+        attached.1 = false;
         guard::mark_loaded();
         crate::boundary::log_bridge::install(max_level);
         panics::install_hook();

@@ -68,8 +68,11 @@ pub mod __private {
     pub use crate::__horizon_thread_exit_hook as thread_exit_hook;
     pub use crate::export::*;
     /// What `thread_exit_hook!` jumps to.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     pub mod thread_exit {
-        pub use crate::boundary::thread_exit::{key_create, register, set_specific, unmapped};
+        pub use crate::boundary::thread_exit::{
+            key_create, key_delete, register, set_specific, unmapped,
+        };
     }
 }
 

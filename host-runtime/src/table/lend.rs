@@ -41,6 +41,11 @@ pub(super) unsafe extern "C" fn payload_retain(_data: *const c_void, payload: RS
     // Only the address and length are read, never the bytes: compared raw,
     // since `RStr::as_bytes` would give `&[]` for any empty string.
     let (addr, len) = (payload.addr(), payload.len());
+    if len == 0 {
+        // Never lent (the SDK lends from `share_from` bytes, at least 1):
+        // `payload_release` takes an empty payload for a contract breach.
+        return false;
+    }
     LENT.with(|l| {
         let lent = l.get();
         if lent.is_null() {

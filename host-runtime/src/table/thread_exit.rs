@@ -82,10 +82,10 @@ impl Drop for Pending {
                 // thread (`thread_exit`'s contract), and this is that
                 // thread, exiting; the gate is open under the read lock,
                 // so the plugin's library is loaded until the call
-                // returns. Called once: the entry was popped. A plugin
-                // destructor never unwinds (std aborts first); `catch` is
-                // for a foreign one.
-                let _ = catch(|| unsafe { (entry.dtor)(entry.obj) });
+                // returns. Called once: the entry was popped. It never
+                // unwinds (an `extern "C"` function; std aborts first if a
+                // thread-local's `Drop` panics).
+                unsafe { (entry.dtor)(entry.obj) };
             }
         }
     }
@@ -115,15 +115,19 @@ pub(super) unsafe extern "C" fn thread_exit(
         // SAFETY: `data` is this table's `Services`, alive while the
         // plugin can call (the `services` contract).
         let gate = &unsafe { services(data) }.exit_gate;
-        if !gate.is_open() {
-            return false;
-        }
-        let gate = Arc::clone(gate);
         PENDING
             .try_with(|pending| {
+                // Checked before the gate: while this thread runs its
+                // destructors (under a gate's read lock), `PENDING` is
+                // being destroyed, so no second read lock is taken, which
+                // could wait behind a `close` waiting for the first.
                 let Ok(mut pending) = pending.try_borrow_mut() else {
                     return false;
                 };
+                if !gate.is_open() {
+                    return false;
+                }
+                let gate = Arc::clone(gate);
                 // Forget the entries of unloaded plugins here, so a thread
                 // that outlives many reloads keeps one list, not one per copy.
                 pending.locals.retain(|entry| entry.gate.is_open());

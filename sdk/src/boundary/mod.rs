@@ -12,4 +12,18 @@ pub(crate) mod injected;
 pub(crate) mod lent;
 pub(crate) mod log_bridge;
 pub(crate) mod panics;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) mod thread_exit;
+/// Elsewhere the C library's behaviour stays: nothing to attach, no hook.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) mod thread_exit {
+    pub(crate) fn attach(_: &crate::abi::HostApi) -> bool {
+        false
+    }
+    pub(crate) fn detach(_: *const std::ffi::c_void) {}
+    #[doc(hidden)]
+    #[macro_export]
+    macro_rules! __horizon_thread_exit_hook {
+        () => {};
+    }
+}

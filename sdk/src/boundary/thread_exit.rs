@@ -54,6 +54,7 @@ type CxaThreadAtexit = unsafe extern "C" fn(ThreadDtor, *mut u8, *mut c_void) ->
 type KeyDtor = unsafe extern "C" fn(*mut c_void);
 type KeyCreate = unsafe extern "C" fn(*mut libc::pthread_key_t, Option<KeyDtor>) -> c_int;
 type SetSpecific = unsafe extern "C" fn(libc::pthread_key_t, *const c_void) -> c_int;
+type KeyDelete = unsafe extern "C" fn(libc::pthread_key_t) -> c_int;
 /// `HostApi::thread_exit`.
 type HostThreadExit = unsafe extern "C" fn(*const c_void, ThreadDtor, *mut u8, bool) -> bool;
 
@@ -70,12 +71,19 @@ unsafe impl Send for Service {}
 /// inside a thread-local's registration.
 static SERVICE: Mutex<Option<Service>> = Mutex::new(None);
 
-/// Keys created with a destructor while a host was attached, which the C
-/// library holds without it: the destructors run from [`run_keys`].
-static KEYS: Mutex<Vec<(libc::pthread_key_t, KeyDtor)>> = Mutex::new(Vec::new());
+/// How many keys with a destructor `KEYS` holds at most; a plugin that
+/// makes more gets the C library's behaviour for the others.
+const MAX_KEYS: usize = 64;
+
+/// Keys of this library made with a destructor, which the C library holds
+/// without it: the destructors run from `run_keys`. A fixed array: it is
+/// locked inside `pthread_setspecific`, which an allocator may call on a
+/// thread's first allocation, so nothing allocates under this lock.
+static KEYS: Mutex<[Option<(libc::pthread_key_t, KeyDtor)>; MAX_KEYS]> =
+    Mutex::new([None; MAX_KEYS]);
 
 thread_local! {
-    /// Whether [`run_keys`] is armed on this thread. No destructor.
+    /// Whether `run_keys` is armed on this thread. No destructor.
     static KEYS_ARMED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -105,10 +113,6 @@ pub(crate) fn detach(data: *const c_void) {
     }
 }
 
-fn service() -> Option<Service> {
-    *lock(&SERVICE)
-}
-
 /// What `__cxa_thread_atexit_impl` in a plugin library runs: registers
 /// `dtor(obj)` for this thread's exit, with the host if it takes it, else
 /// with the C library (`dso` names the library the registration counts
@@ -132,13 +136,19 @@ pub unsafe extern "C" fn register(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_vo
 /// # Safety
 /// As [`register`].
 unsafe fn register_as(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_void, last: bool) -> c_int {
-    if let Some(Service(thread_exit, data)) = service()
-        // SAFETY: an attached host's function and data: the table lives as
-        // long as any code of the plugin can run; it never unwinds; and
-        // `dtor(obj)` is a destructor for this thread, as it asks.
-        && unsafe { thread_exit(data, dtor, obj, last) }
     {
-        return 0;
+        // Held across the call: `detach` (and so the host's teardown) waits
+        // for it, so `data` is the live `Services` of an attached host. The
+        // host's function never calls back into the plugin.
+        let service = lock(&SERVICE);
+        if let Some(Service(thread_exit, data)) = *service
+            // SAFETY: an attached host's function and data (see above); it
+            // never unwinds; `dtor(obj)` is a destructor for this thread,
+            // as it asks.
+            && unsafe { thread_exit(data, dtor, obj, last) }
+        {
+            return 0;
+        }
     }
     match libc_fn::<CxaThreadAtexit>(&CXA, c"__cxa_thread_atexit_impl") {
         // SAFETY: forwarded: the caller's contract is glibc's.
@@ -149,9 +159,10 @@ unsafe fn register_as(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_void, last: bo
     }
 }
 
-/// What `pthread_key_create` in a plugin library runs: while a host is
-/// attached, a key with a destructor is made without one in the C library,
-/// and the destructor is kept for [`run_keys`].
+/// What `pthread_key_create` in a plugin library runs: a key with a
+/// destructor is made without one in the C library, and the destructor is
+/// kept in `KEYS` for `run_keys` (when `KEYS` is full, the C library
+/// gets it).
 ///
 /// # Safety
 /// `pthread_key_create`'s contract.
@@ -159,24 +170,56 @@ pub unsafe extern "C" fn key_create(key: *mut libc::pthread_key_t, dtor: Option<
     let Some(create) = libc_fn::<KeyCreate>(&KEY_CREATE, c"pthread_key_create") else {
         return libc::EAGAIN;
     };
-    match dtor {
-        Some(dtor) if service().is_some() => {
-            // SAFETY: forwarded: `key` is writable (the caller's contract).
-            let made = unsafe { create(key, None) };
-            if made == 0 {
-                // SAFETY: written by the successful call above.
-                lock(&KEYS).push((unsafe { *key }, dtor));
-            }
-            made
-        }
+    let Some(dtor) = dtor else {
         // SAFETY: forwarded.
-        _ => unsafe { create(key, dtor) },
+        return unsafe { create(key, None) };
+    };
+    let mut keys = lock(&KEYS);
+    let Some(free) = keys.iter().position(Option::is_none) else {
+        drop(keys);
+        // SAFETY: forwarded.
+        return unsafe { create(key, Some(dtor)) };
+    };
+    // SAFETY: forwarded: `key` is writable (the caller's contract).
+    let made = unsafe { create(key, None) };
+    if made == 0 {
+        // SAFETY: written by the successful call above.
+        let key = unsafe { *key };
+        // A number the C library hands out is free: no entry names it
+        // (`key_delete` removes them), but make sure.
+        for entry in keys.iter_mut() {
+            if entry.is_some_and(|(k, _)| k == key) {
+                *entry = None;
+            }
+        }
+        keys[free] = Some((key, dtor));
+    }
+    made
+}
+
+/// What `pthread_key_delete` in a plugin library runs: forgets the key's
+/// destructor before the C library may hand its number out again.
+///
+/// # Safety
+/// `pthread_key_delete`'s contract.
+pub unsafe extern "C" fn key_delete(key: libc::pthread_key_t) -> c_int {
+    for entry in lock(&KEYS).iter_mut() {
+        if entry.is_some_and(|(k, _)| k == key) {
+            *entry = None;
+        }
+    }
+    match libc_fn::<KeyDelete>(&KEY_DELETE, c"pthread_key_delete") {
+        // SAFETY: forwarded.
+        Some(delete) => unsafe { delete(key) },
+        None => libc::EINVAL,
     }
 }
 
 /// What `pthread_setspecific` in a plugin library runs: sets the value,
-/// and the first value for a key of [`KEYS`] on this thread arms
-/// [`run_keys`] for the thread's exit.
+/// and the first value for a key of `KEYS` on this thread arms
+/// `run_keys` for the thread's exit: with the host if one is attached,
+/// else with the C library (which then keeps the library mapped until the
+/// thread exits, rather than call into it after it is unmapped).
 ///
 /// # Safety
 /// `pthread_setspecific`'s contract.
@@ -189,7 +232,7 @@ pub unsafe extern "C" fn set_specific(key: libc::pthread_key_t, value: *const c_
     if done == 0
         && !value.is_null()
         && !KEYS_ARMED.get()
-        && lock(&KEYS).iter().any(|(k, _)| *k == key)
+        && lock(&KEYS).iter().flatten().any(|(k, _)| *k == key)
     {
         KEYS_ARMED.set(true);
         // SAFETY: `run_keys` may run once at this thread's exit; its own
@@ -207,7 +250,7 @@ pub unsafe extern "C" fn set_specific(key: libc::pthread_key_t, value: *const c_
 }
 
 /// Calls the destructor of each value this thread holds for a key of
-/// [`KEYS`], as glibc would have: the value is cleared first, and rounds
+/// `KEYS`, as glibc would have: the value is cleared first, and rounds
 /// repeat while destructors set values again (at most 4, glibc's
 /// `PTHREAD_DESTRUCTOR_ITERATIONS`).
 unsafe extern "C" fn run_keys(_: *mut u8) {
@@ -216,11 +259,13 @@ unsafe extern "C" fn run_keys(_: *mut u8) {
         return;
     };
     for _ in 0..4 {
-        let keys = lock(&KEYS).clone();
+        // A copy: destructors run with the lock released.
+        let keys = *lock(&KEYS);
         let mut ran = false;
-        for (key, dtor) in keys {
-            // SAFETY: `key` is a live key (deleted only by `unmapped`, when
-            // no code of the library runs).
+        for (key, dtor) in keys.into_iter().flatten() {
+            // SAFETY: `key` was live when copied; a key deleted since (by
+            // plugin code, which is not running on this exiting thread)
+            // reads as null here.
             let value = unsafe { libc::pthread_getspecific(key) };
             if !value.is_null() {
                 // SAFETY: as above; then the destructor gets the value the
@@ -240,18 +285,26 @@ unsafe extern "C" fn run_keys(_: *mut u8) {
 
 /// The library's finalizer (`.fini_array`, run by `dlclose` only when the
 /// library is unmapped, and at process exit): deletes the keys of
-/// [`KEYS`], whose destructors are this library's code. Their values on
+/// `KEYS`, whose destructors are this library's code. Their values on
 /// threads still alive are leaked.
 pub extern "C" fn unmapped() {
-    for (key, _) in lock(&KEYS).drain(..) {
-        // SAFETY: a key this library created and nothing uses any more.
-        unsafe { libc::pthread_key_delete(key) };
+    let Some(delete) = libc_fn::<KeyDelete>(&KEY_DELETE, c"pthread_key_delete") else {
+        return;
+    };
+    for entry in lock(&KEYS).iter_mut() {
+        if let Some((key, _)) = entry.take() {
+            // SAFETY: a key this library created and has not deleted
+            // (`key_delete` removes deleted ones), so still its own; no
+            // code of the library runs any more.
+            unsafe { delete(key) };
+        }
     }
 }
 
 static CXA: AtomicUsize = AtomicUsize::new(0);
 static KEY_CREATE: AtomicUsize = AtomicUsize::new(0);
 static SET_SPECIFIC: AtomicUsize = AtomicUsize::new(0);
+static KEY_DELETE: AtomicUsize = AtomicUsize::new(0);
 
 /// The C library's own function `name` (of type `F`), looked up once into
 /// `slot` (0: not looked up yet; 1: there is none).
@@ -274,7 +327,9 @@ fn libc_fn<F: Copy>(slot: &AtomicUsize, name: &std::ffi::CStr) -> Option<F> {
 
 /// Defines, in the crate it is expanded in (a plugin crate:
 /// `#[horizon_plugin]` expands it), `__cxa_thread_atexit_impl`,
-/// `pthread_key_create` and `pthread_setspecific` as jumps to this
+/// `pthread_key_create`, `pthread_key_delete` and `pthread_setspecific`
+/// (every reference to them in that library: std's, tokio's, a C
+/// library's; none calls the C library's own directly) as jumps to this
 /// module's functions, and the finalizer [`unmapped`]. Weak, so that
 /// several plugin crates linked into one binary do not clash, and hidden,
 /// so that they bind only the references inside the library being linked
@@ -302,10 +357,16 @@ macro_rules! __horizon_thread_exit_hook {
             ".type pthread_setspecific,@function",
             "pthread_setspecific:",
             "jmp {set_specific}",
+            ".weak pthread_key_delete",
+            ".hidden pthread_key_delete",
+            ".type pthread_key_delete,@function",
+            "pthread_key_delete:",
+            "jmp {key_delete}",
             ".popsection",
             register = sym $crate::__private::thread_exit::register,
             key_create = sym $crate::__private::thread_exit::key_create,
             set_specific = sym $crate::__private::thread_exit::set_specific,
+            key_delete = sym $crate::__private::thread_exit::key_delete,
         );
         #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "aarch64"))]
         ::core::arch::global_asm!(
@@ -325,10 +386,16 @@ macro_rules! __horizon_thread_exit_hook {
             ".type pthread_setspecific,%function",
             "pthread_setspecific:",
             "b {set_specific}",
+            ".weak pthread_key_delete",
+            ".hidden pthread_key_delete",
+            ".type pthread_key_delete,%function",
+            "pthread_key_delete:",
+            "b {key_delete}",
             ".popsection",
             register = sym $crate::__private::thread_exit::register,
             key_create = sym $crate::__private::thread_exit::key_create,
             set_specific = sym $crate::__private::thread_exit::set_specific,
+            key_delete = sym $crate::__private::thread_exit::key_delete,
         );
         #[cfg(all(
             target_os = "linux",
