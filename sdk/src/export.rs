@@ -135,13 +135,13 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
                     .to_owned(),
             );
         }
-        // Installed: from here `shutdown` (`uninstall`) detaches. Attach
-        // now if another load of this mapping was attached at the start
-        // (it has uninstalled since, or this install would have failed).
+        // Installed: from here `shutdown` (`uninstall`) detaches. Take the
+        // service if another load of this mapping held it at the start (it
+        // has detached since, or failed to install and will not).
         if !attached.1
             && let Some(installed) = injected::host()
         {
-            thread_exit::attach(installed);
+            thread_exit::attach_installed(installed);
         }
         attached.1 = false;
         guard::mark_loaded();

@@ -54,6 +54,14 @@ impl ExitGate {
     fn is_open(&self) -> bool {
         *read(&self.open)
     }
+
+    /// Closed, as far as can be told without waiting: a gate being closed
+    /// (write-locked, or waited for) reads as open. For pruning other
+    /// plugins' entries from inside a plugin's registration, which must
+    /// not wait behind another plugin's `close`.
+    fn seen_closed(&self) -> bool {
+        self.open.try_read().is_ok_and(|open| !*open)
+    }
 }
 
 /// One destructor a plugin registered on this thread.
@@ -130,8 +138,8 @@ pub(super) unsafe extern "C" fn thread_exit(
                 let gate = Arc::clone(gate);
                 // Forget the entries of unloaded plugins here, so a thread
                 // that outlives many reloads keeps one list, not one per copy.
-                pending.locals.retain(|entry| entry.gate.is_open());
-                pending.last.retain(|entry| entry.gate.is_open());
+                pending.locals.retain(|entry| !entry.gate.seen_closed());
+                pending.last.retain(|entry| !entry.gate.seen_closed());
                 let list = if last {
                     &mut pending.last
                 } else {

@@ -19,26 +19,34 @@
 //!
 //! `#[horizon_plugin]` expands [`hook`](crate::__horizon_thread_exit_hook)
 //! in the plugin crate: hidden definitions of `__cxa_thread_atexit_impl`,
-//! `pthread_key_create` and `pthread_setspecific` that bind the references
-//! inside the plugin's own library and no other, jumping to [`register`],
-//! [`key_create`] and [`set_specific`]. While a host that takes thread-exit
-//! destructors is attached (from `init` to `shutdown`):
+//! `pthread_key_create`, `pthread_key_delete` and `pthread_setspecific`
+//! that bind the references inside the plugin's own library and no other,
+//! jumping to [`register`], [`key_create`], [`key_delete`] and
+//! [`set_specific`]:
 //!
-//! - thread-local destructors go to the host, which runs them when the
-//!   thread exits if the plugin is still loaded, and forgets them once it
-//!   is unloaded (their values are leaked, never dropped after unload);
-//! - a key created with a destructor is created without one in the C
-//!   library; the destructor is kept here, and the first value set for the
-//!   key on a thread arms a runner, handed to the host like a thread-local
-//!   destructor but run after all of them (glibc's order: thread-locals
-//!   first, then keys), which calls the destructors of the thread's values.
-//!   The library's finalizer (it runs only when the library is really
+//! - While a host that takes thread-exit destructors is attached (from
+//!   `init` to `shutdown`), thread-local destructors go to the host, which
+//!   runs them when the thread exits if the plugin is still loaded, and
+//!   forgets them once it is unloaded (their values are leaked, never
+//!   dropped after unload). Anywhere else (no host, an older host, a
+//!   thread that is exiting) they go to the C library, as without this
+//!   module.
+//! - Every key made with a destructor (up to 64; past them the C library
+//!   gets it) is made without one in the C library; the destructor is kept
+//!   here, and the first value set for the key on a thread arms a runner,
+//!   registered like a thread-local destructor, which calls the
+//!   destructors of the thread's values. So no key destructor of the
+//!   library is left with the C library, which would call it after the
+//!   library is unmapped. With the host, the runner runs after every
+//!   thread-local destructor (glibc's order for keys); without one, in
+//!   glibc's order of thread-local destructors (last registered first: a
+//!   thread std spawned arms it first thing, so it runs last there). The
+//!   library's finalizer (it runs only when the library is really
 //!   unmapped) deletes those keys, so reloads do not use up the process's
 //!   1,024 keys.
 //!
-//! Anywhere else (no host, an older host, a thread that is exiting, a key
-//! made before the host attached) the C library gets the destructor, as
-//! without this module.
+//! Not covered: C11 `tss_create` (glibc makes its key internally) and a
+//! plugin's C code registering destructors another way (`atexit`).
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -85,6 +93,9 @@ static KEYS: Mutex<[Option<(libc::pthread_key_t, KeyDtor)>; MAX_KEYS]> =
 thread_local! {
     /// Whether `run_keys` is armed on this thread. No destructor.
     static KEYS_ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread is inside the host's `thread_exit`. No
+    /// destructor.
+    static IN_HOST: Cell<bool> = const { Cell::new(false) };
 }
 
 /// From `init`, before anything of the plugin runs: thread-exit
@@ -100,6 +111,13 @@ pub(crate) fn attach(api: &HostApi) -> bool {
     }
     *service = Some(Service(thread_exit, api.data));
     true
+}
+
+/// From `init` of the load that installed: takes the service over from a
+/// load that attached first and failed to install (its `detach`, which
+/// checks `data`, then does nothing).
+pub(crate) fn attach_installed(api: &HostApi) {
+    *lock(&SERVICE) = api.thread_exit.map(|f| Service(f, api.data));
 }
 
 /// From `shutdown` (or a failed `init`) of the load whose table's `data`
@@ -136,18 +154,24 @@ pub unsafe extern "C" fn register(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_vo
 /// # Safety
 /// As [`register`].
 unsafe fn register_as(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_void, last: bool) -> c_int {
-    {
+    // Not inside the host's function on this thread: a host that links a
+    // plugin crate statically has its own registrations come here too.
+    if !IN_HOST.get() {
         // Held across the call: `detach` (and so the host's teardown) waits
         // for it, so `data` is the live `Services` of an attached host. The
-        // host's function never calls back into the plugin.
+        // host's function never calls back into the plugin, nor waits on a
+        // lock a plugin's destructor may hold.
         let service = lock(&SERVICE);
-        if let Some(Service(thread_exit, data)) = *service
+        if let Some(Service(thread_exit, data)) = *service {
+            IN_HOST.set(true);
             // SAFETY: an attached host's function and data (see above); it
             // never unwinds; `dtor(obj)` is a destructor for this thread,
             // as it asks.
-            && unsafe { thread_exit(data, dtor, obj, last) }
-        {
-            return 0;
+            let taken = unsafe { thread_exit(data, dtor, obj, last) };
+            IN_HOST.set(false);
+            if taken {
+                return 0;
+            }
         }
     }
     match libc_fn::<CxaThreadAtexit>(&CXA, c"__cxa_thread_atexit_impl") {
@@ -263,9 +287,11 @@ unsafe extern "C" fn run_keys(_: *mut u8) {
         let keys = *lock(&KEYS);
         let mut ran = false;
         for (key, dtor) in keys.into_iter().flatten() {
-            // SAFETY: `key` was live when copied; a key deleted since (by
-            // plugin code, which is not running on this exiting thread)
-            // reads as null here.
+            // SAFETY: `key` was live when copied. A key deleted since by
+            // plugin code on another thread reads as null here, unless its
+            // number was handed out again in between and this thread set a
+            // value for the new key: a race glibc's own key destructors
+            // have too (its exit path reads the destructor unlocked).
             let value = unsafe { libc::pthread_getspecific(key) };
             if !value.is_null() {
                 // SAFETY: as above; then the destructor gets the value the
