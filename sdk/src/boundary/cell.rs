@@ -228,17 +228,27 @@ where
         let cell = &*data.cast::<TaskCell<F>>();
         (cell, &mut *cell.future.get(), &*waker)
     };
-    let Some(fut) = slot.as_mut() else {
+    if slot.is_none() {
         return true;
-    };
+    }
     let site = Site::Task(cell.spawned_at);
     // SAFETY: the host's waker is alive for this call.
     let polled = unsafe {
         waker::with_context(waker, |cx| {
             panics::at(site, || {
                 catch(|| {
-                    // SAFETY: the future is pinned in the cell: never moved, dropped in place.
-                    injected::budgeted(cx, |cx| Pin::new_unchecked(fut).poll(cx))
+                    injected::budgeted(cx, |cx| {
+                        // SAFETY: the future is pinned in the cell: never
+                        // moved, dropped in place.
+                        let polled =
+                            Pin::new_unchecked(slot.as_mut().expect("checked above")).poll(cx);
+                        if polled.is_ready() {
+                            // Dropped in the runtime context entered for
+                            // the poll.
+                            injected::drop_entered(Pin::new_unchecked(&mut *slot));
+                        }
+                        polled
+                    })
                 })
             })
         })
@@ -254,8 +264,11 @@ where
             Err(msg)
         }
     };
-    // SAFETY: `slot` is this cell's future, pinned in it.
-    panics::at(site, || unsafe { drop_future(slot) });
+    if slot.is_some() {
+        // Its poll panicked.
+        // SAFETY: `slot` is this cell's future, pinned in it.
+        panics::at(site, || unsafe { drop_future(slot) });
+    }
     cell.shared.finish(Some(output));
     // The output is `()`: nothing to write.
     true

@@ -13,7 +13,7 @@ use crate::abi::guard::{catch, entered};
 use crate::abi::{
     HostApi, RStatus, RStr, RString, RawFuture, RawHandler, STATUS_OK, STATUS_REJECTED,
 };
-use crate::boundary::panics::{self, Site};
+use crate::boundary::panics::Site;
 use crate::{Event, PluginError};
 
 /// A registered handler: the closure and its event's name (shared by every
@@ -131,16 +131,44 @@ where
             Event::from_wire_bytes(&String::from_utf8_lossy(name), payload)
         };
         let site = Site::Handler(std::ptr::from_ref::<str>(&handler.event));
-        let fut = panics::at(site, || injected::in_private(|| (handler.f)(event)));
-        (fut, site)
+        (event, site)
     });
     match started {
         // The site points into the handler, which the host keeps until
         // every call's future is dropped.
-        Ok((fut, site)) => {
-            RawFuture::new(async move { result_to_status(Guarded::new(fut, site).await) })
+        Ok((event, site)) => {
+            let handler = HandlerRef(data.cast::<Handler<F>>());
+            // The handler's closure runs at the first poll, inside the one
+            // entry of the private runtime and the panic guard of that
+            // poll (`Guarded`), rather than in an entry of its own here:
+            // one entry per call fewer on the emit path (BENCHMARKS.md,
+            // "Thread-exit round"). The event was copied (or its buffer
+            // retained) above, while the host's bytes were alive.
+            let call = async move {
+                // SAFETY: the host keeps the handler until every future a
+                // call returned has been dropped (`RawHandler::drop`'s
+                // contract), and this future is one.
+                let handler = unsafe { &*handler.get() };
+                (handler.f)(event).await
+            };
+            RawFuture::new(async move { result_to_status(Guarded::new(call, site).await) })
         }
         Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
+    }
+}
+
+/// The handler a call's future runs, by address (see `call_handler`).
+struct HandlerRef<F>(*const Handler<F>);
+
+// SAFETY: a shared reference to a `Handler<F>`, which is `Sync` (its
+// closure is `Send + Sync`, `register`'s bounds), may move between threads.
+unsafe impl<F: Send + Sync> Send for HandlerRef<F> {}
+
+impl<F> HandlerRef<F> {
+    /// The address (a method: an `async` block then captures the whole
+    /// `HandlerRef`, which is `Send`, not its raw-pointer field).
+    fn get(&self) -> *const Handler<F> {
+        self.0
     }
 }
 

@@ -312,8 +312,15 @@ fn drop_guarded<F>(fut: Pin<&mut Option<F>>) {
 /// Drops a plugin future in place (spawned tasks' and `Guarded`'s): inside
 /// a panic guard, a panic turned into a log line, and inside the private
 /// runtime's context.
-pub(crate) fn drop_pinned<F>(mut fut: Pin<&mut Option<F>>) {
-    if let Err(msg) = catch(|| in_private(|| fut.set(None))) {
+pub(crate) fn drop_pinned<F>(fut: Pin<&mut Option<F>>) {
+    in_private(|| drop_entered(fut));
+}
+
+/// [`drop_pinned`] for a caller already inside the private runtime's
+/// context (the poll that just finished the future): one entry fewer on
+/// the path every completed task and handler takes.
+pub(crate) fn drop_entered<F>(mut fut: Pin<&mut Option<F>>) {
+    if let Err(msg) = catch(|| fut.set(None)) {
         panics::log_unreported(
             "horizon_plugin_sdk",
             &format!("a plugin future panicked while being dropped: {msg}"),
@@ -327,22 +334,35 @@ impl<F: Future> Future for Guarded<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut fut = this.fut;
-        let Some(inner) = fut.as_mut().as_pin_mut() else {
-            panic!("`Guarded` polled after completion");
-        };
+        assert!(fut.is_some(), "`Guarded` polled after completion");
         // Handler and lifecycle futures get no budget of the plugin's tokio
         // (only its tasks do, see `budgeted`): the emit path stays as cheap
         // as it was; a handler that loops on the plugin's own channels
         // belongs in a task.
-        let out = match panics::at(*this.site, || catch(|| in_private(|| inner.poll(cx)))) {
+        let polled = panics::at(*this.site, || {
+            catch(|| {
+                in_private(|| {
+                    let Some(inner) = fut.as_mut().as_pin_mut() else {
+                        unreachable!("checked above");
+                    };
+                    let polled = inner.poll(cx);
+                    if polled.is_ready() {
+                        // Dropped now, in the runtime context entered for
+                        // the poll and inside the panic guard, rather than
+                        // whenever the host drops the task.
+                        drop_entered(fut.as_mut());
+                    }
+                    polled
+                })
+            })
+        });
+        let out = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(msg) => Err(msg),
         };
-        // Drop the finished future now, inside the runtime context (entered
-        // for the poll) and the panic guard, rather than whenever the host
-        // drops the task.
-        panics::at(*this.site, || drop_pinned(fut));
+        // After a panic in `poll`, the future is still there.
+        panics::at(*this.site, || drop_guarded(fut));
         Poll::Ready(out)
     }
 }
