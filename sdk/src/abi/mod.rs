@@ -290,8 +290,9 @@ pub struct RawHandler {
     /// Starts the handler for one event (`name`, JSON `payload`). Never unwinds.
     pub call: unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>,
     /// Frees `data`, once no call is running and every future a call
-    /// returned has been dropped (the SDK's futures point into the handler
-    /// for panic reports). Never unwinds.
+    /// returned has been dropped: the SDK's futures point into the handler
+    /// (a call's future runs the handler's closure through `data` at its
+    /// first poll, and names the handler in panic reports). Never unwinds.
     pub drop: unsafe extern "C" fn(*const c_void),
 }
 

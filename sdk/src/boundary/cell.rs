@@ -244,7 +244,13 @@ where
                             Pin::new_unchecked(slot.as_mut().expect("checked above")).poll(cx);
                         if polled.is_ready() {
                             // Dropped in the runtime context entered for
-                            // the poll.
+                            // the poll: with the cooperative budget, inside
+                            // the private runtime's `block_on`, as a tokio
+                            // task's future is dropped inside its worker's
+                            // runtime context (blocking calls of this tokio
+                            // copy in its `Drop` panic there, caught).
+                            // SAFETY: the same pinned slot; `Pin::set`
+                            // drops the future in place.
                             injected::drop_entered(Pin::new_unchecked(&mut *slot));
                         }
                         polled

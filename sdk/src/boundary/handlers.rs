@@ -160,9 +160,10 @@ where
 /// The handler a call's future runs, by address (see `call_handler`).
 struct HandlerRef<F>(*const Handler<F>);
 
-// SAFETY: a shared reference to a `Handler<F>`, which is `Sync` (its
-// closure is `Send + Sync`, `register`'s bounds), may move between threads.
-unsafe impl<F: Send + Sync> Send for HandlerRef<F> {}
+// SAFETY: stands for a shared reference to a `Handler<F>`, which may move
+// between threads when `Handler<F>` is `Sync`: its closure is (`register`'s
+// bounds) and its name is an `Arc<str>`.
+unsafe impl<F: Sync> Send for HandlerRef<F> {}
 
 impl<F> HandlerRef<F> {
     /// The address (a method: an `async` block then captures the whole
