@@ -368,14 +368,31 @@ impl Running {
             .count()
     }
 
-    fn wait_for(&self, needle: &str, at_least: usize, timeout: Duration) {
+    /// Waits until `needle` was printed `at_least` times; fails at
+    /// `timeout`, or as soon as `horizon` has exited without printing it
+    /// (rather than waiting out the timeout for a process that is gone).
+    fn wait_for(&mut self, needle: &str, at_least: usize, timeout: Duration) {
         let start = Instant::now();
+        let mut exited = None;
         while self.count(needle) < at_least {
+            let output = || self.lines.lock().unwrap().join("\n");
+            if let Some(status) = exited {
+                panic!(
+                    "`horizon` exited ({status}) without `{needle}` (x{at_least}); output:\n{}",
+                    output()
+                );
+            }
             assert!(
                 start.elapsed() < timeout,
                 "no `{needle}` (x{at_least}) within {timeout:?}; output:\n{}",
-                self.lines.lock().unwrap().join("\n")
+                output()
             );
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // One more look once the readers have drained the pipes.
+                exited = Some(status);
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -448,7 +465,7 @@ fn run_sends_events_from_the_command_line_and_standard_input() {
 #[test]
 fn run_stats_prints_a_line_per_plugin_and_a_panic_reaches_the_log_once() {
     let library = fixture("basic");
-    let running = Running::start(
+    let mut running = Running::start(
         &[
             "run",
             library.to_str().unwrap(),
@@ -538,7 +555,7 @@ tracing = "0.1"
 
     // Share the workspace's target directory so dependencies are built once.
     let target = fixtures_dir().parent().unwrap().to_owned();
-    let running = Running::start(
+    let mut running = Running::start(
         &["run", dir.to_str().unwrap(), "--watch", "--tick-ms", "100"],
         &[("CARGO_TARGET_DIR", &target)],
     );
@@ -677,7 +694,7 @@ fn check_and_run_apply_a_trust_key() {
 #[test]
 fn run_prints_binary_events_readably() {
     let library = fixture("events");
-    let running = Running::start(
+    let mut running = Running::start(
         &[
             "run",
             library.to_str().unwrap(),
