@@ -254,6 +254,8 @@ pub(crate) struct DeclFns {
     pub(crate) on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
     pub(crate) on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
     pub(crate) shutdown: unsafe extern "C" fn(*const HostApi) -> u32,
+    /// `None` for plugins before boundary 4.5 (zero-filled).
+    pub(crate) release: Option<unsafe extern "C" fn(*const HostApi)>,
 }
 
 /// What a declaration says about its plugin, checked to be UTF-8.
@@ -424,6 +426,7 @@ fn read_declared(library: &Library, path: &Path) -> Result<(DeclFns, Declared), 
         on_load: decl.on_load,
         on_unload: decl.on_unload,
         shutdown: decl.shutdown,
+        release: decl.release,
     };
     Ok((fns, info))
 }

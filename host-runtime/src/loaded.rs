@@ -42,9 +42,14 @@ pub(crate) struct Env {
 impl Env {
     /// The `HostApi::flags` of this host's plugins.
     fn flags(&self) -> u32 {
-        use horizon_plugin_sdk::abi::{FLAG_COOPERATIVE, FLAG_STRICT_UNLOAD};
+        use horizon_plugin_sdk::abi::{
+            FLAG_COOPERATIVE, FLAG_DEFERRED_RELEASE, FLAG_STRICT_UNLOAD,
+        };
         let flag = |on: bool, flag: u32| if on { flag } else { 0 };
-        flag(self.strict_unload, FLAG_STRICT_UNLOAD) | flag(self.cooperative, FLAG_COOPERATIVE)
+        // `teardown` always calls `release` after closing the exit gate.
+        flag(self.strict_unload, FLAG_STRICT_UNLOAD)
+            | flag(self.cooperative, FLAG_COOPERATIVE)
+            | FLAG_DEFERRED_RELEASE
     }
 }
 
@@ -272,6 +277,14 @@ impl LoadedPlugin {
         {
             // The blocking pool is gone (the runtime shuts down): close here.
             services.exit_gate.close();
+        }
+        if let Some(release) = plugin.decl.release {
+            // SAFETY: `shutdown` returned (not stuck) with this table, which
+            // `services` keeps alive; no task, handler or thread-exit
+            // destructor of the plugin can run any more (the gate is
+            // closed), so nothing reads the state it frees; called once
+            // (`teardown` runs once per plugin). It catches its panics.
+            unsafe { release(services.api()) };
         }
         if env.strict_unload {
             // Strict mode checks every later entry into the plugin's code,

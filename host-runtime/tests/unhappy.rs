@@ -523,3 +523,51 @@ fn plugin_thread_locals_on_a_host_thread_run_at_its_exit_and_never_after_unload(
     }
     rt.block_on(host.shutdown());
 }
+
+/// A thread-local destructor of the plugin still running on an exiting
+/// host thread while the plugin is unloaded (it sleeps, then logs through
+/// the host table the plugin was given): the plugin's state and the table
+/// stay alive until it returns, and its log line arrives. Before boundary
+/// 4.5 `shutdown` freed that state while the destructor slept: the line
+/// was lost (the SDK found no host), and a destructor that had read the
+/// state just before read freed memory (valgrind runs this binary).
+#[test]
+fn a_thread_local_destructor_running_during_unload_finds_the_plugin_state() {
+    let rt = multi_thread();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    let host = PluginHost::builder(rt.handle().clone())
+        .strict_unload(true)
+        .plugin_log_sink(move |record| sink.lock().unwrap().push(record.message.clone()))
+        .build();
+    let basic = rt.block_on(Basic::load_path(host.clone(), fresh_copy("basic")));
+    // Armed on a host thread that entered the runtime (the handler's first
+    // poll runs there); its exit runs the destructor.
+    let thread = {
+        let (basic, handle) = (basic.clone(), rt.handle().clone());
+        std::thread::spawn(move || {
+            assert_eq!(
+                handle.block_on(basic.run("slow_thread_local", 0)),
+                json!("armed")
+            );
+        })
+    };
+    let started = std::time::Instant::now();
+    while rt.block_on(basic.run("slow_drop_started", 0)) != json!(true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the destructor never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The destructor sleeps 800 ms: the unload runs `shutdown` under it
+    // and then waits for it before closing the library.
+    rt.block_on(host.unload(basic.id)).unwrap();
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|line| line == "slow thread-local dropped"),
+        "the destructor's log line was lost: {lines:?}"
+    );
+    thread.join().unwrap();
+    rt.block_on(host.shutdown());
+}

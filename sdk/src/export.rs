@@ -79,6 +79,7 @@ pub const fn declare<T: Plugin>() -> ExportedDeclaration {
         declaration: DECLARATION_LAYOUT,
         services: SERVICES_USED.as_ptr(),
         services_len: SERVICES_USED.len() as u32,
+        release: Some(release),
     })
 }
 
@@ -274,4 +275,16 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
         }
     }
     code
+}
+
+/// `PluginDeclaration::release`. No `entered` check: strict mode marked
+/// the plugin unloaded in `shutdown`, and this is the last step of that
+/// unload (`init` is the only other entry allowed after it).
+unsafe extern "C" fn release(api: *const HostApi) {
+    if let Err(panic) = catch(|| injected::release(api)) {
+        panics::log_unreported(
+            "horizon_plugin_sdk",
+            &format!("freeing the plugin's state panicked: {panic}"),
+        );
+    }
 }

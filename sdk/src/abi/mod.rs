@@ -130,6 +130,7 @@ pub const DECLARATION_PREFIX: &[u64] = &table::prefixes!(PluginDeclaration {
     declaration: TableLayout,
     services: *const ServiceUse,
     services_len: u32,
+    release: Option<unsafe extern "C" fn(*const HostApi)>,
 });
 
 /// The end of [`HostApi`]'s base (its fields in boundary 4.0, which every
@@ -490,6 +491,16 @@ pub struct PluginDeclaration {
     pub services_len: u32,
     // End of the base ([`DECLARATION_BASE`]). Fields appended from here on
     // must be valid when zero.
+    /// Boundary 4.5: frees what `shutdown` left for it (the plugin's copy
+    /// of the host table and its private runtime's handle) when the host
+    /// set [`FLAG_DEFERRED_RELEASE`]: a host that runs the plugin's
+    /// thread-exit destructors ([`HostApi::thread_exit`]) calls it once
+    /// none of them can run any more, so a destructor running on an
+    /// exiting host thread during `shutdown` never reads freed state. A
+    /// no-op unless `host` is the table this library was initialized with.
+    /// The one entry allowed after `shutdown` besides `init`. `None` in
+    /// older plugins (their `shutdown` frees everything).
+    pub release: Option<unsafe extern "C" fn(host: *const HostApi)>,
 }
 
 /// `shutdown` stopped everything.
@@ -520,6 +531,13 @@ pub const FLAG_STRICT_UNLOAD: u32 = 1;
 /// native task. Hosts of SDK releases before it never set it (the plugin
 /// then gives no budget).
 pub const FLAG_COOPERATIVE: u32 = 2;
+
+/// [`HostApi::flags`] (boundary 4.5): the host calls
+/// [`PluginDeclaration::release`] after `shutdown`, once none of the
+/// plugin's thread-exit destructors can run; `shutdown` then leaves the
+/// plugin's state for `release` to free. Plugins of older SDKs ignore it
+/// (their `shutdown` frees it), hosts of older SDKs never set it.
+pub const FLAG_DEFERRED_RELEASE: u32 = 4;
 
 /// A [`PluginDeclaration`] that may be placed in a `static`.
 #[repr(transparent)]
@@ -620,11 +638,15 @@ mod tests {
             );
         }
         assert_eq!(HOST_API_BASE, 96, "4.0's HostApi");
-        // `PluginDeclaration` has not grown since 4.0 (152 bytes, with 4 of
-        // trailing padding after `services_len`): a field appended to it
-        // starts at 152 or later.
-        assert_eq!(size_of::<PluginDeclaration>(), 152);
+        // `PluginDeclaration` did not grow from 4.0 to 4.4 (152 bytes, with
+        // 4 of trailing padding after `services_len`): the first field
+        // appended to it (4.5) starts at 152.
         assert_eq!(DECLARATION_BASE, 148);
+        let release = std::mem::offset_of!(PluginDeclaration, release);
+        assert!(
+            release >= 152,
+            "PluginDeclaration::release starts at {release}, inside the 152 bytes before it"
+        );
     }
 
     const PINNED_HOST_API: &[u64] = &[

@@ -88,13 +88,14 @@ static INJECTED: AtomicPtr<Injected> = AtomicPtr::new(ptr::null_mut());
 /// The injected state, if a host loaded this library.
 ///
 /// The `'static` lifetime is upheld by the host's contract (see
-/// [`crate::abi::PluginDeclaration::shutdown`]): `shutdown`, the only place
-/// that frees the state, runs once no plugin task is left.
+/// [`crate::abi::PluginDeclaration::shutdown`] and `release`): the state
+/// is freed (`free`) once no plugin task is left and, with a host that
+/// runs the plugin's thread-exit destructors, once none of those can run.
 pub(crate) fn injected() -> Option<&'static Injected> {
     let p = INJECTED.load(Ordering::Acquire);
     // SAFETY: non-null pointers stored in `INJECTED` come from `Box::into_raw`
-    // in `install` and stay valid until `uninstall`, which the host calls only
-    // after every plugin task and handler is gone (the contract above).
+    // in `install` and stay valid until `free`, which runs only once no
+    // code of the plugin can run (the contract above, argued at `free`).
     unsafe { p.as_ref() }
 }
 
@@ -119,7 +120,9 @@ const PRIVATE_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Shuts the private runtime down (joining its threads) and forgets the
 /// host, if `api` is the table this library was installed with (a failed
-/// second load of the same mapping must not tear down the first).
+/// second load of the same mapping must not tear down the first). The
+/// state itself is freed here, or by [`release`] when the host set
+/// [`crate::abi::FLAG_DEFERRED_RELEASE`].
 /// False when the private runtime's threads did not stop in time: the
 /// state is then left installed (leaked), since they may still use it.
 pub(crate) fn uninstall(api: *const HostApi) -> bool {
@@ -145,13 +148,43 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
     }
     // No code of the plugin runs on a thread of its own any more.
     crate::boundary::thread_exit::detach(state.api.data);
+    if state.api.flags & crate::abi::FLAG_DEFERRED_RELEASE == 0 {
+        free();
+    }
+    true
+}
+
+/// `PluginDeclaration::release`: frees the state `uninstall` left
+/// installed for a host that set [`crate::abi::FLAG_DEFERRED_RELEASE`],
+/// if `api` is the table it was installed with.
+///
+/// Until then a thread-local destructor of the plugin that the host runs
+/// on an exiting thread (it may log, or reach any other service) still
+/// finds the state; the host calls this once none can run any more (it
+/// has closed the plugin's exit gate, `thread_exit`). Freed in `shutdown`
+/// instead, a destructor running during it could load the pointer just
+/// before the swap and read the state after the free.
+pub(crate) fn release(api: *const HostApi) {
+    if installed_with(api) {
+        free();
+    }
+}
+
+/// Unpublishes and frees the installed state.
+fn free() {
     let p = INJECTED.swap(ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: `p` came from `Box::into_raw` in `install` and was just
-        // unpublished; the host's contract says nothing uses it any more.
+        // unpublished; nothing of the plugin runs any more that could
+        // still hold it: no task, handler or private runtime thread (the
+        // host's `shutdown` contract, and `uninstall` stopped the runtime),
+        // and no thread-exit destructor: the host calls `release` only
+        // after closing the plugin's exit gate. (`uninstall` frees
+        // directly for a host without the flag: before 4.4 a host runs no
+        // destructor of the plugin; a 4.4 host keeps the narrow race that
+        // `release` closes.)
         drop(unsafe { Box::from_raw(p) });
     }
-    true
 }
 
 thread_local! {
