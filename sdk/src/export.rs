@@ -256,7 +256,9 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
         // mapping may start and clear the flag for its own life.
         guard::mark_unloaded();
     }
-    match catch(|| injected::uninstall(api)) {
+    // SAFETY: the host calls `shutdown` once no task or handler of the
+    // plugin is left (the `PluginDeclaration::shutdown` contract).
+    match catch(|| unsafe { injected::uninstall(api) }) {
         Ok(true) => {}
         Ok(false) => {
             injected::host_log(
@@ -281,7 +283,8 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
 /// the plugin unloaded in `shutdown`, and this is the last step of that
 /// unload (`init` is the only other entry allowed after it).
 unsafe extern "C" fn release(api: *const HostApi) {
-    if let Err(panic) = catch(|| injected::release(api)) {
+    // SAFETY: the `PluginDeclaration::release` contract is the host's.
+    if let Err(panic) = catch(|| unsafe { injected::release(api) }) {
         panics::log_unreported(
             "horizon_plugin_sdk",
             &format!("freeing the plugin's state panicked: {panic}"),

@@ -19,7 +19,7 @@
 //! still alive at unload: tokio's context holds no heap memory outside a
 //! poll, so what leaks is what the plugin's own thread-locals own).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::sync::{Arc, RwLock};
 
@@ -83,19 +83,32 @@ struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        while let Some(entry) = self.locals.pop().or_else(|| self.last.pop()) {
+        // A destructor run below may use a thread-local of its plugin for
+        // the first time on this thread and so register another; `PENDING`
+        // is being destroyed, so `thread_exit` adds it here, through
+        // `DRAINING`, and it runs in this loop under its plugin's gate
+        // (handed to glibc, it would run after this loop, outside any gate,
+        // possibly during or after its plugin's unload).
+        let this: *mut Pending = self;
+        DRAINING.set(this);
+        // SAFETY: `this` is `self`, valid for this whole call, and only
+        // accessed through `this` from here on: here, and by `thread_exit`
+        // on this thread while a destructor runs (no reference into the
+        // lists is held across that call).
+        while let Some(entry) = unsafe { (*this).locals.pop().or_else(|| (*this).last.pop()) } {
             let open = read(&entry.gate.open);
             if *open {
                 // SAFETY: the plugin registered `dtor` for `obj` on this
                 // thread (`thread_exit`'s contract), and this is that
                 // thread, exiting; the gate is open under the read lock,
-                // so the plugin's library is loaded until the call
-                // returns. Called once: the entry was popped. It never
-                // unwinds (an `extern "C"` function; std aborts first if a
-                // thread-local's `Drop` panics).
+                // so the plugin's library is loaded and its state alive
+                // until the call returns. Called once: the entry was
+                // popped. It never unwinds (an `extern "C"` function; std
+                // aborts first if a thread-local's `Drop` panics).
                 unsafe { (entry.dtor)(entry.obj) };
             }
         }
+        DRAINING.set(std::ptr::null_mut());
     }
 }
 
@@ -106,13 +119,18 @@ thread_local! {
             last: Vec::new(),
         })
     };
+    /// While `PENDING`'s destructor runs on this thread, the lists it
+    /// drains (null otherwise). No destructor: readable while the thread
+    /// exits.
+    static DRAINING: Cell<*mut Pending> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// `HostApi::thread_exit`: keeps `dtor(obj)` for this thread's exit
-/// (after every other one if `last`). False (not taken) while this
-/// thread's list is being destroyed (the thread is exiting: the plugin
-/// then registers with glibc, which runs it before the thread is gone), or
-/// once the plugin is unloaded.
+/// (after every other one if `last`). Registered while this thread runs
+/// its list (by one of its destructors), it joins the list being run.
+/// False (not taken) once the plugin is unloaded, or once this thread's
+/// list has been run (the thread is exiting: the plugin then registers
+/// with glibc, which runs it before the thread is gone).
 pub(super) unsafe extern "C" fn thread_exit(
     data: *const c_void,
     dtor: ThreadDtor,
@@ -123,6 +141,28 @@ pub(super) unsafe extern "C" fn thread_exit(
         // SAFETY: `data` is this table's `Services`, alive while the
         // plugin can call (the `services` contract).
         let gate = &unsafe { services(data) }.exit_gate;
+        let draining = DRAINING.get();
+        if !draining.is_null() {
+            // Inside a destructor that `Pending::drop` runs under a gate's
+            // read lock: no second read lock here (it could wait behind a
+            // `close` waiting for the first); the loop checks this
+            // plugin's gate before running it.
+            let entry = Entry {
+                gate: Arc::clone(gate),
+                dtor,
+                obj,
+            };
+            // SAFETY: `draining` is the `Pending` being dropped on this
+            // thread, accessed only through that pointer while its drop
+            // runs, and not across this call (see `Pending::drop`).
+            let pending = unsafe { &mut *draining };
+            if last {
+                pending.last.push(entry);
+            } else {
+                pending.locals.push(entry);
+            }
+            return true;
+        }
         PENDING
             .try_with(|pending| {
                 // Checked before the gate: while this thread runs its

@@ -471,9 +471,10 @@ pub struct PluginDeclaration {
     pub on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
     /// Runs `Plugin::on_unload`.
     pub on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
-    /// Drops the plugin instance and its private runtime and forgets `host`
-    /// (a no-op unless `host` is the table this library was initialized
-    /// with). Called once, from a thread that may block, once no plugin
+    /// Drops the plugin instance and its private runtime and stops using
+    /// `host`'s thread-exit service (a no-op unless `host` is the table
+    /// this library was initialized with); frees the plugin's state too,
+    /// unless the host set [`FLAG_DEFERRED_RELEASE`] (then `release` does). Called once, from a thread that may block, once no plugin
     /// task is left. Returns a `SHUTDOWN_*` code; messages go to the host's
     /// log (no plugin-allocated value outlives the call).
     pub shutdown: unsafe extern "C" fn(host: *const HostApi) -> u32,

@@ -89,13 +89,14 @@ static INJECTED: AtomicPtr<Injected> = AtomicPtr::new(ptr::null_mut());
 ///
 /// The `'static` lifetime is upheld by the host's contract (see
 /// [`crate::abi::PluginDeclaration::shutdown`] and `release`): the state
-/// is freed (`free`) once no plugin task is left and, with a host that
-/// runs the plugin's thread-exit destructors, once none of those can run.
+/// is freed (`free`) only once no code of the plugin that may read it can
+/// run: no task, handler or private runtime thread, and no thread-exit
+/// destructor that the host runs.
 pub(crate) fn injected() -> Option<&'static Injected> {
     let p = INJECTED.load(Ordering::Acquire);
     // SAFETY: non-null pointers stored in `INJECTED` come from `Box::into_raw`
-    // in `install` and stay valid until `free`, which runs only once no
-    // code of the plugin can run (the contract above, argued at `free`).
+    // in `install` and stay valid until `free`, whose contract is that no
+    // code that may read them runs any more (upheld by its callers).
     unsafe { p.as_ref() }
 }
 
@@ -118,14 +119,22 @@ pub(crate) fn install(state: Box<Injected>) -> Result<(), Box<Injected>> {
 /// How long `uninstall` waits for the private runtime's threads.
 const PRIVATE_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Shuts the private runtime down (joining its threads) and forgets the
-/// host, if `api` is the table this library was installed with (a failed
-/// second load of the same mapping must not tear down the first). The
-/// state itself is freed here, or by [`release`] when the host set
-/// [`crate::abi::FLAG_DEFERRED_RELEASE`].
+/// Shuts the private runtime down (joining its threads), if `api` is the
+/// table this library was installed with (a failed second load of the
+/// same mapping must not tear down the first). For a host that set
+/// [`crate::abi::FLAG_DEFERRED_RELEASE`], that is all: [`release`] does
+/// the rest. Otherwise it detaches the host's thread-exit service and
+/// frees the state, if the host runs no thread-exit destructor of the
+/// plugin (before boundary 4.4); a 4.4 host runs them but calls no
+/// `release` (one may be running now, on an exiting thread): the state
+/// is then leaked.
 /// False when the private runtime's threads did not stop in time: the
 /// state is then left installed (leaked), since they may still use it.
-pub(crate) fn uninstall(api: *const HostApi) -> bool {
+///
+/// # Safety
+/// The `PluginDeclaration::shutdown` contract: no task or handler of the
+/// plugin is left, and none starts.
+pub(crate) unsafe fn uninstall(api: *const HostApi) -> bool {
     let Some(state) = injected() else { return true };
     if !ptr::eq(state.origin, api) {
         return true;
@@ -146,43 +155,62 @@ pub(crate) fn uninstall(api: *const HostApi) -> bool {
     if state.private_threads.load(Ordering::SeqCst) != 0 {
         return false;
     }
+    if state.api.flags & crate::abi::FLAG_DEFERRED_RELEASE != 0 {
+        // Thread-exit destructors still go to the host until `release`:
+        // one registered now (by a destructor running on an exiting
+        // thread) runs under the plugin's exit gate, not after it.
+        return true;
+    }
     // No code of the plugin runs on a thread of its own any more.
     crate::boundary::thread_exit::detach(state.api.data);
-    if state.api.flags & crate::abi::FLAG_DEFERRED_RELEASE == 0 {
-        free();
+    if state.api.thread_exit.is_none() {
+        // SAFETY: no task, handler (the caller's contract) or private
+        // runtime thread (stopped above) is left, and this host runs no
+        // thread-exit destructor of the plugin: nothing can read the state.
+        unsafe { free() };
     }
     true
 }
 
-/// `PluginDeclaration::release`: frees the state `uninstall` left
-/// installed for a host that set [`crate::abi::FLAG_DEFERRED_RELEASE`],
-/// if `api` is the table it was installed with.
+/// `PluginDeclaration::release`: detaches the host's thread-exit service
+/// and frees the state that `uninstall` left installed for a host that
+/// set [`crate::abi::FLAG_DEFERRED_RELEASE`], if `api` is the table it was
+/// installed with.
 ///
 /// Until then a thread-local destructor of the plugin that the host runs
 /// on an exiting thread (it may log, or reach any other service) still
-/// finds the state; the host calls this once none can run any more (it
-/// has closed the plugin's exit gate, `thread_exit`). Freed in `shutdown`
-/// instead, a destructor running during it could load the pointer just
-/// before the swap and read the state after the free.
-pub(crate) fn release(api: *const HostApi) {
-    if installed_with(api) {
-        free();
+/// finds the state. Freed in `shutdown` instead, a destructor running
+/// during it could load the pointer just before the swap and read the
+/// state after the free.
+///
+/// # Safety
+/// The `PluginDeclaration::release` contract: `shutdown` returned (not
+/// stuck) with `api`, and no thread-exit destructor of the plugin can run
+/// any more (the host closed the plugin's exit gate).
+pub(crate) unsafe fn release(api: *const HostApi) {
+    if let Some(state) = injected()
+        && ptr::eq(state.origin, api)
+    {
+        // Later destructors go to the C library: the host takes none any
+        // more (the gate is closed).
+        crate::boundary::thread_exit::detach(state.api.data);
+        // SAFETY: `shutdown` left no task, handler or private runtime
+        // thread, and the caller's contract rules out thread-exit
+        // destructors: nothing can read the state.
+        unsafe { free() };
     }
 }
 
 /// Unpublishes and frees the installed state.
-fn free() {
+///
+/// # Safety
+/// No code of the plugin that may read the state runs now or later (each
+/// caller says why).
+unsafe fn free() {
     let p = INJECTED.swap(ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: `p` came from `Box::into_raw` in `install` and was just
-        // unpublished; nothing of the plugin runs any more that could
-        // still hold it: no task, handler or private runtime thread (the
-        // host's `shutdown` contract, and `uninstall` stopped the runtime),
-        // and no thread-exit destructor: the host calls `release` only
-        // after closing the plugin's exit gate. (`uninstall` frees
-        // directly for a host without the flag: before 4.4 a host runs no
-        // destructor of the plugin; a 4.4 host keeps the narrow race that
-        // `release` closes.)
+        // unpublished; by the caller's contract nothing reads it any more.
         drop(unsafe { Box::from_raw(p) });
     }
 }

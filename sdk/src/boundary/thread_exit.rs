@@ -120,10 +120,10 @@ pub(crate) fn attach_installed(api: &HostApi) {
     *lock(&SERVICE) = api.thread_exit.map(|f| Service(f, api.data));
 }
 
-/// From `shutdown` (or a failed `init`) of the load whose table's `data`
-/// this is,
-/// once no code of the plugin runs on a thread of its own: later
-/// destructors go to the C library.
+/// From `release` (or, with a host that calls none, `shutdown`; or a
+/// failed `init`) of the load whose table's `data` this is, once no code
+/// of the plugin runs on a thread of its own: later destructors go to the
+/// C library.
 pub(crate) fn detach(data: *const c_void) {
     let mut service = lock(&SERVICE);
     if service.is_some_and(|s| std::ptr::eq(s.1, data)) {
