@@ -136,7 +136,7 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
                     .to_owned(),
             );
         }
-        // Installed: from here `shutdown` (`uninstall`) detaches. Take the
+        // Installed: from here `release` (or `shutdown`, `uninstall`) detaches. Take the
         // service if another load of this mapping held it at the start (it
         // has detached since, or failed to install and will not).
         if !attached.1

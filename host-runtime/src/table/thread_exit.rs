@@ -51,14 +51,10 @@ impl ExitGate {
         *write(&self.open) = false;
     }
 
-    fn is_open(&self) -> bool {
-        *read(&self.open)
-    }
-
     /// Closed, as far as can be told without waiting: a gate being closed
-    /// (write-locked, or waited for) reads as open. For pruning other
-    /// plugins' entries from inside a plugin's registration, which must
-    /// not wait behind another plugin's `close`.
+    /// (write-locked, or waited for) reads as open. For registrations
+    /// (the plugin's own gate, and pruning other plugins' entries), which
+    /// must never wait behind a `close`.
     fn seen_closed(&self) -> bool {
         self.open.try_read().is_ok_and(|open| !*open)
     }
@@ -86,29 +82,64 @@ impl Drop for Pending {
         // A destructor run below may use a thread-local of its plugin for
         // the first time on this thread and so register another; `PENDING`
         // is being destroyed, so `thread_exit` adds it here, through
-        // `DRAINING`, and it runs in this loop under its plugin's gate
-        // (handed to glibc, it would run after this loop, outside any gate,
-        // possibly during or after its plugin's unload).
+        // `DRAINING` (handed to glibc, it would run after this loop,
+        // outside any gate, possibly during or after its plugin's unload).
         let this: *mut Pending = self;
         DRAINING.set(this);
         // SAFETY: `this` is `self`, valid for this whole call, and only
         // accessed through `this` from here on: here, and by `thread_exit`
         // on this thread while a destructor runs (no reference into the
-        // lists is held across that call).
+        // lists is held across that call). The same for each `*this` below.
         while let Some(entry) = unsafe { (*this).locals.pop().or_else(|| (*this).last.pop()) } {
-            let open = read(&entry.gate.open);
-            if *open {
+            let gate = Arc::clone(&entry.gate);
+            let open = read(&gate.open);
+            if !*open {
+                continue;
+            }
+            // Entries from here on were registered by the destructors run
+            // under this read lock.
+            // SAFETY: `this`, as above.
+            let marks = unsafe { ((*this).locals.len(), (*this).last.len()) };
+            let mut next = Some(entry);
+            while let Some(entry) = next.take() {
                 // SAFETY: the plugin registered `dtor` for `obj` on this
                 // thread (`thread_exit`'s contract), and this is that
                 // thread, exiting; the gate is open under the read lock,
-                // so the plugin's library is loaded and its state alive
-                // until the call returns. Called once: the entry was
-                // popped. It never unwinds (an `extern "C"` function; std
-                // aborts first if a thread-local's `Drop` panics).
+                // so the plugin's library is loaded (and, for a plugin
+                // with `release`, its state alive) until the call returns. Called once: the entry was taken
+                // off the list. It never unwinds (an `extern "C"`
+                // function; std aborts first if a thread-local's `Drop`
+                // panics).
                 unsafe { (entry.dtor)(entry.obj) };
+                // One it registered for the same plugin runs now, under
+                // the same read lock: released and taken again, the lock
+                // may go to a waiting `close` first, and the destructor
+                // would be forgotten.
+                // SAFETY: `this`, as above.
+                next = unsafe { (*this).take_registered_since(marks, &gate) };
             }
         }
         DRAINING.set(std::ptr::null_mut());
+    }
+}
+
+impl Pending {
+    /// The last entry for `gate` added past `marks` (the lengths of
+    /// `locals` and `last` before), thread-locals first (glibc's order).
+    fn take_registered_since(
+        &mut self,
+        marks: (usize, usize),
+        gate: &Arc<ExitGate>,
+    ) -> Option<Entry> {
+        let newest = |list: &Vec<Entry>, mark: usize| {
+            (mark..list.len())
+                .rev()
+                .find(|&i| Arc::ptr_eq(&list[i].gate, gate))
+        };
+        if let Some(i) = newest(&self.locals, marks.0) {
+            return Some(self.locals.remove(i));
+        }
+        newest(&self.last, marks.1).map(|i| self.last.remove(i))
     }
 }
 
@@ -165,14 +196,16 @@ pub(super) unsafe extern "C" fn thread_exit(
         }
         PENDING
             .try_with(|pending| {
-                // Checked before the gate: while this thread runs its
-                // destructors (under a gate's read lock), `PENDING` is
-                // being destroyed, so no second read lock is taken, which
-                // could wait behind a `close` waiting for the first.
+                // Not borrowed elsewhere: nothing below calls out.
                 let Ok(mut pending) = pending.try_borrow_mut() else {
                     return false;
                 };
-                if !gate.is_open() {
+                // Not `is_open`: a read lock may wait behind a `close`,
+                // which may wait for a destructor on an exiting thread
+                // that waits for the plugin's registration lock, held by
+                // this call's caller. Accepted while being closed, the
+                // entry is checked again at exit (and pruned below later).
+                if gate.seen_closed() {
                     return false;
                 }
                 let gate = Arc::clone(gate);

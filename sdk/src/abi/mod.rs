@@ -471,10 +471,12 @@ pub struct PluginDeclaration {
     pub on_load: unsafe extern "C" fn() -> RawFuture<RStatus>,
     /// Runs `Plugin::on_unload`.
     pub on_unload: unsafe extern "C" fn() -> RawFuture<RStatus>,
-    /// Drops the plugin instance and its private runtime and stops using
-    /// `host`'s thread-exit service (a no-op unless `host` is the table
-    /// this library was initialized with); frees the plugin's state too,
-    /// unless the host set [`FLAG_DEFERRED_RELEASE`] (then `release` does). Called once, from a thread that may block, once no plugin
+    /// Drops the plugin instance and its private runtime (a no-op unless
+    /// `host` is the table this library was initialized with). With
+    /// [`FLAG_DEFERRED_RELEASE`] set, that is all (`release` does the
+    /// rest); otherwise it also stops using `host`'s thread-exit service
+    /// and frees the plugin's state (leaks it, for a host with
+    /// `thread_exit`: a destructor may be running). Called once, from a thread that may block, once no plugin
     /// task is left. Returns a `SHUTDOWN_*` code; messages go to the host's
     /// log (no plugin-allocated value outlives the call).
     pub shutdown: unsafe extern "C" fn(host: *const HostApi) -> u32,
@@ -492,15 +494,17 @@ pub struct PluginDeclaration {
     pub services_len: u32,
     // End of the base ([`DECLARATION_BASE`]). Fields appended from here on
     // must be valid when zero.
-    /// Boundary 4.5: frees what `shutdown` left for it (the plugin's copy
-    /// of the host table and its private runtime's handle) when the host
-    /// set [`FLAG_DEFERRED_RELEASE`]: a host that runs the plugin's
-    /// thread-exit destructors ([`HostApi::thread_exit`]) calls it once
-    /// none of them can run any more, so a destructor running on an
-    /// exiting host thread during `shutdown` never reads freed state. A
-    /// no-op unless `host` is the table this library was initialized with.
-    /// The one entry allowed after `shutdown` besides `init`. `None` in
-    /// older plugins (their `shutdown` frees everything).
+    /// Boundary 4.5, with [`FLAG_DEFERRED_RELEASE`] set: stops using the
+    /// host's thread-exit service ([`HostApi::thread_exit`]) and frees
+    /// what `shutdown` left (the plugin's copy of the host table, its
+    /// private runtime's handle). Called once, after `shutdown` returned
+    /// without [`SHUTDOWN_STUCK`] and once none of the plugin's thread-exit
+    /// destructors can run any more (the host takes no more and runs none),
+    /// so a destructor running on an exiting host thread during `shutdown`
+    /// never reads freed state. A no-op unless `host` is the table this
+    /// library was initialized with. The one entry allowed after
+    /// `shutdown` besides `init`. `None` in older plugins (their
+    /// `shutdown` frees everything).
     pub release: Option<unsafe extern "C" fn(host: *const HostApi)>,
 }
 

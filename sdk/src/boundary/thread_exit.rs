@@ -25,7 +25,8 @@
 //! [`set_specific`]:
 //!
 //! - While a host that takes thread-exit destructors is attached (from
-//!   `init` to `shutdown`), thread-local destructors go to the host, which
+//!   `init` to `release`, or to `shutdown` in a 4.4 host), thread-local
+//!   destructors go to the host, which
 //!   runs them when the thread exits if the plugin is still loaded, and
 //!   forgets them once it is unloaded (their values are leaked, never
 //!   dropped after unload). Anywhere else (no host, an older host, a
@@ -366,63 +367,9 @@ fn libc_fn<F: Copy>(slot: &AtomicUsize, name: &std::ffi::CStr) -> Option<F> {
 macro_rules! __horizon_thread_exit_hook {
     () => {
         #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
-        ::core::arch::global_asm!(
-            ".pushsection .text.__horizon_thread_exit_hook,\"ax\",@progbits",
-            ".weak __cxa_thread_atexit_impl",
-            ".hidden __cxa_thread_atexit_impl",
-            ".type __cxa_thread_atexit_impl,@function",
-            "__cxa_thread_atexit_impl:",
-            "jmp {register}",
-            ".weak pthread_key_create",
-            ".hidden pthread_key_create",
-            ".type pthread_key_create,@function",
-            "pthread_key_create:",
-            "jmp {key_create}",
-            ".weak pthread_setspecific",
-            ".hidden pthread_setspecific",
-            ".type pthread_setspecific,@function",
-            "pthread_setspecific:",
-            "jmp {set_specific}",
-            ".weak pthread_key_delete",
-            ".hidden pthread_key_delete",
-            ".type pthread_key_delete,@function",
-            "pthread_key_delete:",
-            "jmp {key_delete}",
-            ".popsection",
-            register = sym $crate::__private::thread_exit::register,
-            key_create = sym $crate::__private::thread_exit::key_create,
-            set_specific = sym $crate::__private::thread_exit::set_specific,
-            key_delete = sym $crate::__private::thread_exit::key_delete,
-        );
+        $crate::__horizon_thread_exit_jumps!("jmp");
         #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "aarch64"))]
-        ::core::arch::global_asm!(
-            ".pushsection .text.__horizon_thread_exit_hook,\"ax\",%progbits",
-            ".weak __cxa_thread_atexit_impl",
-            ".hidden __cxa_thread_atexit_impl",
-            ".type __cxa_thread_atexit_impl,%function",
-            "__cxa_thread_atexit_impl:",
-            "b {register}",
-            ".weak pthread_key_create",
-            ".hidden pthread_key_create",
-            ".type pthread_key_create,%function",
-            "pthread_key_create:",
-            "b {key_create}",
-            ".weak pthread_setspecific",
-            ".hidden pthread_setspecific",
-            ".type pthread_setspecific,%function",
-            "pthread_setspecific:",
-            "b {set_specific}",
-            ".weak pthread_key_delete",
-            ".hidden pthread_key_delete",
-            ".type pthread_key_delete,%function",
-            "pthread_key_delete:",
-            "b {key_delete}",
-            ".popsection",
-            register = sym $crate::__private::thread_exit::register,
-            key_create = sym $crate::__private::thread_exit::key_create,
-            set_specific = sym $crate::__private::thread_exit::set_specific,
-            key_delete = sym $crate::__private::thread_exit::key_delete,
-        );
+        $crate::__horizon_thread_exit_jumps!("b");
         #[cfg(all(
             target_os = "linux",
             target_env = "gnu",
@@ -433,5 +380,44 @@ macro_rules! __horizon_thread_exit_hook {
             #[unsafe(link_section = ".fini_array")]
             static __HORIZON_UNMAPPED: extern "C" fn() = $crate::__private::thread_exit::unmapped;
         };
+    };
+}
+
+/// The definitions of [`__horizon_thread_exit_hook`]: one per function, a
+/// `jump` (the target's unconditional branch mnemonic) to this module's.
+/// `%` type prefixes: the one form every ELF target's assembler accepts
+/// (`@` starts a comment on AArch64).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __horizon_thread_exit_jumps {
+    ($jump:literal) => {
+        ::core::arch::global_asm!(
+            ".pushsection .text.__horizon_thread_exit_hook,\"ax\",%progbits",
+            ".weak __cxa_thread_atexit_impl",
+            ".hidden __cxa_thread_atexit_impl",
+            ".type __cxa_thread_atexit_impl,%function",
+            "__cxa_thread_atexit_impl:",
+            concat!($jump, " {register}"),
+            ".weak pthread_key_create",
+            ".hidden pthread_key_create",
+            ".type pthread_key_create,%function",
+            "pthread_key_create:",
+            concat!($jump, " {key_create}"),
+            ".weak pthread_setspecific",
+            ".hidden pthread_setspecific",
+            ".type pthread_setspecific,%function",
+            "pthread_setspecific:",
+            concat!($jump, " {set_specific}"),
+            ".weak pthread_key_delete",
+            ".hidden pthread_key_delete",
+            ".type pthread_key_delete,%function",
+            "pthread_key_delete:",
+            concat!($jump, " {key_delete}"),
+            ".popsection",
+            register = sym $crate::__private::thread_exit::register,
+            key_create = sym $crate::__private::thread_exit::key_create,
+            set_specific = sym $crate::__private::thread_exit::set_specific,
+            key_delete = sym $crate::__private::thread_exit::key_delete,
+        );
     };
 }
