@@ -533,7 +533,10 @@ fn plugin_thread_locals_on_a_host_thread_run_at_its_exit_and_never_after_unload(
 /// (the SDK found no host), and a destructor that had read the state just
 /// before would have read freed memory. A destructor registered by that
 /// one, as it uses a thread-local for the first time, runs under the same
-/// gate. Strict like every host here (the
+/// gate, and so does an older one of the same plugin, before the key
+/// destructor the first armed; it logs after the SDK's logging bridge's
+/// own thread-local is gone (that aborted the process: a panic in a
+/// thread-local's drop). Strict like every host here (the
 /// destructor is not an entry the strict check covers: it runs before the
 /// gate closes).
 #[test]
@@ -579,6 +582,15 @@ fn a_thread_local_destructor_running_during_unload_finds_the_plugin_state() {
     assert!(
         lines.iter().any(|line| line == "late thread-local dropped"),
         "the late destructor ran after the unload: {lines:?}"
+    );
+    // An older thread-local of the plugin ran after those two, and before
+    // the key destructor armed by the first (glibc's order: every
+    // thread-local's destructor before any key's).
+    assert!(
+        lines
+            .iter()
+            .any(|line| line == "order probe dropped after 0 key values"),
+        "the plugin's thread-locals and keys ran out of order: {lines:?}"
     );
     thread.join().unwrap();
     rt.block_on(host.shutdown());

@@ -69,9 +69,10 @@ struct Entry {
 
 /// This thread's plugin destructors, run when the thread exits (the host's
 /// own thread-local destructor: host code, registered with glibc against
-/// the host): first `locals`, the last registered first as glibc runs
-/// them, then `last` (pthread-key destructors, which glibc runs after
-/// every thread-local).
+/// the host), one plugin at a time (the plugin of the newest entry first):
+/// its `locals`, the last registered first as glibc runs them, then its
+/// `last` (pthread-key destructors, which glibc runs after every
+/// thread-local).
 struct Pending {
     locals: Vec<Entry>,
     last: Vec<Entry>,
@@ -89,34 +90,30 @@ impl Drop for Pending {
         // SAFETY: `this` is `self`, valid for this whole call, and only
         // accessed through `this` from here on: here, and by `thread_exit`
         // on this thread while a destructor runs (no reference into the
-        // lists is held across that call). The same for each `*this` below.
+        // lists is held across that call).
         while let Some(entry) = unsafe { (*this).locals.pop().or_else(|| (*this).last.pop()) } {
             let gate = Arc::clone(&entry.gate);
             let open = read(&gate.open);
             if !*open {
                 continue;
             }
-            // Entries from here on were registered by the destructors run
-            // under this read lock.
-            // SAFETY: `this`, as above.
-            let marks = unsafe { ((*this).locals.len(), (*this).last.len()) };
+            // Every destructor of this plugin on this thread runs under
+            // this one read lock, those it registers meanwhile included:
+            // released and taken again, the lock may go to a waiting
+            // `close`, and the rest would be forgotten.
             let mut next = Some(entry);
             while let Some(entry) = next.take() {
                 // SAFETY: the plugin registered `dtor` for `obj` on this
                 // thread (`thread_exit`'s contract), and this is that
                 // thread, exiting; the gate is open under the read lock,
                 // so the plugin's library is loaded (and, for a plugin
-                // with `release`, its state alive) until the call returns. Called once: the entry was taken
-                // off the list. It never unwinds (an `extern "C"`
-                // function; std aborts first if a thread-local's `Drop`
-                // panics).
+                // with `release`, its state alive) until the call returns.
+                // Called once: the entry was taken off the list. It never
+                // unwinds (an `extern "C"` function; std aborts first if a
+                // thread-local's `Drop` panics).
                 unsafe { (entry.dtor)(entry.obj) };
-                // One it registered for the same plugin runs now, under
-                // the same read lock: released and taken again, the lock
-                // may go to a waiting `close` first, and the destructor
-                // would be forgotten.
                 // SAFETY: `this`, as above.
-                next = unsafe { (*this).take_registered_since(marks, &gate) };
+                next = unsafe { (*this).take_next_of(&gate) };
             }
         }
         DRAINING.set(std::ptr::null_mut());
@@ -124,22 +121,14 @@ impl Drop for Pending {
 }
 
 impl Pending {
-    /// The last entry for `gate` added past `marks` (the lengths of
-    /// `locals` and `last` before), thread-locals first (glibc's order).
-    fn take_registered_since(
-        &mut self,
-        marks: (usize, usize),
-        gate: &Arc<ExitGate>,
-    ) -> Option<Entry> {
-        let newest = |list: &Vec<Entry>, mark: usize| {
-            (mark..list.len())
-                .rev()
-                .find(|&i| Arc::ptr_eq(&list[i].gate, gate))
-        };
-        if let Some(i) = newest(&self.locals, marks.0) {
+    /// The newest entry of `gate`'s plugin, thread-locals before keys
+    /// (glibc's order: every thread-local destructor before any key's).
+    fn take_next_of(&mut self, gate: &Arc<ExitGate>) -> Option<Entry> {
+        let newest = |list: &Vec<Entry>| list.iter().rposition(|e| Arc::ptr_eq(&e.gate, gate));
+        if let Some(i) = newest(&self.locals) {
             return Some(self.locals.remove(i));
         }
-        newest(&self.last, marks.1).map(|i| self.last.remove(i))
+        newest(&self.last).map(|i| self.last.remove(i))
     }
 }
 
@@ -204,7 +193,8 @@ pub(super) unsafe extern "C" fn thread_exit(
                 // which may wait for a destructor on an exiting thread
                 // that waits for the plugin's registration lock, held by
                 // this call's caller. Accepted while being closed, the
-                // entry is checked again at exit (and pruned below later).
+                // entry is checked again at exit (and pruned by a later
+                // registration on this thread).
                 if gate.seen_closed() {
                     return false;
                 }

@@ -93,7 +93,10 @@ struct HostSubscriber {
 }
 
 thread_local! {
-    /// The spans entered on this thread, innermost last.
+    /// The spans entered on this thread, innermost last. Only ever reached
+    /// with `try_with`: plugin code may log from a thread-local destructor
+    /// after this one was destroyed, and a panic there (`with`) would
+    /// abort the process (std aborts on a panic in a thread-local's drop).
     static ENTERED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -142,7 +145,7 @@ impl Subscriber for HostSubscriber {
     fn event(&self, event: &Event<'_>) {
         let mut text = String::new();
         let spans = crate::sync::lock(&self.spans);
-        ENTERED.with(|entered| {
+        let _ = ENTERED.try_with(|entered| {
             for id in entered.borrow().iter() {
                 if let Some((name, _)) = spans.get(id) {
                     let _ = write!(text, "{name}:");
@@ -164,11 +167,11 @@ impl Subscriber for HostSubscriber {
     }
 
     fn enter(&self, span: &Id) {
-        ENTERED.with(|entered| entered.borrow_mut().push(span.into_u64()));
+        let _ = ENTERED.try_with(|entered| entered.borrow_mut().push(span.into_u64()));
     }
 
     fn exit(&self, span: &Id) {
-        ENTERED.with(|entered| {
+        let _ = ENTERED.try_with(|entered| {
             let mut entered = entered.borrow_mut();
             if let Some(pos) = entered.iter().rposition(|id| *id == span.into_u64()) {
                 entered.remove(pos);
