@@ -136,9 +136,10 @@ unsafe extern "C" fn init<T: Plugin>(api: *const HostApi) -> RStatus {
                     .to_owned(),
             );
         }
-        // Installed: from here `release` (or `shutdown`, `uninstall`) detaches. Take the
-        // service if another load of this mapping held it at the start (it
-        // has detached since, or failed to install and will not).
+        // Installed: from here `release` (or `shutdown`, `uninstall`)
+        // detaches. Take the service if another load of this mapping held
+        // it at the start (it has detached since, or failed to install and
+        // will not).
         if !attached.1
             && let Some(installed) = injected::host()
         {

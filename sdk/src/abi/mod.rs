@@ -476,9 +476,10 @@ pub struct PluginDeclaration {
     /// [`FLAG_DEFERRED_RELEASE`] set, that is all (`release` does the
     /// rest); otherwise it also stops using `host`'s thread-exit service
     /// and frees the plugin's state (leaks it, for a host with
-    /// `thread_exit`: a destructor may be running). Called once, from a thread that may block, once no plugin
-    /// task is left. Returns a `SHUTDOWN_*` code; messages go to the host's
-    /// log (no plugin-allocated value outlives the call).
+    /// `thread_exit`: a destructor may be running). Called once, from a
+    /// thread that may block, once no plugin task is left. Returns a
+    /// `SHUTDOWN_*` code; messages go to the host's log (no
+    /// plugin-allocated value outlives the call).
     pub shutdown: unsafe extern "C" fn(host: *const HostApi) -> u32,
     /// [`HostApi`] as the plugin was built to read it: the host checks that
     /// the fields both know agree.

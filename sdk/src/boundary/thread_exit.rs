@@ -26,8 +26,8 @@
 //!
 //! - While a host that takes thread-exit destructors is attached (from
 //!   `init` to `release`, or to `shutdown` in a 4.4 host), thread-local
-//!   destructors go to the host, which
-//!   runs them when the thread exits if the plugin is still loaded, and
+//!   destructors go to the host, which runs them when the thread exits
+//!   if the plugin is still loaded, and
 //!   forgets them once it is unloaded (their values are leaked, never
 //!   dropped after unload). Anywhere else (no host, an older host, a
 //!   thread that is exiting) they go to the C library, as without this
@@ -383,10 +383,10 @@ macro_rules! __horizon_thread_exit_hook {
     };
 }
 
-/// The definitions of [`__horizon_thread_exit_hook`]: one per function, a
-/// `jump` (the target's unconditional branch mnemonic) to this module's.
-/// `%` type prefixes: the one form every ELF target's assembler accepts
-/// (`@` starts a comment on AArch64).
+/// The definitions of [`hook`](crate::__horizon_thread_exit_hook): one
+/// per function, a `jump` (the target's unconditional branch mnemonic) to
+/// this module's. `%` type prefixes: the one form every ELF target's
+/// assembler accepts (`@` starts a comment on AArch64).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __horizon_thread_exit_jumps {
