@@ -69,10 +69,12 @@ struct Entry {
 
 /// This thread's plugin destructors, run when the thread exits (the host's
 /// own thread-local destructor: host code, registered with glibc against
-/// the host), one plugin at a time (the plugin of the newest entry first):
-/// its `locals`, the last registered first as glibc runs them, then its
-/// `last` (pthread-key destructors, which glibc runs after every
-/// thread-local).
+/// the host), one plugin at a time (the plugin of the newest thread-local
+/// entry first; keys once no thread-local entry is left): its `locals`,
+/// the last registered first as glibc runs them, then its `last`
+/// (pthread-key destructors, which glibc runs after every thread-local).
+/// The order across plugins is not glibc's; each plugin has its own std
+/// and its own keys.
 struct Pending {
     locals: Vec<Entry>,
     last: Vec<Entry>,

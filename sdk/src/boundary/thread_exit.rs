@@ -39,9 +39,10 @@
 //!   destructors of the thread's values. So no key destructor of the
 //!   library is left with the C library, which would call it after the
 //!   library is unmapped. With the host, the runner runs after every
-//!   thread-local destructor (glibc's order for keys); without one, in
-//!   glibc's order of thread-local destructors (last registered first: a
-//!   thread std spawned arms it first thing, so it runs last there). The
+//!   thread-local destructor of the plugin (glibc's order for keys);
+//!   without one, in glibc's order of thread-local destructors (last
+//!   registered first: a thread std spawned arms it first thing, so it
+//!   runs last there). The
 //!   library's finalizer (it runs only when the library is really
 //!   unmapped) deletes those keys, so reloads do not use up the process's
 //!   1,024 keys.
@@ -150,7 +151,8 @@ pub unsafe extern "C" fn register(dtor: ThreadDtor, obj: *mut u8, dso: *mut c_vo
     unsafe { register_as(dtor, obj, dso, false) }
 }
 
-/// [`register`], `last`: run after every thread-local destructor.
+/// [`register`], `last`: run after every thread-local destructor of the
+/// plugin.
 ///
 /// # Safety
 /// As [`register`].
@@ -279,7 +281,16 @@ pub unsafe extern "C" fn set_specific(key: libc::pthread_key_t, value: *const c_
 /// repeat while destructors set values again (at most 4, glibc's
 /// `PTHREAD_DESTRUCTOR_ITERATIONS`).
 unsafe extern "C" fn run_keys(_: *mut u8) {
-    KEYS_ARMED.set(false);
+    /// Disarms when the rounds are over, not before: a destructor setting
+    /// a value again during them must not arm (and so register) another
+    /// runner, round after round without end (glibc stops after 4).
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            KEYS_ARMED.set(false);
+        }
+    }
+    let _disarm = Disarm;
     let Some(set) = libc_fn::<SetSpecific>(&SET_SPECIFIC, c"pthread_setspecific") else {
         return;
     };
