@@ -123,6 +123,15 @@ impl Drop for Pending {
 }
 
 impl Pending {
+    /// Keeps `entry`, with the key destructors if `last`.
+    fn push(&mut self, entry: Entry, last: bool) {
+        if last {
+            self.last.push(entry);
+        } else {
+            self.locals.push(entry);
+        }
+    }
+
     /// The newest entry of `gate`'s plugin, thread-locals before keys
     /// (glibc's order: every thread-local destructor before any key's).
     fn take_next_of(&mut self, gate: &Arc<ExitGate>) -> Option<Entry> {
@@ -177,12 +186,7 @@ pub(super) unsafe extern "C" fn thread_exit(
             // SAFETY: `draining` is the `Pending` being dropped on this
             // thread, accessed only through that pointer while its drop
             // runs, and not across this call (see `Pending::drop`).
-            let pending = unsafe { &mut *draining };
-            if last {
-                pending.last.push(entry);
-            } else {
-                pending.locals.push(entry);
-            }
+            unsafe { &mut *draining }.push(entry, last);
             return true;
         }
         PENDING
@@ -205,12 +209,7 @@ pub(super) unsafe extern "C" fn thread_exit(
                 // that outlives many reloads keeps one list, not one per copy.
                 pending.locals.retain(|entry| !entry.gate.seen_closed());
                 pending.last.retain(|entry| !entry.gate.seen_closed());
-                let list = if last {
-                    &mut pending.last
-                } else {
-                    &mut pending.locals
-                };
-                list.push(Entry { gate, dtor, obj });
+                pending.push(Entry { gate, dtor, obj }, last);
                 true
             })
             .unwrap_or(false)

@@ -135,10 +135,9 @@ const PRIVATE_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 /// The `PluginDeclaration::shutdown` contract: no task or handler of the
 /// plugin is left, and none starts.
 pub(crate) unsafe fn uninstall(api: *const HostApi) -> bool {
-    let Some(state) = injected() else { return true };
-    if !ptr::eq(state.origin, api) {
+    let Some(state) = installed(api) else {
         return true;
-    }
+    };
     // Shut the private runtime down first, while `INJECTED` is still valid
     // for anything its tasks call. Tokio joins its threads unless the
     // timeout passes; then they may still run plugin code (even with the
@@ -188,9 +187,7 @@ pub(crate) unsafe fn uninstall(api: *const HostApi) -> bool {
 /// stuck) with `api`, and no thread-exit destructor of the plugin can run
 /// any more (the host closed the plugin's exit gate).
 pub(crate) unsafe fn release(api: *const HostApi) {
-    if let Some(state) = injected()
-        && ptr::eq(state.origin, api)
-    {
+    if let Some(state) = installed(api) {
         // Later destructors go to the C library: the host takes none any
         // more (the gate is closed).
         crate::boundary::thread_exit::detach(state.api.data);
@@ -430,5 +427,11 @@ impl<F: Future> Future for Guarded<F> {
 
 /// Whether this library's state was installed with host table `api`.
 pub(crate) fn installed_with(api: *const HostApi) -> bool {
-    injected().is_some_and(|state| ptr::eq(state.origin, api))
+    installed(api).is_some()
+}
+
+/// The injected state, if this library's state was installed with host
+/// table `api`.
+fn installed(api: *const HostApi) -> Option<&'static Injected> {
+    injected().filter(|state| ptr::eq(state.origin, api))
 }

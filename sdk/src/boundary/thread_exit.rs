@@ -27,9 +27,8 @@
 //! - While a host that takes thread-exit destructors is attached (from
 //!   `init` to `release`, or to `shutdown` in a 4.4 host), thread-local
 //!   destructors go to the host, which runs them when the thread exits
-//!   if the plugin is still loaded, and
-//!   forgets them once it is unloaded (their values are leaked, never
-//!   dropped after unload). Anywhere else (no host, an older host, a
+//!   if the plugin is still loaded, and forgets them once it is unloaded
+//!   (their values are leaked, never dropped after unload). Anywhere else (no host, an older host, a
 //!   thread that is exiting) they go to the C library, as without this
 //!   module.
 //! - Every key made with a destructor (up to 64; past them the C library
@@ -42,10 +41,9 @@
 //!   thread-local destructor of the plugin (glibc's order for keys);
 //!   without one, in glibc's order of thread-local destructors (last
 //!   registered first: a thread std spawned arms it first thing, so it
-//!   runs last there). The
-//!   library's finalizer (it runs only when the library is really
-//!   unmapped) deletes those keys, so reloads do not use up the process's
-//!   1,024 keys.
+//!   runs last there). The library's finalizer (it runs only when the
+//!   library is really unmapped) deletes those keys, so reloads do not
+//!   use up the process's 1,024 keys.
 //!
 //! Not covered: C11 `tss_create` (glibc makes its key internally) and a
 //! plugin's C code registering destructors another way (`atexit`).
