@@ -43,13 +43,15 @@ impl Env {
     /// The `HostApi::flags` of this host's plugins.
     fn flags(&self) -> u32 {
         use horizon_plugin_sdk::abi::{
-            FLAG_COOPERATIVE, FLAG_DEFERRED_RELEASE, FLAG_STRICT_UNLOAD,
+            FLAG_CALL_STATUS, FLAG_COOPERATIVE, FLAG_DEFERRED_RELEASE, FLAG_STRICT_UNLOAD,
         };
         let flag = |on: bool, flag: u32| if on { flag } else { 0 };
-        // `teardown` always calls `release` after closing the exit gate.
+        // `teardown` always calls `release` after closing the exit gate;
+        // `host_call` always says the kind of a failed call.
         flag(self.strict_unload, FLAG_STRICT_UNLOAD)
             | flag(self.cooperative, FLAG_COOPERATIVE)
             | FLAG_DEFERRED_RELEASE
+            | FLAG_CALL_STATUS
     }
 }
 

@@ -295,42 +295,91 @@ fn calls_from_a_thread_outside_the_runtime() {
     rt.block_on(host.shutdown());
 }
 
-/// Plugin to plugin: `basic` calls `events:price`, which `events` answers.
+/// Plugin to plugin: `basic` calls `events:price`, which `events` answers;
+/// each way a call fails reaches the caller as its own `CallError` variant.
 #[test]
 fn a_plugin_calls_another_plugin() {
     let rt = multi_thread();
     let host = PluginHost::new(rt.handle().clone());
     rt.block_on(async {
         let basic = Basic::load(host.clone()).await;
+        // (`arg`, the kind of error, a part of its message.)
+        let caller = &basic;
+        let failing = |arg| async move {
+            let reply = caller.run("call_price", arg).await;
+            let kind = reply["kind"].as_str().unwrap_or_default().to_owned();
+            let error = reply["error"].as_str().unwrap_or_default().to_owned();
+            (kind, error, reply)
+        };
         // Before `events` is loaded: nobody answers.
-        let none = basic.run("call_price", 0).await;
+        let (kind, error, reply) = failing(0).await;
+        assert_eq!(kind, "no handler", "{reply}");
         assert!(
-            none["error"]
-                .as_str()
-                .unwrap()
-                .contains("no plugin answers `events:price`"),
-            "{none}"
+            error.contains("no plugin answers `events:price`"),
+            "{reply}"
         );
         let events = load_events(&host).await;
         assert_eq!(basic.run("call_price", 0).await, json!({ "price": 150 }));
-        let failed = basic.run("call_price", 1).await;
-        assert!(
-            failed["error"].as_str().unwrap().contains("out of stock"),
-            "{failed}"
-        );
-        let panicked = basic.run("call_price", 2).await;
-        assert!(
-            panicked["error"].as_str().unwrap().contains("panicked"),
-            "{panicked}"
-        );
-        let unknown = basic.run("call_price", 3).await;
-        assert!(
-            unknown["error"].as_str().unwrap().contains("no such item"),
-            "{unknown}"
-        );
+        for (arg, want_kind, want_text) in [
+            (1, "failed", "out of stock"),
+            (2, "panicked", "the price list is on fire"),
+            (3, "failed", "no such item: nothing"),
+            (5, "rejected", "events:price"),
+            (6, "decode", "String"),
+        ] {
+            let (kind, error, reply) = failing(arg).await;
+            assert_eq!(kind, want_kind, "{reply}");
+            assert!(error.contains(want_text), "{reply}");
+        }
         host.unload(events).await.unwrap();
+        let (kind, _, reply) = failing(0).await;
+        assert_eq!(kind, "no handler", "after unload: {reply}");
         host.shutdown().await;
     });
+}
+
+/// A plugin's call whose answering handler runs past the host's handler
+/// timeout is `TimedOut`; one whose answering plugin is unloaded during
+/// it is `Cancelled`. The calls run in tasks of `basic` (not bounded by a
+/// handler's deadline) and report as `basic:called`.
+#[test]
+fn a_plugin_call_times_out_or_is_cancelled_by_unload() {
+    let rt = multi_thread();
+    for (timeout, unload, want) in [
+        (Duration::from_millis(200), false, "timed out"),
+        (Duration::from_secs(60), true, "cancelled"),
+    ] {
+        let host = PluginHost::builder(rt.handle().clone())
+            .handler_timeout(timeout)
+            .unload_timeout(Duration::from_secs(5))
+            .build();
+        rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            host.on("basic:called", move |event: Event| {
+                let _ = tx.send(event.json::<serde_json::Value>().unwrap());
+            });
+            let basic = Basic::load(host.clone()).await;
+            let events = load_events(&host).await;
+            assert_eq!(basic.run("call_price_detached", 4).await, json!("calling"));
+            if unload {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                host.unload(events).await.unwrap();
+            }
+            let called = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("the call's outcome in time")
+                .unwrap();
+            assert_eq!(called["kind"], json!(want), "{called}");
+            assert!(
+                called["error"].as_str().unwrap().contains("events:price"),
+                "{called}"
+            );
+            if !unload {
+                host.unload(events).await.unwrap();
+            }
+            host.shutdown().await;
+        });
+    }
 }
 
 /// One answering handler per name across plugins; a failed load releases

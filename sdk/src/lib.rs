@@ -77,7 +77,7 @@ pub mod __private {
 }
 
 #[cfg(feature = "abi")]
-pub use error::PluginError;
+pub use error::{CallError, PluginError};
 #[cfg(feature = "abi")]
 pub use event::{Codec, Event, Request, TypedEvent, UnknownCodec};
 /// Derives [`TypedEvent`]: `#[event(name = "..")]` names the event,
@@ -211,6 +211,7 @@ pub use plugin::{Plugin, PluginContext};
 #[cfg(feature = "plugin")]
 pub mod prelude {
     pub use crate::{
-        Codec, Event, Plugin, PluginContext, PluginError, Request, TypedEvent, horizon_plugin,
+        CallError, Codec, Event, Plugin, PluginContext, PluginError, Request, TypedEvent,
+        horizon_plugin,
     };
 }

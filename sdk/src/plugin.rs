@@ -5,10 +5,10 @@ use std::future::Future;
 
 use serde::Serialize;
 
-use crate::abi::{RStatus, RStr, RawFuture, STATUS_OK};
+use crate::abi::{FLAG_CALL_STATUS, RStatus, RStr, RawFuture, STATUS_OK};
 use crate::boundary::handlers::{self, status_to_result};
 use crate::boundary::injected;
-use crate::{Event, PluginError, Request, TypedEvent};
+use crate::{CallError, Event, PluginError, Request, TypedEvent};
 
 /// A plugin: implement it on a `Default` type and annotate the impl with
 /// [`#[horizon_plugin]`](crate::horizon_plugin).
@@ -219,22 +219,27 @@ impl PluginContext {
     /// another, through the host) and returns its answer, decoded.
     ///
     /// # Errors
-    /// When no plugin answers `R::NAME`, its handler failed, panicked or
+    /// A [`CallError`] saying why there is no answer: no plugin answers
+    /// `R::NAME`, its handler failed, panicked, refused the request or
     /// timed out (the host's handler timeout), its plugin was unloaded
-    /// during the call, or the request or the answer does not encode or
-    /// decode; the message says which.
-    pub async fn call<R: Request>(&self, request: &R) -> Result<R::Answer, PluginError> {
-        self.call_untyped(Event::typed(request)?).await?.decode()
+    /// during the call, the request does not encode or the answer does not
+    /// decode, or no host with calls is attached. `?` turns it into a
+    /// [`PluginError`].
+    pub async fn call<R: Request>(&self, request: &R) -> Result<R::Answer, CallError> {
+        let request = Event::typed(request).map_err(CallError::Encode)?;
+        let answer = self.call_untyped(request).await?;
+        answer.decode().map_err(CallError::Decode)
     }
 
     /// Calls the handler answering `request`'s name with its payload, as it
     /// is encoded, and returns the answer as an event of the same name.
     ///
     /// # Errors
-    /// As [`PluginContext::call`].
-    pub async fn call_untyped(&self, request: Event) -> Result<Event, PluginError> {
-        let api = injected::host().ok_or_else(|| no_host("call"))?;
-        let call = api.call.ok_or_else(|| no_calls("call"))?;
+    /// As [`PluginContext::call`] (never `Encode` or `Decode`).
+    pub async fn call_untyped(&self, request: Event) -> Result<Event, CallError> {
+        let unavailable = |e: PluginError| CallError::Unavailable(e.to_string());
+        let api = injected::host().ok_or_else(|| unavailable(no_host("call")))?;
+        let call = api.call.ok_or_else(|| unavailable(no_calls("call")))?;
         // SAFETY: `api` is the live host table; `call` copies the borrowed
         // strings before it returns and never unwinds.
         let fut = unsafe {
@@ -249,7 +254,8 @@ impl PluginContext {
         if status.code == STATUS_OK {
             Ok(Event::from_shared(name, status.message.as_bytes()))
         } else {
-            Err(PluginError::msg(status.message.to_string_lossy()))
+            let classified = api.flags & FLAG_CALL_STATUS != 0;
+            Err(CallError::from_status(status, classified))
         }
     }
 

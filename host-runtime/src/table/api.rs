@@ -20,6 +20,8 @@ use horizon_plugin_sdk::abi::{
 use super::log;
 use super::services::{EventBus, PluginHandler, Services, services, services_arc};
 use super::wakers::Counted;
+use crate::error::CallError;
+use crate::report::FailureKind;
 use crate::sync::lock;
 
 /// The service table of the `Services` at `data`: this module's functions.
@@ -180,9 +182,33 @@ pub(super) unsafe extern "C" fn host_call(
                     code: horizon_plugin_sdk::abi::STATUS_OK,
                     message: RString::from(answer.wire_bytes().to_vec()),
                 },
-                Err(e) => RStatus::error(e.to_string()),
+                Err(e) => call_status(&e),
             }
         })
+    }
+}
+
+/// A call's failure as its status (`FLAG_CALL_STATUS`): the code says the
+/// kind, the message is `e`'s description.
+fn call_status(e: &CallError) -> RStatus {
+    use horizon_plugin_sdk::abi::{
+        STATUS_CANCELLED, STATUS_ERROR, STATUS_NO_HANDLER, STATUS_PANIC, STATUS_REJECTED,
+        STATUS_TIMED_OUT,
+    };
+    let code = match e {
+        CallError::NoHandler(_) => STATUS_NO_HANDLER,
+        CallError::Handler(failure) => match failure.kind {
+            FailureKind::Failed(_) => STATUS_ERROR,
+            FailureKind::Panicked(_) => STATUS_PANIC,
+            FailureKind::Rejected(_) => STATUS_REJECTED,
+            FailureKind::TimedOut(_) => STATUS_TIMED_OUT,
+            FailureKind::Cancelled(_) => STATUS_CANCELLED,
+        },
+        CallError::Encode(_) | CallError::Decode(_) => STATUS_ERROR,
+    };
+    RStatus {
+        code,
+        message: RString::from(e.to_string()),
     }
 }
 
@@ -211,10 +237,15 @@ where
         unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
     let started = catch(|| {
         let Some(bus) = services.bus.upgrade() else {
-            return Err("the host has shut down".to_owned());
+            let mut gone = RStatus::error("the host has shut down");
+            if what == "call" {
+                // No plugin answers any more (`FLAG_CALL_STATUS`).
+                gone.code = horizon_plugin_sdk::abi::STATUS_NO_HANDLER;
+            }
+            return Err(gone);
         };
         let Ok(name) = std::str::from_utf8(name) else {
-            return Err(format!("{what} name is not UTF-8"));
+            return Err(RStatus::error(format!("{what} name is not UTF-8")));
         };
         let event = Event::from_wire_bytes(name, payload).with_source(&services.name);
         let inner = run(bus, event, &services);
@@ -222,7 +253,7 @@ where
     });
     match started {
         Ok(Ok(fut)) => RawFuture::new(fut),
-        Ok(Err(msg)) => RawFuture::new(std::future::ready(RStatus::error(msg))),
+        Ok(Err(status)) => RawFuture::new(std::future::ready(status)),
         Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
     }
 }

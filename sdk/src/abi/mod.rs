@@ -25,7 +25,10 @@ pub mod waker;
 
 pub use future::{FromPanic, PollFn, RawFuture};
 pub use table::TableLayout;
-pub use values::{RStatus, RStr, RString, STATUS_ERROR, STATUS_OK, STATUS_PANIC, STATUS_REJECTED};
+pub use values::{
+    RStatus, RStr, RString, STATUS_CANCELLED, STATUS_ERROR, STATUS_NO_HANDLER, STATUS_OK,
+    STATUS_PANIC, STATUS_REJECTED, STATUS_TIMED_OUT,
+};
 pub use waker::{BoundaryWaker, WakerFns};
 
 /// First field of every [`PluginDeclaration`]: `"HORIZON\0"` read as a little-endian `u64`.
@@ -388,7 +391,8 @@ pub struct HostApi {
     /// Boundary 4.3: calls the handler answering `name` with a payload in
     /// wire form; the future's `RStatus` is [`STATUS_OK`] with the answer's
     /// payload in `message`, or an error whose message says why (no
-    /// handler, it failed, panicked, timed out, its plugin was unloaded).
+    /// handler, it failed, panicked, timed out, its plugin was unloaded)
+    /// and, with [`FLAG_CALL_STATUS`], whose code says which.
     /// `None` in older hosts.
     pub call: Option<unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>>,
     /// Boundary 4.3: the payload size, in bytes, from which the host lends
@@ -544,6 +548,15 @@ pub const FLAG_COOPERATIVE: u32 = 2;
 /// plugin's state for `release` to free. Plugins of older SDKs ignore it
 /// (their `shutdown` frees it), hosts of older SDKs never set it.
 pub const FLAG_DEFERRED_RELEASE: u32 = 4;
+
+/// [`HostApi::flags`] (boundary 4.6): the status of a call
+/// ([`HostApi::call`]) says why it has no answer: [`STATUS_NO_HANDLER`],
+/// [`STATUS_ERROR`] (the handler returned an error), [`STATUS_PANIC`],
+/// [`STATUS_REJECTED`] (the request did not decode), [`STATUS_TIMED_OUT`]
+/// or [`STATUS_CANCELLED`] (its plugin was unloaded). Without it (older
+/// hosts) every failure is [`STATUS_ERROR`] with a message; plugins of
+/// older SDKs read every code but [`STATUS_OK`] as an error.
+pub const FLAG_CALL_STATUS: u32 = 8;
 
 /// A [`PluginDeclaration`] that may be placed in a `static`.
 #[repr(transparent)]

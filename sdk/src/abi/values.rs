@@ -180,6 +180,16 @@ pub const STATUS_PANIC: u32 = 2;
 /// its type (the sender's mistake, not the handler's; hosts before 4.3
 /// read it as [`STATUS_ERROR`]).
 pub const STATUS_REJECTED: u32 = 3;
+/// Boundary 4.6, a call's status (`HostApi::call`, with
+/// [`FLAG_CALL_STATUS`](super::FLAG_CALL_STATUS)): no plugin answers the
+/// name. Older SDKs read any code but [`STATUS_OK`] as an error.
+pub const STATUS_NO_HANDLER: u32 = 4;
+/// Boundary 4.6, a call's status: the answering handler was still running
+/// at the host's handler timeout, and was aborted.
+pub const STATUS_TIMED_OUT: u32 = 5;
+/// Boundary 4.6, a call's status: the answering plugin was unloaded during
+/// the call.
+pub const STATUS_CANCELLED: u32 = 6;
 
 impl RStatus {
     /// Success.
