@@ -83,7 +83,8 @@ fn interleaved(
 /// `HORIZON_BENCH_ONLY=<loop>:<iters>` runs one loop on a current-thread
 /// runtime and exits, for instruction counts under callgrind (see
 /// `scripts/instructions`): `spawn_native`, `spawn_routed`,
-/// `emit_in_process`, `emit_host_handler` or `emit_routed`; or
+/// `emit_in_process`, `emit_host_handler`, `emit_routed` or
+/// `emit_routed_sync`; or
 /// `ticker:<round trips>` runs only [`ticker_gaps`].
 fn only(spec: &str) {
     let (which, iters) = spec.split_once(':').expect("<loop>:<iters>");
@@ -101,6 +102,7 @@ fn only(spec: &str) {
         "spawn_routed" => loaded.routed("spawn", iters),
         "emit_in_process" => native(rt, move || support::in_process_emit_loop(iters)),
         "emit_routed" => loaded.emit_loop(iters, 1),
+        "emit_routed_sync" => loaded.sync_emit_loop_from(iters, Caller::Task),
         "emit_host_handler" => {
             let host = support::host_with_host_handler(rt);
             support::host_emit_loop(rt, &host, iters)
@@ -249,6 +251,22 @@ fn main() {
             |n| support::host_emit_loop(rt, &host, n),
             |n| loaded.emit_loop(n, 1),
         );
+        // The like-for-like comparison: a host handler is synchronous, as
+        // the plugin's `on_sync` handler is.
+        for (caller, what) in [
+            (Caller::Task, "a task"),
+            (Caller::BlockOn, "the runtime's block_on thread"),
+        ] {
+            interleaved(
+                &format!(
+                    "emit to one plugin's synchronous handler vs to one host handler, from {what}, {flavour}"
+                ),
+                rounds,
+                scale(20_000),
+                |n| support::emit_loop_from(rt, &host, n, caller),
+                |n| loaded.sync_emit_loop_from(n, caller),
+            );
+        }
         // The same comparison from the other places a host awaits `emit`:
         // no caller may fall off the fast path unseen.
         for (caller, what, count) in [

@@ -239,6 +239,124 @@ async fn calls_answer(host: &PluginHost) {
     ));
 }
 
+/// The fixture's types of its synchronous handlers, declared again here.
+#[derive(Serialize, Deserialize, TypedEvent, Debug, Clone, PartialEq)]
+#[event(name = "events:sync-moved", codec = postcard)]
+struct SyncMoved {
+    player: u64,
+    x: f32,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize, TypedEvent, Debug, Default, PartialEq)]
+#[event(name = "events:sync-seen")]
+struct SyncSeen {
+    moved: Vec<SyncMoved>,
+    raw: Vec<(String, Vec<u8>)>,
+    in_runtime: Vec<bool>,
+}
+
+/// Synchronous handlers (`on_event_sync`, `on_sync`): each event is taken
+/// by the end of the emit, decoded in any codec; an error, a panic and a
+/// payload that does not decode are each their own failure in the report,
+/// and the handlers go on taking events after them; every call ran in the
+/// plugin's private runtime's context.
+async fn sync_handlers(host: &PluginHost) {
+    let seen = Seen::attach(host);
+    let id = load_events(host).await;
+    let moved = |player, x: f32| SyncMoved {
+        player,
+        x,
+        name: format!("p{player}"),
+    };
+    for codec in [Codec::Postcard, Codec::Json] {
+        let event = Event::encode(SyncMoved::NAME, &moved(1, 2.5), codec).unwrap();
+        let report = host.send(event).await;
+        assert!(
+            report.is_ok() && report.delivered == 2,
+            "{codec}: {report:?}"
+        );
+    }
+    let report = host.emit_event(&moved(2, -1.0)).await.unwrap();
+    match &report.failures[..] {
+        [f] => assert!(
+            matches!(&f.kind, FailureKind::Failed(m) if m == "x = -1 is off the map"),
+            "{f}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let report = host.emit_event(&moved(0, 1.0)).await.unwrap();
+    match &report.failures[..] {
+        [f] => assert!(
+            matches!(&f.kind, FailureKind::Panicked(m) if m.contains("moved the sync handler to panic")),
+            "{f}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let wire = Event::typed(&moved(3, 1.0)).unwrap().wire_bytes().to_vec();
+    let cut = Event::from_wire_bytes(SyncMoved::NAME, wire[..wire.len() - 1].to_vec());
+    let report = host.send(cut).await;
+    match &report.failures[..] {
+        [f] => assert!(
+            matches!(&f.kind, FailureKind::Rejected(m)
+                if m.contains("events:sync-moved") && m.contains("SyncMoved") && m.contains("(postcard)")),
+            "{f}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        host.send(Event::raw("events:sync-raw", &[9, 0, 7]))
+            .await
+            .is_ok()
+    );
+    let report = host.send(Event::raw("events:sync-raw", &[])).await;
+    assert!(
+        matches!(&report.failures[..], [f] if f.kind == FailureKind::Failed("an empty raw event".into())),
+        "{report:?}"
+    );
+    // Still taking events after an error, a panic and a rejection.
+    assert!(host.emit_event(&moved(4, 0.0)).await.unwrap().is_ok());
+
+    assert!(host.emit("events:sync-report", &()).await.unwrap().is_ok());
+    let report = seen.take("events:sync-seen");
+    let got = report[0].decode::<SyncSeen>().unwrap();
+    assert_eq!(got.moved, [moved(1, 2.5), moved(1, 2.5), moved(4, 0.0)]);
+    assert_eq!(got.raw, [("raw bytes".to_owned(), vec![9, 0, 7])]);
+    assert_eq!(got.in_runtime, [true; 4]);
+    host.unload(id).await.unwrap();
+}
+
+#[test]
+fn sync_handlers_on_multi_thread_from_a_worker() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let h = host.clone();
+        tokio::spawn(async move { sync_handlers(&h).await })
+            .await
+            .unwrap();
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn sync_handlers_on_current_thread_from_block_on() {
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        sync_handlers(&host).await;
+        host.shutdown().await;
+    });
+}
+
+#[test]
+fn sync_handlers_from_a_thread_outside_the_runtime() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    block_on_plain_thread(sync_handlers(&host));
+    rt.block_on(host.shutdown());
+}
+
 #[test]
 fn codecs_round_trip_on_multi_thread_from_a_worker() {
     let rt = multi_thread();

@@ -256,11 +256,7 @@ impl Event {
     }
 
     fn from_parts(name: Arc<str>, wire: Wire) -> Event {
-        let codec = match *wire.bytes() {
-            [TAGGED, id, ..] => Codec::from_id(id),
-            // A lone `0x00`: no JSON either; `json` reports it.
-            _ => Codec::Json,
-        };
+        let codec = codec_of(wire.bytes());
         Event {
             name,
             wire,
@@ -330,21 +326,7 @@ impl Event {
     /// event, the type and the codec), or is raw bytes or of an unknown
     /// codec. Never panics on malformed input.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        let body = self.payload();
-        match self.codec {
-            Codec::Json => serde_json::from_slice(body).map_err(|e| self.undecodable::<T>(e)),
-            Codec::Postcard => match postcard::take_from_bytes(body) {
-                Ok((value, [])) => Ok(value),
-                Ok((_, rest)) => Err(self.undecodable::<T>(PluginError::msg(format!(
-                    "{} bytes left over after the value",
-                    rest.len()
-                )))),
-                Err(e) => Err(self.undecodable::<T>(e)),
-            },
-            Codec::Raw | Codec::Unknown(_) => Err(self.undecodable::<T>(PluginError::msg(
-                "no decoder for this codec (raw bytes are read with `Event::payload`)",
-            ))),
-        }
+        decode_payload(&self.name, self.codec, self.payload())
     }
 
     /// The payload decoded from JSON.
@@ -368,15 +350,7 @@ impl Event {
     }
 
     fn undecodable<T>(&self, e: impl std::error::Error + Send + Sync + 'static) -> PluginError {
-        PluginError::rejected(
-            format!(
-                "event `{}`: the payload does not decode as `{}` ({}): {e}",
-                self.name,
-                std::any::type_name::<T>(),
-                self.codec
-            ),
-            e,
-        )
+        undecodable::<T>(&self.name, self.codec, e)
     }
 
     /// The payload's bytes in its codec (JSON text, postcard bytes, the raw
@@ -384,10 +358,7 @@ impl Event {
     /// [`Event::wire_bytes`] and [`Event::from_wire_bytes`], which keep its
     /// codec.
     pub fn payload(&self) -> &[u8] {
-        match self.codec {
-            Codec::Json => self.wire.bytes(),
-            _ => &self.wire.bytes()[HEADER..],
-        }
+        payload_of(self.wire.bytes(), self.codec)
     }
 
     /// The wire form: what crosses the library boundary (see the module
@@ -405,6 +376,74 @@ impl Event {
             Wire::Lent(_) => None,
         }
     }
+}
+
+/// The codec of a payload in wire form.
+fn codec_of(wire: &[u8]) -> Codec {
+    match *wire {
+        [TAGGED, id, ..] => Codec::from_id(id),
+        // A lone `0x00`: no JSON either; `json` reports it.
+        _ => Codec::Json,
+    }
+}
+
+/// The payload's bytes of `wire`, whose codec is `codec` ([`codec_of`]).
+fn payload_of(wire: &[u8], codec: Codec) -> &[u8] {
+    match codec {
+        Codec::Json => wire,
+        _ => &wire[HEADER..],
+    }
+}
+
+/// [`Event::decode`] for a caller holding only the wire bytes of event
+/// `name` (a synchronous handler reading the host's payload in place).
+#[cfg(feature = "plugin")]
+pub(crate) fn decode_wire<T: DeserializeOwned>(name: &str, wire: &[u8]) -> Result<T, PluginError> {
+    let codec = codec_of(wire);
+    decode_payload(name, codec, payload_of(wire, codec))
+}
+
+/// Decodes `body`, the payload of event `name` in `codec`, as a `T`.
+fn decode_payload<T: DeserializeOwned>(
+    name: &str,
+    codec: Codec,
+    body: &[u8],
+) -> Result<T, PluginError> {
+    match codec {
+        Codec::Json => serde_json::from_slice(body).map_err(|e| undecodable::<T>(name, codec, e)),
+        Codec::Postcard => match postcard::take_from_bytes(body) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(undecodable::<T>(
+                name,
+                codec,
+                PluginError::msg(format!("{} bytes left over after the value", rest.len())),
+            )),
+            Err(e) => Err(undecodable::<T>(name, codec, e)),
+        },
+        Codec::Raw | Codec::Unknown(_) => Err(undecodable::<T>(
+            name,
+            codec,
+            PluginError::msg(
+                "no decoder for this codec (raw bytes are read with `Event::payload`)",
+            ),
+        )),
+    }
+}
+
+/// A payload of event `name` in `codec` that does not decode as a `T`:
+/// rejected, naming the event, the type and the codec.
+fn undecodable<T>(
+    name: &str,
+    codec: Codec,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> PluginError {
+    PluginError::rejected(
+        format!(
+            "event `{name}`: the payload does not decode as `{}` ({codec}): {e}",
+            std::any::type_name::<T>(),
+        ),
+        e,
+    )
 }
 
 impl fmt::Debug for Event {

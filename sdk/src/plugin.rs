@@ -2,13 +2,14 @@
 //! is given to talk to the host.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::abi::{FLAG_CALL_STATUS, RStatus, RStr, RawFuture, STATUS_OK};
 use crate::boundary::handlers::{self, status_to_result};
 use crate::boundary::injected;
-use crate::{CallError, Event, PluginError, Request, TypedEvent};
+use crate::{CallError, Event, PluginError, Request, TypedEvent, event};
 
 /// A plugin: implement it on a `Default` type and annotate the impl with
 /// [`#[horizon_plugin]`](crate::horizon_plugin).
@@ -141,6 +142,108 @@ impl PluginContext {
         // SAFETY: `api` came from `injected::host()`; `subscribe` is its
         // function taking a `RawHandler`.
         status_to_result(unsafe { handlers::register(api, api.subscribe, event, handler) })
+    }
+
+    /// Registers a synchronous handler for events named `event`: it runs to
+    /// the end inside the emitter's call, on the emitting thread, with no
+    /// future to allocate or poll, the cheapest way for a plugin to take
+    /// an event (BENCHMARKS.md, "Synchronous handlers"). For handlers that
+    /// update state and return; one that needs to await belongs in [`on`]
+    /// (or spawns a task). It must not block: it holds the emitter's
+    /// thread, a host worker, as long as it runs.
+    ///
+    /// [`on`]: PluginContext::on
+    ///
+    /// # Errors
+    /// As [`PluginContext::on`].
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_plugin_sdk::prelude::*;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// static JOINED: AtomicU64 = AtomicU64::new(0);
+    ///
+    /// #[derive(Default)]
+    /// pub struct Counter;
+    ///
+    /// #[horizon_plugin]
+    /// impl Plugin for Counter {
+    ///     const NAME: &'static str = "counter";
+    ///
+    ///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+    ///         ctx.on_sync("player:join", |_event: Event| {
+    ///             JOINED.fetch_add(1, Ordering::Relaxed);
+    ///             Ok(())
+    ///         })
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn on_sync<F>(&self, event: &str, handler: F) -> Result<(), PluginError>
+    where
+        F: Fn(Event) -> Result<(), PluginError> + Send + Sync + 'static,
+    {
+        let api = injected::host().ok_or_else(|| no_host("on_sync"))?;
+        let handler = move |name: &Arc<str>, wire: &[u8]| {
+            handler(Event::from_call(injected::host(), Arc::clone(name), wire))
+        };
+        // SAFETY: `api` came from `injected::host()`; `subscribe` is its
+        // function taking a `RawHandler`.
+        status_to_result(unsafe { handlers::register_sync(api, api.subscribe, event, handler) })
+    }
+
+    /// Registers a synchronous handler of the [`TypedEvent`] `T`: as
+    /// [`PluginContext::on_event`] (a payload that does not decode is
+    /// rejected, naming the event, the type and the codec, and the handler
+    /// is not called), run as [`PluginContext::on_sync`] runs. The payload
+    /// is decoded from the host's buffer in place, never copied.
+    ///
+    /// # Errors
+    /// As [`PluginContext::on`].
+    ///
+    /// # Examples
+    /// ```
+    /// use horizon_plugin_sdk::prelude::*;
+    /// use std::sync::Mutex;
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, TypedEvent)]
+    /// #[event(name = "player:moved", codec = postcard)]
+    /// struct PlayerMoved {
+    ///     player: u64,
+    ///     x: f32,
+    ///     y: f32,
+    /// }
+    ///
+    /// static LAST: Mutex<(f32, f32)> = Mutex::new((0.0, 0.0));
+    ///
+    /// #[derive(Default)]
+    /// pub struct Tracker;
+    ///
+    /// #[horizon_plugin]
+    /// impl Plugin for Tracker {
+    ///     const NAME: &'static str = "tracker";
+    ///
+    ///     async fn on_load(&mut self, ctx: PluginContext) -> Result<(), PluginError> {
+    ///         ctx.on_event_sync(|moved: PlayerMoved| {
+    ///             *LAST.lock().unwrap() = (moved.x, moved.y);
+    ///             Ok(())
+    ///         })
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn on_event_sync<T, F>(&self, handler: F) -> Result<(), PluginError>
+    where
+        T: TypedEvent,
+        F: Fn(T) -> Result<(), PluginError> + Send + Sync + 'static,
+    {
+        let api = injected::host().ok_or_else(|| no_host("on_event_sync"))?;
+        let handler =
+            move |name: &Arc<str>, wire: &[u8]| handler(event::decode_wire::<T>(name, wire)?);
+        // SAFETY: `api` came from `injected::host()`; `subscribe` is its
+        // function taking a `RawHandler`.
+        status_to_result(unsafe { handlers::register_sync(api, api.subscribe, T::NAME, handler) })
     }
 
     /// Registers the handler that answers calls of the [`Request`] `R`

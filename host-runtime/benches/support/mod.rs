@@ -97,6 +97,12 @@ impl Loaded {
         emit_loop_from(&self.rt, &self.host, iters, caller)
     }
 
+    /// As [`Loaded::emit_loop_from`], to the plugin's synchronous handler
+    /// (`bench:noop-sync`, `PluginContext::on_sync`).
+    pub fn sync_emit_loop_from(&self, iters: u64, caller: Caller) -> Duration {
+        emit_named_loop_from(&self.rt, &self.host, "bench:noop-sync", iters, caller)
+    }
+
     /// `iters` emits of [`small`] to the loaded plugins, from a task.
     pub fn emit_loop(&self, iters: u64, expect_delivered: usize) -> Duration {
         let host = self.host.clone();
@@ -140,11 +146,22 @@ pub enum Caller {
 /// `iters` emits of [`small`] to `host` (one subscriber each), awaited
 /// where `caller` says; returns the time the loop took.
 pub fn emit_loop_from(rt: &Runtime, host: &PluginHost, iters: u64, caller: Caller) -> Duration {
+    emit_named_loop_from(rt, host, "bench:noop", iters, caller)
+}
+
+/// As [`emit_loop_from`], emitting `name`.
+pub fn emit_named_loop_from(
+    rt: &Runtime,
+    host: &PluginHost,
+    name: &'static str,
+    iters: u64,
+    caller: Caller,
+) -> Duration {
     let host = host.clone();
     let body = move || async move {
         let start = Instant::now();
         for _ in 0..iters {
-            let report = host.emit("bench:noop", &small()).await.unwrap();
+            let report = host.emit(name, &small()).await.unwrap();
             debug_assert_eq!(report.delivered, 1);
         }
         start.elapsed()

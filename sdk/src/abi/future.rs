@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 
 use super::guard::{catch, entered};
-use super::values::RStatus;
+use super::values::{RStatus, STATUS_OK};
 use super::waker::{self, BoundaryWaker};
 
 /// A future owned by one side and polled by the other: `poll` and `drop`
@@ -117,6 +117,46 @@ impl<T: FromPanic + Send> RawFuture<T> {
             )
         }
     }
+}
+
+impl RawFuture<RStatus> {
+    /// A future already complete with `status` (a synchronous call that
+    /// finished). A success with an empty message is no allocation: its
+    /// `poll` writes [`RStatus::ok`]; any other status is boxed as
+    /// [`RawFuture::new`] does.
+    pub fn ready(status: RStatus) -> Self {
+        if status.code != STATUS_OK || !status.message.as_bytes().is_empty() {
+            return RawFuture::new(std::future::ready(status));
+        }
+        // SAFETY: `poll_ready_ok` writes its output and returns true on its
+        // first (and so only) call, `drop_nothing` does nothing; neither
+        // reads `data` nor unwinds, and both are fine on any thread.
+        unsafe {
+            RawFuture::from_raw_parts(
+                std::ptr::null(),
+                poll_ready_ok,
+                drop_nothing,
+                std::ptr::null(),
+            )
+        }
+    }
+}
+
+/// The `poll` of [`RawFuture::ready`]'s success: complete at once.
+unsafe extern "C" fn poll_ready_ok(
+    _: *const c_void,
+    _: *const BoundaryWaker,
+    out: *mut RStatus,
+) -> bool {
+    entered("RawFuture::poll");
+    // SAFETY: `out` is valid for a write (the `PollFn` contract).
+    unsafe { out.write(RStatus::ok()) };
+    true
+}
+
+/// The `drop` of [`RawFuture::ready`]'s success: it owns nothing.
+unsafe extern "C" fn drop_nothing(_: *const c_void) {
+    entered("RawFuture::drop");
 }
 
 unsafe extern "C" fn poll_boxed<F>(

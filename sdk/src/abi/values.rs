@@ -147,6 +147,12 @@ impl RString {
 
 impl Drop for RString {
     fn drop(&mut self) {
+        // No buffer (an `RString` is only made from a `Vec<u8>`, which
+        // allocates nothing without capacity): no call across the boundary,
+        // on the path of every successful status.
+        if self.cap == 0 {
+            return;
+        }
         // SAFETY: `free` is the allocating side's own deallocator for exactly
         // this buffer, and `drop` runs once.
         unsafe { (self.free)(self.ptr, self.len, self.cap) }

@@ -13,7 +13,7 @@ use crate::abi::guard::{catch, entered};
 use crate::abi::{
     HostApi, RStatus, RStr, RString, RawFuture, RawHandler, STATUS_OK, STATUS_REJECTED,
 };
-use crate::boundary::panics::Site;
+use crate::boundary::panics::{self, Site};
 use crate::{Event, PluginError};
 
 /// A registered handler: the closure and its event's name (shared by every
@@ -80,6 +80,35 @@ where
     // SAFETY: `api` is the live host table and `register` one of its
     // functions (the caller's guarantee); they never unwind and take
     // ownership of `raw` whatever they return.
+    unsafe { register(api.data, RStr::new(event), raw) }
+}
+
+/// Registers `handler`, a synchronous event handler, for `event` through
+/// `register` (`subscribe`): each call runs it to completion inside the
+/// host's call, given the event's name and the host's wire bytes,
+/// borrowed for the call, and returns a completed `RawFuture`.
+///
+/// # Safety
+/// As [`register`].
+pub(crate) unsafe fn register_sync<F>(
+    api: &'static HostApi,
+    register: Register,
+    event: &str,
+    handler: F,
+) -> RStatus
+where
+    F: Fn(&Arc<str>, &[u8]) -> Result<(), PluginError> + Send + Sync + 'static,
+{
+    let handler = Box::new(Handler {
+        event: Arc::from(event),
+        f: handler,
+    });
+    let raw = RawHandler {
+        data: Box::into_raw(handler).cast_const().cast(),
+        call: call_sync_handler::<F>,
+        drop: drop_handler::<F>,
+    };
+    // SAFETY: as in `register`.
     unsafe { register(api.data, RStr::new(event), raw) }
 }
 
@@ -155,6 +184,40 @@ where
         }
         Err(panic) => RawFuture::new(std::future::ready(RStatus::panic(panic))),
     }
+}
+
+/// Runs one call of a synchronous handler (`register_sync`) to the end, in
+/// the private runtime's context and the panic guard, as the first poll of
+/// an async handler's future runs; the outcome crosses back as a completed
+/// `RawFuture`, with no allocation when it is a success.
+unsafe extern "C" fn call_sync_handler<F>(
+    data: *const c_void,
+    name: RStr<'_>,
+    payload: RStr<'_>,
+) -> RawFuture<RStatus>
+where
+    F: Fn(&Arc<str>, &[u8]) -> Result<(), PluginError> + Send + Sync + 'static,
+{
+    entered("handler call");
+    // SAFETY: `data` is the `Box<Handler<F>>` made in `register_sync`, alive
+    // until `drop_handler`, which the host calls only after its last call.
+    let handler = unsafe { &*data.cast::<Handler<F>>() };
+    // SAFETY: the host keeps `name` and `payload` alive for this call; the
+    // handler reads them during the call and copies what it keeps.
+    let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
+    let site = Site::Handler(std::ptr::from_ref::<str>(&handler.event));
+    let result = panics::at(site, || {
+        catch(|| {
+            injected::in_private(|| {
+                if name == handler.event.as_bytes() {
+                    (handler.f)(&handler.event, payload)
+                } else {
+                    (handler.f)(&Arc::from(String::from_utf8_lossy(name)), payload)
+                }
+            })
+        })
+    });
+    RawFuture::ready(result_to_status(result))
 }
 
 /// The handler a call's future runs, by address (see `call_handler`).
