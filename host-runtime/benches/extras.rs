@@ -83,8 +83,8 @@ fn interleaved(
 /// `HORIZON_BENCH_ONLY=<loop>:<iters>` runs one loop on a current-thread
 /// runtime and exits, for instruction counts under callgrind (see
 /// `scripts/instructions`): `spawn_native`, `spawn_routed`,
-/// `emit_in_process`, `emit_host_handler`, `emit_routed` or
-/// `emit_routed_sync`; or
+/// `emit_in_process`, `emit_host_handler`, `emit_routed`,
+/// `emit_routed_sync` or `emit_routed_typed_sync`; or
 /// `ticker:<round trips>` runs only [`ticker_gaps`].
 fn only(spec: &str) {
     let (which, iters) = spec.split_once(':').expect("<loop>:<iters>");
@@ -103,6 +103,7 @@ fn only(spec: &str) {
         "emit_in_process" => native(rt, move || support::in_process_emit_loop(iters)),
         "emit_routed" => loaded.emit_loop(iters, 1),
         "emit_routed_sync" => loaded.sync_emit_loop_from(iters, Caller::Task),
+        "emit_routed_typed_sync" => loaded.typed_sync_emit_loop_from(iters, Caller::Task),
         "emit_host_handler" => {
             let host = support::host_with_host_handler(rt);
             support::host_emit_loop(rt, &host, iters)
@@ -252,7 +253,9 @@ fn main() {
             |n| loaded.emit_loop(n, 1),
         );
         // The like-for-like comparison: a host handler is synchronous, as
-        // the plugin's `on_sync` handler is.
+        // the plugin's `on_sync` handler is, and decodes the host's buffer
+        // in place, as the typed `on_event_sync` one does (the untyped one
+        // copies the payload into the plugin's `Event`).
         for (caller, what) in [
             (Caller::Task, "a task"),
             (Caller::BlockOn, "the runtime's block_on thread"),
@@ -265,6 +268,15 @@ fn main() {
                 scale(20_000),
                 |n| support::emit_loop_from(rt, &host, n, caller),
                 |n| loaded.sync_emit_loop_from(n, caller),
+            );
+            interleaved(
+                &format!(
+                    "emit to one plugin's typed synchronous handler vs to one host handler, from {what}, {flavour}"
+                ),
+                rounds,
+                scale(20_000),
+                |n| support::emit_loop_from(rt, &host, n, caller),
+                |n| loaded.typed_sync_emit_loop_from(n, caller),
             );
         }
         // The same comparison from the other places a host awaits `emit`:

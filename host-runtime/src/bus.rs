@@ -428,9 +428,9 @@ impl Bus {
         };
         let run = self.start_handler(&handler, &event, in_runtime_context(), answer_outcome);
         let answer = match run {
-            HandlerRun::Refused => Err(FailureKind::Cancelled(
-                "the plugin is being unloaded".to_owned(),
-            )),
+            // Its plugin is being unloaded: the handler never ran, as if no
+            // plugin answered (what `CallError::NoHandler` says).
+            HandlerRun::Refused => return Err(CallError::NoHandler(event.name().to_owned())),
             HandlerRun::Done(answer) => answer,
             HandlerRun::Task(task) => {
                 // A caller that stops waiting (dropped, or its plugin

@@ -145,12 +145,14 @@ impl PluginContext {
     }
 
     /// Registers a synchronous handler for events named `event`: it runs to
-    /// the end inside the emitter's call, on the emitting thread, with no
-    /// future to allocate or poll, the cheapest way for a plugin to take
-    /// an event (BENCHMARKS.md, "Synchronous handlers"). For handlers that
-    /// update state and return; one that needs to await belongs in [`on`]
-    /// (or spawns a task). It must not block: it holds the emitter's
-    /// thread, a host worker, as long as it runs.
+    /// the end where an async handler's first poll would run (inside the
+    /// emitter's call when the emitter is in the host runtime's context,
+    /// else in a task), with no future to allocate or poll: the cheapest
+    /// way for a plugin to take an event (BENCHMARKS.md, "Synchronous
+    /// handlers"). For handlers that update state and return; one that
+    /// needs to await belongs in [`on`] (or spawns a task). It must not
+    /// block: it holds the thread it runs on, a host worker, as long as it
+    /// runs.
     ///
     /// [`on`]: PluginContext::on
     ///

@@ -103,6 +103,13 @@ impl Loaded {
         emit_named_loop_from(&self.rt, &self.host, "bench:noop-sync", iters, caller)
     }
 
+    /// As [`Loaded::emit_loop_from`], to the plugin's typed synchronous
+    /// handler (`bench:pos-sync`, `PluginContext::on_event_sync`), which
+    /// decodes in place as a host handler does.
+    pub fn typed_sync_emit_loop_from(&self, iters: u64, caller: Caller) -> Duration {
+        emit_named_loop_from(&self.rt, &self.host, "bench:pos-sync", iters, caller)
+    }
+
     /// `iters` emits of [`small`] to the loaded plugins, from a task.
     pub fn emit_loop(&self, iters: u64, expect_delivered: usize) -> Duration {
         let host = self.host.clone();

@@ -152,7 +152,7 @@ pub(super) unsafe extern "C" fn host_emit(
 ) -> RawFuture<RStatus> {
     // SAFETY: the arguments of `host_emit`, forwarded.
     unsafe {
-        start_on_bus(data, name, payload, "event", |bus, event, services| {
+        start_on_bus(data, name, payload, Gone::Error, |bus, event, services| {
             services.stats.emitted(event.wire_bytes().len());
             let from = services.name.clone();
             async move {
@@ -176,15 +176,21 @@ pub(super) unsafe extern "C" fn host_call(
 ) -> RawFuture<RStatus> {
     // SAFETY: the arguments of `host_call`, forwarded.
     unsafe {
-        start_on_bus(data, name, payload, "call", |bus, event, _| async move {
-            match bus.call(event).await {
-                Ok(answer) => RStatus {
-                    code: horizon_plugin_sdk::abi::STATUS_OK,
-                    message: RString::from(answer.wire_bytes().to_vec()),
-                },
-                Err(e) => call_status(&e),
-            }
-        })
+        start_on_bus(
+            data,
+            name,
+            payload,
+            Gone::NoHandler,
+            |bus, event, _| async move {
+                match bus.call(event).await {
+                    Ok(answer) => RStatus {
+                        code: horizon_plugin_sdk::abi::STATUS_OK,
+                        message: RString::from(answer.wire_bytes().to_vec()),
+                    },
+                    Err(e) => call_status(&e),
+                }
+            },
+        )
     }
 }
 
@@ -212,11 +218,22 @@ fn call_status(e: &CallError) -> RStatus {
     }
 }
 
+/// How `start_on_bus` reports a host that has shut down.
+enum Gone {
+    /// An error (an emit).
+    Error,
+    /// `STATUS_NO_HANDLER`: no plugin answers any more (a call, read with
+    /// `FLAG_CALL_STATUS`).
+    NoHandler,
+}
+
 /// What `host_emit` and `host_call` share: the plugin's event (`name`,
 /// `payload`) copied and marked with its sender, handed with the bus to
 /// `run`, whose future is counted as the plugin's work; a host that shut
-/// down, a name that is not UTF-8 (`what`: "event" or "call") or a panic is
-/// a ready error status.
+/// down (reported as `gone` says), a name that is not UTF-8 or a panic of
+/// the host's own code is a ready error status (a plugin reads the last
+/// two, from a call, as `Failed` and `Panicked`: neither happens with a
+/// name from `&str` and a host that works).
 ///
 /// # Safety
 /// `data` is the `data` of a plugin's table; `name` and `payload` are
@@ -225,7 +242,7 @@ unsafe fn start_on_bus<F, Fut>(
     data: *const c_void,
     name: RStr<'_>,
     payload: RStr<'_>,
-    what: &str,
+    gone: Gone,
     run: F,
 ) -> RawFuture<RStatus>
 where
@@ -237,15 +254,14 @@ where
         unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
     let started = catch(|| {
         let Some(bus) = services.bus.upgrade() else {
-            let mut gone = RStatus::error("the host has shut down");
-            if what == "call" {
-                // No plugin answers any more (`FLAG_CALL_STATUS`).
-                gone.code = horizon_plugin_sdk::abi::STATUS_NO_HANDLER;
+            let mut status = RStatus::error("the host has shut down");
+            if let Gone::NoHandler = gone {
+                status.code = horizon_plugin_sdk::abi::STATUS_NO_HANDLER;
             }
-            return Err(gone);
+            return Err(status);
         };
         let Ok(name) = std::str::from_utf8(name) else {
-            return Err(RStatus::error(format!("{what} name is not UTF-8")));
+            return Err(RStatus::error("the name is not UTF-8"));
         };
         let event = Event::from_wire_bytes(name, payload).with_source(&services.name);
         let inner = run(bus, event, &services);

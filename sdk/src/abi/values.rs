@@ -80,7 +80,9 @@ impl<'a> RStr<'a> {
     }
 }
 
-/// An owned byte string allocated by one side and freed by that side's `free`.
+/// An owned byte string allocated by one side and freed by that side's
+/// `free`. One without capacity owns no buffer: its `free` is not called
+/// (since boundary 4.6; calling it was a no-op).
 #[repr(C)]
 pub struct RString {
     ptr: *mut u8,

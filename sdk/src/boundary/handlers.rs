@@ -206,18 +206,21 @@ where
     // handler reads them during the call and copies what it keeps.
     let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
     let site = Site::Handler(std::ptr::from_ref::<str>(&handler.event));
-    let result = panics::at(site, || {
+    // The status is made inside the guard and the entry: making it drops
+    // the handler's error, whose source is user code that may panic.
+    let status = panics::at(site, || {
         catch(|| {
             injected::in_private(|| {
-                if name == handler.event.as_bytes() {
+                let result = if name == handler.event.as_bytes() {
                     (handler.f)(&handler.event, payload)
                 } else {
                     (handler.f)(&Arc::from(String::from_utf8_lossy(name)), payload)
-                }
+                };
+                result_to_status(Ok(result))
             })
         })
     });
-    RawFuture::ready(result_to_status(result))
+    RawFuture::ready(status.unwrap_or_else(RStatus::panic))
 }
 
 /// The handler a call's future runs, by address (see `call_handler`).
