@@ -260,24 +260,23 @@ fn main() {
             (Caller::Task, "a task"),
             (Caller::BlockOn, "the runtime's block_on thread"),
         ] {
-            interleaved(
-                &format!(
-                    "emit to one plugin's synchronous handler vs to one host handler, from {what}, {flavour}"
+            for (kind, routed) in [
+                (
+                    "synchronous",
+                    Loaded::sync_emit_loop_from as fn(&Loaded, u64, Caller) -> Duration,
                 ),
-                rounds,
-                scale(20_000),
-                |n| support::emit_loop_from(rt, &host, n, caller),
-                |n| loaded.sync_emit_loop_from(n, caller),
-            );
-            interleaved(
-                &format!(
-                    "emit to one plugin's typed synchronous handler vs to one host handler, from {what}, {flavour}"
-                ),
-                rounds,
-                scale(20_000),
-                |n| support::emit_loop_from(rt, &host, n, caller),
-                |n| loaded.typed_sync_emit_loop_from(n, caller),
-            );
+                ("typed synchronous", Loaded::typed_sync_emit_loop_from),
+            ] {
+                interleaved(
+                    &format!(
+                        "emit to one plugin's {kind} handler vs to one host handler, from {what}, {flavour}"
+                    ),
+                    rounds,
+                    scale(20_000),
+                    |n| support::emit_loop_from(rt, &host, n, caller),
+                    |n| routed(&loaded, n, caller),
+                );
+            }
         }
         // The same comparison from the other places a host awaits `emit`:
         // no caller may fall off the fast path unseen.

@@ -404,6 +404,17 @@ pub async fn race_storm(host: PluginHost, duration: std::time::Duration, min_cha
                             report.delivered
                         );
                         assert!(replies.iter().all(|r| *r == json!(6)));
+                        // Each copy's synchronous handler runs inside the
+                        // emit, or is refused by a copy being unloaded; it
+                        // never fails otherwise.
+                        let report = host.emit("basic:tick", &worker).await.unwrap();
+                        assert!(
+                            report.failures.iter().all(|f| matches!(
+                                &f.kind,
+                                FailureKind::Cancelled(m) if m.contains("being unloaded")
+                            )) && report.delivered + report.failures.len() <= 3,
+                            "basic:tick: {report:?}"
+                        );
                         emits.fetch_add(1, Ordering::Relaxed);
                         delivered.fetch_add(report.delivered as u64, Ordering::Relaxed);
                     }

@@ -50,9 +50,12 @@ impl Reply for Event {
 /// (`HostApi::subscribe`, `HostApi::answer`).
 pub(crate) type Register = unsafe extern "C" fn(*const c_void, RStr<'_>, RawHandler) -> RStatus;
 
-/// Registers `handler` for `event` through `register`, a function of the
-/// host's table; the host owns the handler from then on, whatever it
-/// answers.
+/// The `call` of a `RawHandler`.
+type CallFn = unsafe extern "C" fn(*const c_void, RStr<'_>, RStr<'_>) -> RawFuture<RStatus>;
+
+/// Registers `handler`, an async handler, for `event` through `register`,
+/// a function of the host's table; the host owns the handler from then on,
+/// whatever it answers.
 ///
 /// # Safety
 /// `api` is the live host table (`injected::host()`) and `register` one of
@@ -68,19 +71,9 @@ where
     Fut: Future<Output = Result<R, PluginError>> + Send + 'static,
     R: Reply,
 {
-    let handler = Box::new(Handler {
-        event: Arc::from(event),
-        f: handler,
-    });
-    let raw = RawHandler {
-        data: Box::into_raw(handler).cast_const().cast(),
-        call: call_handler::<F, Fut, R>,
-        drop: drop_handler::<F>,
-    };
-    // SAFETY: `api` is the live host table and `register` one of its
-    // functions (the caller's guarantee); they never unwind and take
-    // ownership of `raw` whatever they return.
-    unsafe { register(api.data, RStr::new(event), raw) }
+    // SAFETY: the caller's guarantee; `call_handler::<F, ..>` reads a
+    // `Handler<F>`.
+    unsafe { hand_over(api, register, event, handler, call_handler::<F, Fut, R>) }
 }
 
 /// Registers `handler`, a synchronous event handler, for `event` through
@@ -99,16 +92,35 @@ pub(crate) unsafe fn register_sync<F>(
 where
     F: Fn(&Arc<str>, &[u8]) -> Result<(), PluginError> + Send + Sync + 'static,
 {
+    // SAFETY: the caller's guarantee; `call_sync_handler::<F>` reads a
+    // `Handler<F>`.
+    unsafe { hand_over(api, register, event, handler, call_sync_handler::<F>) }
+}
+
+/// Boxes `f` with its event's name behind a `RawHandler` and gives it to
+/// the host through `register`.
+///
+/// # Safety
+/// As [`register`], and `call` takes the `data` of a `Handler<F>`.
+unsafe fn hand_over<F: Send + Sync + 'static>(
+    api: &'static HostApi,
+    register: Register,
+    event: &str,
+    f: F,
+    call: CallFn,
+) -> RStatus {
     let handler = Box::new(Handler {
         event: Arc::from(event),
-        f: handler,
+        f,
     });
     let raw = RawHandler {
         data: Box::into_raw(handler).cast_const().cast(),
-        call: call_sync_handler::<F>,
+        call,
         drop: drop_handler::<F>,
     };
-    // SAFETY: as in `register`.
+    // SAFETY: `api` is the live host table and `register` one of its
+    // functions (the caller's guarantee); they never unwind and take
+    // ownership of `raw` whatever they return.
     unsafe { register(api.data, RStr::new(event), raw) }
 }
 
