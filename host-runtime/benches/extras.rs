@@ -235,6 +235,27 @@ fn main() {
             |n| native(rt, move || support::native_spawn_loop(n)),
             |n| loaded.routed("spawn", n),
         );
+        // The same with the host's cooperative budget off
+        // (`HostBuilder::cooperative_budget(false)`): what the budget's
+        // `block_on` per task poll costs a spawn.
+        {
+            let rt = make();
+            let host = PluginHost::builder(rt.handle().clone())
+                .cooperative_budget(false)
+                .build();
+            let off = Loaded::with_host(rt, host, 1);
+            let rt = &off.rt;
+            native(rt, || support::native_spawn_loop(1000));
+            off.routed("spawn", 1000);
+            interleaved(
+                &format!("spawn_await, cooperative budget off, {flavour}"),
+                rounds,
+                scale(20_000),
+                |n| native(rt, move || support::native_spawn_loop(n)),
+                |n| off.routed("spawn", n),
+            );
+            rt.block_on(off.host.shutdown());
+        }
         interleaved(
             &format!("emit to one plugin vs in-process {flavour}"),
             rounds,

@@ -4,20 +4,59 @@
 
 mod common;
 
-use common::{Basic, Captured, multi_thread};
+use std::sync::OnceLock;
+
+use common::{Basic, Captured, current_thread, multi_thread};
 use horizon_plugin_host::PluginHost;
 use serde_json::json;
 
+/// What the host's subscriber wrote, for every test of this binary (one
+/// global subscriber per process); each test looks for its own lines.
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
+}
+
+/// A panic the hook reported and the plugin caught itself does not hide
+/// the next one on that thread that bypasses the hook (`resume_unwind`):
+/// the entry point that catches it logs it.
+#[test]
+fn a_panic_that_bypasses_the_hook_is_logged_after_one_that_did_not() {
+    let captured = captured();
+    let rt = current_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    rt.block_on(async {
+        let basic = Basic::load(host.clone()).await;
+        assert_eq!(
+            basic.run("unreported_after_reported", 0).await,
+            json!({ "caught": true, "task failed": true })
+        );
+        host.shutdown().await;
+    });
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let count = |needle: &str| out.lines().filter(|l| l.contains(needle)).count();
+    // The first, once, by the hook's report.
+    assert_eq!(count("reported, then caught by the plugin"), 1, "{out}");
+    // The second, once, by the task's entry point.
+    assert_eq!(
+        count("a spawned task panicked: bypassed the hook"),
+        1,
+        "{out}"
+    );
+}
+
 #[test]
 fn plugin_logs_arrive_in_the_host_subscriber_filtered_by_the_host() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
-
+    let captured = captured();
     let rt = multi_thread();
     let host = PluginHost::new(rt.handle().clone());
     rt.block_on(async {

@@ -246,10 +246,7 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
             injected::in_private(|| drop(instance));
         });
     }) {
-        panics::log_unreported(
-            "horizon_plugin_sdk",
-            &format!("dropping the plugin panicked: {panic}"),
-        );
+        panics::log_unreported("horizon_plugin_sdk", "dropping the plugin panicked", &panic);
         code = SHUTDOWN_PANICKED;
     }
     if strict {
@@ -272,7 +269,8 @@ unsafe extern "C" fn shutdown(api: *const HostApi) -> u32 {
         Err(panic) => {
             panics::log_unreported(
                 "horizon_plugin_sdk",
-                &format!("stopping the private runtime panicked: {panic}"),
+                "stopping the private runtime panicked",
+                &panic,
             );
             return SHUTDOWN_STUCK;
         }
@@ -288,7 +286,8 @@ unsafe extern "C" fn release(api: *const HostApi) {
     if let Err(panic) = catch(|| unsafe { injected::release(api) }) {
         panics::log_unreported(
             "horizon_plugin_sdk",
-            &format!("freeing the plugin's state panicked: {panic}"),
+            "freeing the plugin's state panicked",
+            &panic,
         );
     }
 }

@@ -263,10 +263,7 @@ where
         Ok(Poll::Pending) => return false,
         Ok(Poll::Ready(v)) => Ok(v),
         Err(msg) => {
-            panics::log_unreported(
-                "horizon_plugin_sdk::rt",
-                &format!("a spawned task panicked: {msg}"),
-            );
+            panics::log_unreported("horizon_plugin_sdk::rt", "a spawned task panicked", &msg);
             Err(msg)
         }
     };
@@ -430,10 +427,7 @@ unsafe extern "C" fn run_job<F: FnOnce() -> R, R: Send>(data: *mut c_void) {
         } else {
             let result = panics::at(Site::Job(spawned_at), || catch(|| injected::in_private(f)));
             if let Err(msg) = &result {
-                panics::log_unreported(
-                    "horizon_plugin_sdk::rt",
-                    &format!("a blocking job panicked: {msg}"),
-                );
+                panics::log_unreported("horizon_plugin_sdk::rt", "a blocking job panicked", msg);
             }
             shared.finish(Some(result));
         }

@@ -322,7 +322,8 @@ pub(crate) fn wake_caught(wake: impl FnOnce()) {
     if let Err(msg) = catch(wake) {
         panics::log_unreported(
             "horizon_plugin_sdk::rt",
-            &format!("a waker panicked when woken: {msg}"),
+            "a waker panicked when woken",
+            &msg,
         );
     }
 }
@@ -381,7 +382,8 @@ pub(crate) fn drop_entered<F>(mut fut: Pin<&mut Option<F>>) {
     if let Err(msg) = catch(|| fut.set(None)) {
         panics::log_unreported(
             "horizon_plugin_sdk",
-            &format!("a plugin future panicked while being dropped: {msg}"),
+            "a plugin future panicked while being dropped",
+            &msg,
         );
     }
 }

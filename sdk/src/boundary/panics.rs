@@ -51,9 +51,13 @@ unsafe impl Sync for Site {}
 
 thread_local! {
     static SITE: Cell<Site> = const { Cell::new(Site::Unknown) };
-    /// Set by the hook when it reported a panic to the host; taken by the
-    /// place that catches it ([`log_unreported`]).
-    static REPORTED: Cell<bool> = const { Cell::new(false) };
+    /// The [`fingerprint`] of the message of the last panic the hook
+    /// reported to the host on this thread (0: none); taken by the place
+    /// that catches a panic ([`log_unreported`]), which compares it with
+    /// its own panic's. A flag would outlive a reported panic that no such
+    /// place catches (one caught into a status, or by the plugin's own
+    /// `catch_unwind`) and hide the next panic that bypasses the hook.
+    static REPORTED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Puts the previous site back, also when `f` unwinds.
@@ -89,14 +93,26 @@ pub(crate) fn install_hook() {
     });
 }
 
-/// Logs `text` (about a panic just caught at an entry point, on this
-/// thread) as an error, unless this library's hook reported that panic to
-/// the host. (A panic that bypassed the hook, `resume_unwind`, or went to a
-/// hook the plugin set itself, is logged here.)
-pub(crate) fn log_unreported(target: &str, text: &str) {
-    if !REPORTED.try_with(|r| r.replace(false)).unwrap_or(false) {
-        injected::host_log(crate::abi::level::ERROR, target, text);
+/// Logs "`what`: `msg`" (`msg`: the message of a panic just caught at an
+/// entry point, on this thread) as an error, unless this library's hook
+/// reported that panic to the host. (A panic that bypassed the hook,
+/// `resume_unwind`, or went to a hook the plugin set itself, is logged
+/// here.)
+pub(crate) fn log_unreported(target: &str, what: &str, msg: &str) {
+    let reported = REPORTED.try_with(|r| r.replace(0)).unwrap_or(0);
+    if reported != fingerprint(msg) {
+        injected::host_log(crate::abi::level::ERROR, target, &format!("{what}: {msg}"));
     }
+}
+
+/// A panic message's fingerprint, never 0: the hook and the place that
+/// catches the panic both see its message (`guard::panic_message` of its
+/// payload).
+fn fingerprint(message: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    message.hash(&mut hasher);
+    hasher.finish() | 1
 }
 
 /// Reports a panic to the host; false if no host takes reports.
@@ -108,6 +124,7 @@ fn report(info: &PanicHookInfo<'_>) -> bool {
         return false;
     };
     let message = crate::abi::guard::panic_message(info.payload());
+    let reported = fingerprint(&message);
     let message = match info.location() {
         Some(at) => format!("{message} (at {at})"),
         None => message,
@@ -125,6 +142,6 @@ fn report(info: &PanicHookInfo<'_>) -> bool {
     // SAFETY: `api` is the live host table (see `injected`); the strings
     // outlive the call, and the host's function never unwinds.
     unsafe { report_panic(api.data, RStr::new(&site), RStr::new(&message)) };
-    let _ = REPORTED.try_with(|r| r.set(true));
+    let _ = REPORTED.try_with(|r| r.set(reported));
     true
 }
