@@ -28,7 +28,8 @@ fn captured() -> &'static Captured {
 
 /// A panic the hook reported and the plugin caught itself does not hide
 /// the next one on that thread that bypasses the hook (`resume_unwind`):
-/// the entry point that catches it logs it.
+/// the entry point that catches it logs it. And a panic reported while
+/// another unwinds does not make the outer one logged twice.
 #[test]
 fn a_panic_that_bypasses_the_hook_is_logged_after_one_that_did_not() {
     let captured = captured();
@@ -36,22 +37,28 @@ fn a_panic_that_bypasses_the_hook_is_logged_after_one_that_did_not() {
     let host = PluginHost::new(rt.handle().clone());
     rt.block_on(async {
         let basic = Basic::load(host.clone()).await;
-        assert_eq!(
-            basic.run("unreported_after_reported", 0).await,
-            json!({ "caught": true, "task failed": true })
-        );
+        for arg in [0, 1] {
+            assert_eq!(
+                basic.run("unreported_after_reported", arg).await,
+                json!({ "caught": true, "task failed": true })
+            );
+        }
         host.shutdown().await;
     });
     let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let count = |needle: &str| out.lines().filter(|l| l.contains(needle)).count();
-    // The first, once, by the hook's report.
-    assert_eq!(count("reported, then caught by the plugin"), 1, "{out}");
+    // The first, once (each run), by the hook's report.
+    assert_eq!(count("reported, then caught by the plugin"), 2, "{out}");
     // The second, once, by the task's entry point.
     assert_eq!(
         count("a spawned task panicked: bypassed the hook"),
         1,
         "{out}"
     );
+    // A panic reported while another unwinds does not make the entry
+    // point log the outer one a second time.
+    assert_eq!(count("a panic inside a drop while unwinding"), 1, "{out}");
+    assert_eq!(count("unwinding through a drop that panics"), 1, "{out}");
 }
 
 #[test]

@@ -161,8 +161,9 @@ where
 {
     entered("handler call");
     let started = catch(|| {
-        // SAFETY: `data` is the `Box<Handler<F>>` made in `register`, alive until
-        // `drop_handler`, which the host calls only after its last call.
+        // SAFETY: `data` is the `Box<Handler<F>>` made in `hand_over` (by
+        // `register`), alive until `drop_handler`, which the host calls only
+        // after its last call.
         let handler = unsafe { &*data.cast::<Handler<F>>() };
         // SAFETY: the host keeps `name` and `payload` alive for this call; we copy them.
         let (name, payload) = unsafe { (name.as_bytes(), payload.as_bytes()) };
@@ -211,8 +212,9 @@ where
     F: Fn(&Arc<str>, &[u8]) -> Result<(), PluginError> + Send + Sync + 'static,
 {
     entered("handler call");
-    // SAFETY: `data` is the `Box<Handler<F>>` made in `register_sync`, alive
-    // until `drop_handler`, which the host calls only after its last call.
+    // SAFETY: `data` is the `Box<Handler<F>>` made in `hand_over` (by
+    // `register_sync`), alive until `drop_handler`, which the host calls
+    // only after its last call.
     let handler = unsafe { &*data.cast::<Handler<F>>() };
     // SAFETY: the host keeps `name` and `payload` alive for this call; the
     // handler reads them during the call and copies what it keeps.

@@ -51,13 +51,18 @@ unsafe impl Sync for Site {}
 
 thread_local! {
     static SITE: Cell<Site> = const { Cell::new(Site::Unknown) };
-    /// The [`fingerprint`] of the message of the last panic the hook
-    /// reported to the host on this thread (0: none); taken by the place
-    /// that catches a panic ([`log_unreported`]), which compares it with
-    /// its own panic's. A flag would outlive a reported panic that no such
-    /// place catches (one caught into a status, or by the plugin's own
-    /// `catch_unwind`) and hide the next panic that bypasses the hook.
-    static REPORTED: Cell<u64> = const { Cell::new(0) };
+    /// The [`fingerprint`]s of the messages of the last panics the hook
+    /// reported to the host on this thread, newest first (0: none); taken
+    /// by the place that catches a panic ([`log_unreported`]), which looks
+    /// for its own panic's. A flag would outlive a reported panic that no
+    /// such place catches (one caught into a status, or by the plugin's
+    /// own `catch_unwind`) and hide the next panic that bypasses the hook;
+    /// several, because a panic in a `Drop` while another unwinds (or in
+    /// the drop of a caught payload) is reported after the one its catcher
+    /// will see. (Panics without a string payload all have the message
+    /// "Box<dyn Any>": one of them reported can still hide the next such
+    /// one that bypasses the hook.)
+    static REPORTED: Cell<[u64; 4]> = const { Cell::new([0; 4]) };
 }
 
 /// Puts the previous site back, also when `f` unwinds.
@@ -99,8 +104,8 @@ pub(crate) fn install_hook() {
 /// `resume_unwind`, or went to a hook the plugin set itself, is logged
 /// here.)
 pub(crate) fn log_unreported(target: &str, what: &str, msg: &str) {
-    let reported = REPORTED.try_with(|r| r.replace(0)).unwrap_or(0);
-    if reported != fingerprint(msg) {
+    let reported = REPORTED.try_with(|r| r.replace([0; 4])).unwrap_or([0; 4]);
+    if !reported.contains(&fingerprint(msg)) {
         injected::host_log(crate::abi::level::ERROR, target, &format!("{what}: {msg}"));
     }
 }
@@ -142,6 +147,9 @@ fn report(info: &PanicHookInfo<'_>) -> bool {
     // SAFETY: `api` is the live host table (see `injected`); the strings
     // outlive the call, and the host's function never unwinds.
     unsafe { report_panic(api.data, RStr::new(&site), RStr::new(&message)) };
-    let _ = REPORTED.try_with(|r| r.set(reported));
+    let _ = REPORTED.try_with(|r| {
+        let [a, b, c, _] = r.get();
+        r.set([reported, a, b, c]);
+    });
     true
 }
