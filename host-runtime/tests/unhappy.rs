@@ -526,6 +526,30 @@ fn plugin_thread_locals_on_a_host_thread_run_at_its_exit_and_never_after_unload(
     rt.block_on(host.shutdown());
 }
 
+/// C code in a plugin whose key destructor registers a thread-exit
+/// destructor that sets the key's value again (after the key runner's
+/// rounds, on every run): the thread still exits, the key's destructor
+/// having run once per allowed run of the runner (4), and the plugin then
+/// unloads. Before the cap the runner was armed again without end and the
+/// thread never exited.
+#[test]
+fn a_key_destructor_that_rearms_itself_through_thread_exit_cannot_keep_a_thread_alive() {
+    let rt = multi_thread();
+    let host = PluginHost::new(rt.handle().clone());
+    let basic = rt.block_on(Basic::load(host.clone()));
+    let (handle, runner) = (rt.handle().clone(), basic.clone());
+    let thread = std::thread::spawn(move || handle.block_on(runner.run("looping_key", 0)));
+    let (exited, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(thread.join().unwrap()).unwrap());
+    let before = wait
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the thread exits");
+    assert_eq!(before, json!(0));
+    assert_eq!(rt.block_on(basic.run("looping_key_drops", 0)), json!(4));
+    rt.block_on(host.unload(basic.id)).unwrap();
+    rt.block_on(host.shutdown());
+}
+
 /// A thread-local destructor of the plugin still running on an exiting
 /// host thread while the plugin is unloaded (it waits until `shutdown` has
 /// dropped the plugin instance and stopped its runtime, then logs through

@@ -93,6 +93,9 @@ static KEYS: Mutex<[Option<(libc::pthread_key_t, KeyDtor)>; MAX_KEYS]> =
 thread_local! {
     /// Whether `run_keys` is armed on this thread. No destructor.
     static KEYS_ARMED: Cell<bool> = const { Cell::new(false) };
+    /// How many times `run_keys` has run on this thread (at its exit). No
+    /// destructor.
+    static KEY_RUNS: Cell<u8> = const { Cell::new(0) };
     /// Set while this thread is inside the host's `thread_exit`. No
     /// destructor.
     static IN_HOST: Cell<bool> = const { Cell::new(false) };
@@ -257,6 +260,7 @@ pub unsafe extern "C" fn set_specific(key: libc::pthread_key_t, value: *const c_
     if done == 0
         && !value.is_null()
         && !KEYS_ARMED.get()
+        && KEY_RUNS.get() < MAX_KEY_RUNS
         && lock(&KEYS).iter().flatten().any(|(k, _)| *k == key)
     {
         KEYS_ARMED.set(true);
@@ -274,11 +278,22 @@ pub unsafe extern "C" fn set_specific(key: libc::pthread_key_t, value: *const c_
     done
 }
 
+/// How many times `run_keys` may run on one thread. It runs once at a
+/// thread's exit, and again only if a thread-exit destructor registered
+/// during its rounds sets a key's value after them (C code calling
+/// `__cxa_thread_atexit_impl` from a key destructor can do it on every
+/// run): without a cap that would repeat forever, the thread would never
+/// exit and an unload waiting for its destructors would hang. glibc runs
+/// its own rounds once; a value set after the last run is leaked, as a
+/// value set after glibc's last round is.
+const MAX_KEY_RUNS: u8 = 4;
+
 /// Calls the destructor of each value this thread holds for a key of
 /// `KEYS`, as glibc would have: the value is cleared first, and rounds
 /// repeat while destructors set values again (at most 4, glibc's
 /// `PTHREAD_DESTRUCTOR_ITERATIONS`).
 unsafe extern "C" fn run_keys(_: *mut u8) {
+    KEY_RUNS.set(KEY_RUNS.get().saturating_add(1));
     /// Disarms when the rounds are over, not before: a destructor setting
     /// a value again during them must not arm (and so register) another
     /// runner, round after round without end (glibc stops after 4).
