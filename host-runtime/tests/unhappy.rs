@@ -538,13 +538,19 @@ fn a_key_destructor_that_rearms_itself_through_thread_exit_cannot_keep_a_thread_
     let host = PluginHost::new(rt.handle().clone());
     let basic = rt.block_on(Basic::load(host.clone()));
     let (handle, runner) = (rt.handle().clone(), basic.clone());
-    let thread = std::thread::spawn(move || handle.block_on(runner.run("looping_key", 0)));
+    let thread = std::thread::spawn(move || {
+        // SAFETY: `gettid` has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        (tid, handle.block_on(runner.run("looping_key", 0)))
+    });
     let (exited, wait) = std::sync::mpsc::channel();
     std::thread::spawn(move || exited.send(thread.join().unwrap()).unwrap());
-    let before = wait
+    let (tid, ran) = wait
         .recv_timeout(Duration::from_secs(20))
         .expect("the thread exits");
-    assert_eq!(before, json!(0));
+    // Set on the new thread (where the handler's first poll ran), with no
+    // destructor call yet.
+    assert_eq!(ran, json!([tid, 0]), "[thread, destructor calls]");
     assert_eq!(rt.block_on(basic.run("looping_key_drops", 0)), json!(4));
     rt.block_on(host.unload(basic.id)).unwrap();
     rt.block_on(host.shutdown());

@@ -41,7 +41,10 @@
 //!   thread-local destructor of the plugin (glibc's order for keys);
 //!   without one, in glibc's order of thread-local destructors (last
 //!   registered first: a thread std spawned arms it first thing, so it
-//!   runs last there). The library's finalizer (it runs only when the
+//!   runs last there). The runner runs at most 4 rounds, and at most 4
+//!   times per thread (shared by all the library's keys: a destructor
+//!   that keeps setting values uses up the others' runs too); a value set
+//!   after that is leaked. The library's finalizer (it runs only when the
 //!   library is really unmapped) deletes those keys, so reloads do not
 //!   use up the process's 1,024 keys.
 //!
