@@ -225,37 +225,30 @@ fn main() {
     ] {
         let loaded = Loaded::new(make(), 1);
         let rt = &loaded.rt;
-        // Warm both paths up once.
-        native(rt, || support::native_spawn_loop(1000));
-        loaded.routed("spawn", 1000);
-        interleaved(
-            &format!("spawn_await {flavour}"),
-            rounds,
-            scale(20_000),
-            |n| native(rt, move || support::native_spawn_loop(n)),
-            |n| loaded.routed("spawn", n),
-        );
-        // The same with the host's cooperative budget off
-        // (`HostBuilder::cooperative_budget(false)`): what the budget's
+        // Spawn on the default host, and on one with the cooperative budget
+        // off (`HostBuilder::cooperative_budget(false)`): what the budget's
         // `block_on` per task poll costs a spawn.
-        {
+        let off = {
             let rt = make();
             let host = PluginHost::builder(rt.handle().clone())
                 .cooperative_budget(false)
                 .build();
-            let off = Loaded::with_host(rt, host, 1);
-            let rt = &off.rt;
+            Loaded::with_host(rt, host, 1)
+        };
+        for (label, on) in [("", &loaded), (", cooperative budget off,", &off)] {
+            let rt = &on.rt;
+            // Warm both paths up once.
             native(rt, || support::native_spawn_loop(1000));
-            off.routed("spawn", 1000);
+            on.routed("spawn", 1000);
             interleaved(
-                &format!("spawn_await, cooperative budget off, {flavour}"),
+                &format!("spawn_await{label} {flavour}"),
                 rounds,
                 scale(20_000),
                 |n| native(rt, move || support::native_spawn_loop(n)),
-                |n| off.routed("spawn", n),
+                |n| on.routed("spawn", n),
             );
-            rt.block_on(off.host.shutdown());
         }
+        off.rt.block_on(off.host.shutdown());
         interleaved(
             &format!("emit to one plugin vs in-process {flavour}"),
             rounds,

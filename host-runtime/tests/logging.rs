@@ -14,16 +14,7 @@ use serde_json::json;
 /// global subscriber per process); each test looks for its own lines.
 fn captured() -> &'static Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();
-    CAPTURED.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
+    CAPTURED.get_or_init(|| Captured::install_global(tracing::Level::INFO))
 }
 
 /// A panic the hook reported and the plugin caught itself does not hide
@@ -45,7 +36,7 @@ fn a_panic_that_bypasses_the_hook_is_logged_after_one_that_did_not() {
         }
         host.shutdown().await;
     });
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.text();
     let count = |needle: &str| out.lines().filter(|l| l.contains(needle)).count();
     // The first, once (each run), by the hook's report.
     assert_eq!(count("reported, then caught by the plugin"), 2, "{out}");
@@ -72,7 +63,7 @@ fn plugin_logs_arrive_in_the_host_subscriber_filtered_by_the_host() {
         host.shutdown().await;
     });
 
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.text();
     let line = |needle: &str| out.lines().find(|l| l.contains(needle)).map(str::to_owned);
     let info =
         line("info from the plugin").unwrap_or_else(|| panic!("no plugin info event in:\n{out}"));

@@ -20,13 +20,7 @@ use serde_json::json;
 fn process_wide() -> &'static Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();
     CAPTURED.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
+        let captured = Captured::install_global(tracing::Level::WARN);
         #[cfg(feature = "metrics")]
         recorder::install();
         captured
@@ -47,7 +41,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// The captured log lines about plugin `id`.
 fn lines_of(id: PluginId) -> Vec<String> {
     let tag = format!("id={id}");
-    let text = String::from_utf8(process_wide().0.lock().unwrap().clone()).unwrap();
+    let text = process_wide().text();
     text.lines()
         .filter(|l| l.split_whitespace().any(|w| w == tag))
         .map(str::to_owned)

@@ -7,9 +7,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use common::{Basic, current_thread, fixture, fresh_copy, multi_thread};
+use common::{Basic, Captured, current_thread, fixture, fresh_copy, multi_thread};
 use horizon_plugin_host::{
     LoadError, PluginHost, Sha256, TrustDecision, TrustKey, TrustPolicy, TrustRefusal,
 };
@@ -281,33 +280,6 @@ fn files_and_directories_other_users_can_write_are_refused_unless_allowed() {
         host.unload(id).await.unwrap();
         set_mode(&loose, 0o755);
     });
-}
-
-/// A `tracing` writer that keeps what is written.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 #[test]

@@ -14,7 +14,8 @@ use std::time::Duration;
 use horizon_plugin_sdk::Event;
 use horizon_plugin_sdk::abi::guard::catch;
 use horizon_plugin_sdk::abi::{
-    ABI_VERSION, BlockingJob, HostApi, RStatus, RStr, RString, RawFuture, RawHandler,
+    ABI_VERSION, BlockingJob, HostApi, RStatus, RStr, RString, RawFuture, RawHandler, STATUS_ERROR,
+    STATUS_NO_HANDLER,
 };
 
 use super::log;
@@ -152,7 +153,7 @@ pub(super) unsafe extern "C" fn host_emit(
 ) -> RawFuture<RStatus> {
     // SAFETY: the arguments of `host_emit`, forwarded.
     unsafe {
-        start_on_bus(data, name, payload, Gone::Error, |bus, event, services| {
+        start_on_bus(data, name, payload, STATUS_ERROR, |bus, event, services| {
             services.stats.emitted(event.wire_bytes().len());
             let from = services.name.clone();
             async move {
@@ -180,7 +181,7 @@ pub(super) unsafe extern "C" fn host_call(
             data,
             name,
             payload,
-            Gone::NoHandler,
+            STATUS_NO_HANDLER,
             |bus, event, _| async move {
                 match bus.call(event).await {
                     Ok(answer) => RStatus {
@@ -198,8 +199,7 @@ pub(super) unsafe extern "C" fn host_call(
 /// kind, the message is `e`'s description.
 fn call_status(e: &CallError) -> RStatus {
     use horizon_plugin_sdk::abi::{
-        STATUS_CANCELLED, STATUS_ERROR, STATUS_NO_HANDLER, STATUS_PANIC, STATUS_REJECTED,
-        STATUS_TIMED_OUT,
+        STATUS_CANCELLED, STATUS_PANIC, STATUS_REJECTED, STATUS_TIMED_OUT,
     };
     let code = match e {
         CallError::NoHandler(_) => STATUS_NO_HANDLER,
@@ -218,19 +218,11 @@ fn call_status(e: &CallError) -> RStatus {
     }
 }
 
-/// How `start_on_bus` reports a host that has shut down.
-enum Gone {
-    /// An error (an emit).
-    Error,
-    /// `STATUS_NO_HANDLER`: no plugin answers any more (a call, read with
-    /// `FLAG_CALL_STATUS`).
-    NoHandler,
-}
-
 /// What `host_emit` and `host_call` share: the plugin's event (`name`,
 /// `payload`) copied and marked with its sender, handed with the bus to
 /// `run`, whose future is counted as the plugin's work; a host that shut
-/// down (reported as `gone` says), a name that is not UTF-8 or a panic of
+/// down (status code `gone`: an emit's error, or a call's
+/// `STATUS_NO_HANDLER`, as `FLAG_CALL_STATUS` reads it), a name that is not UTF-8 or a panic of
 /// the host's own code is a ready error status (a plugin reads the last
 /// two, from a call, as `Failed` and `Panicked`: neither happens with a
 /// name from `&str` and a host that works).
@@ -242,7 +234,7 @@ unsafe fn start_on_bus<F, Fut>(
     data: *const c_void,
     name: RStr<'_>,
     payload: RStr<'_>,
-    gone: Gone,
+    gone: u32,
     run: F,
 ) -> RawFuture<RStatus>
 where
@@ -254,11 +246,10 @@ where
         unsafe { (services_arc(data), name.as_bytes(), payload.as_bytes()) };
     let started = catch(|| {
         let Some(bus) = services.bus.upgrade() else {
-            let mut status = RStatus::error("the host has shut down");
-            if let Gone::NoHandler = gone {
-                status.code = horizon_plugin_sdk::abi::STATUS_NO_HANDLER;
-            }
-            return Err(status);
+            return Err(RStatus {
+                code: gone,
+                message: RString::from("the host has shut down".to_owned()),
+            });
         };
         let Ok(name) = std::str::from_utf8(name) else {
             return Err(RStatus::error("the name is not UTF-8"));

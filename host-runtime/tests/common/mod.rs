@@ -518,3 +518,30 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// A buffer that this process's global `fmt` subscriber (installed
+    /// here, up to `level`, no colours) writes to. Once per test binary:
+    /// callers keep it in a `OnceLock`.
+    pub fn install_global(level: tracing::Level) -> Captured {
+        let captured = Captured::default();
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(captured.clone())
+            .init();
+        captured
+    }
+
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}

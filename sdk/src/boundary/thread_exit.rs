@@ -28,9 +28,9 @@
 //!   `init` to `release`, or to `shutdown` in a 4.4 host), thread-local
 //!   destructors go to the host, which runs them when the thread exits
 //!   if the plugin is still loaded, and forgets them once it is unloaded
-//!   (their values are leaked, never dropped after unload). Anywhere else (no host, an older host, a
-//!   thread that is exiting) they go to the C library, as without this
-//!   module.
+//!   (their values are leaked, never dropped after unload). Anywhere else
+//!   (no host, an older host, a thread that is exiting) they go to the C
+//!   library, as without this module.
 //! - Every key made with a destructor (up to 64; past them the C library
 //!   gets it) is made without one in the C library; the destructor is kept
 //!   here, and the first value set for the key on a thread arms a runner,
